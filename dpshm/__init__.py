@@ -1,0 +1,45 @@
+"""dpshm: share LSL streams between processes through shared memory.
+
+The public API is re-exported here. Names are imported lazily on first use so
+that ``import dpshm`` stays cheap and a module that only needs the command
+server does not import the shared-memory machinery, pylsl or ZeroMQ.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from dpshm._version import __version__
+from dpshm.errors import DpshmError
+
+# public name -> module that defines it
+_LAZY: dict[str, str] = {
+    "SharedRing": "dpshm.ring",
+    "SharedStreamView": "dpshm.view",
+    "RingBuffer": "dpshm.ringbuffer",
+    "StreamWatcher": "dpshm.watcher",
+    "get_streams_names": "dpshm.watcher",
+    "EventLoop": "dpshm.timing",
+    "sleep_s": "dpshm.timing",
+    "DefaultServer": "dpshm.server",
+    "DefaultCallbackServer": "dpshm.server",
+    "get_logger": "dpshm.logs",
+    "JsonSocketHandler": "dpshm.logs",
+    "LogRecordSocketReceiver": "dpshm.logserver",
+}
+
+__all__ = ["DpshmError", "__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dpshm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

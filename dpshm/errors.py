@@ -1,0 +1,52 @@
+"""Exceptions raised by dpshm.
+
+Every error derives from :class:`DpshmError`; each subclass also inherits the
+matching builtin (``LookupError``, ``ValueError``, ``TimeoutError``, ...) so
+callers can catch either. Messages name the thing, the value and the fix.
+"""
+
+from __future__ import annotations
+
+
+class DpshmError(Exception):
+    """Base class of every error raised by dpshm."""
+
+
+class RingNotFoundError(DpshmError, LookupError):
+    """No shared-memory ring exists under the requested name."""
+
+
+class RingFormatError(DpshmError, ValueError):
+    """A shared-memory segment is not a dpshm ring of a layout we understand."""
+
+
+class RingSpaceError(DpshmError, MemoryError):
+    """The ring does not fit into the shared-memory filesystem (``/dev/shm``)."""
+
+
+class StreamNotFoundError(DpshmError, LookupError):
+    """No stream (LSL or shared) matches the request."""
+
+
+class AmbiguousStreamError(DpshmError, LookupError):
+    """More than one stream matches the request."""
+
+
+class SupervisorNotRunningError(DpshmError, LookupError):
+    """No ``dpshm up`` supervisor runs on the requested namespace."""
+
+
+class SupervisorRunningError(DpshmError, RuntimeError):
+    """A supervisor already runs on the requested namespace."""
+
+
+class ConfigError(DpshmError, ValueError):
+    """A configuration file, flag or environment variable is invalid."""
+
+
+class DpshmTimeoutError(DpshmError, TimeoutError):
+    """A bounded wait ran out."""
+
+
+class ProtocolError(DpshmError, ValueError):
+    """A message on a dpshm or Dareplane wire could not be understood."""
