@@ -50,3 +50,11 @@ class DpshmTimeoutError(DpshmError, TimeoutError):
 
 class ProtocolError(DpshmError, ValueError):
     """A message on a dpshm or Dareplane wire could not be understood."""
+
+
+class StreamLostError(DpshmError, ConnectionError):
+    """An LSL stream's outlet went away while we were reading from it."""
+
+
+class WorkerError(DpshmError, RuntimeError):
+    """A worker could not be started, or failed."""
