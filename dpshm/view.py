@@ -84,7 +84,8 @@ class SharedStreamView:
             want = round(self.buffer_size_s * ring.srate) if ring.srate > 0 else n
             if want > n:
                 logger.warning(
-                    "ring %r keeps %d samples; buffer_size_s=%s asks for %d: using %d (make the ring larger)",
+                    "ring %r keeps %d samples; buffer_size_s=%s asks for %d: using %d "
+                    "(create a larger ring for more)",
                     ring.name, n, self.buffer_size_s, want, n,
                 )  # fmt: skip
             n = max(1, min(want, n))

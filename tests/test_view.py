@@ -103,6 +103,7 @@ def test_get_window_zero_copy_and_copy(eeg):
         np.testing.assert_array_equal(d2, _chunk(3, 3)[0])
         np.testing.assert_allclose(t2, _chunk(3, 3)[1])
         c, ct = sv.get_window(4, copy=True)
+        np.testing.assert_allclose(ct, _chunk(2, 4)[1])
         assert c.flags.writeable and c.flags.owndata
         eeg.write(*_chunk(6, 10))  # overwrites everything the zero-copy view showed
         np.testing.assert_array_equal(c, _chunk(2, 4)[0])  # the copy is private
