@@ -77,14 +77,10 @@ writer pid (:func:`ring_info`) and removable with :func:`unlink_ring`.
 
 from __future__ import annotations
 
-import _posixshmem
-import contextlib
-import errno
 import json
 import logging
 import mmap
 import os
-import re
 import struct
 import time
 from typing import Any
@@ -92,96 +88,48 @@ from typing import Any
 import numpy as np
 
 from dpshm._mirror import mirrored_window, mirrored_write
-from dpshm.errors import RingFormatError, RingNotFoundError, RingOwnershipError, RingSpaceError
+from dpshm.errors import RingFormatError, RingNotFoundError, RingOwnershipError
+from dpshm.formats import (
+    _CODE_TO_FORMAT,
+    DEFAULT_STRING_WIDTH,
+    FORMATS,
+    encode_strings,
+    resolve_format,
+)
+from dpshm.shm import (
+    SEGMENT_PREFIX,
+    SHM_DIR,
+    create_segment,
+    list_segments,
+    open_segment,
+    pid_alive,
+    read_prefix,
+    ring_name,
+    segment_name,
+    unlink_segment,
+)
+
+__all__ = [
+    "SEGMENT_PREFIX",
+    "SHM_DIR",
+    "SharedRing",
+    "list_rings",
+    "ring_info",
+    "segment_name",
+    "unlink_ring",
+]
 
 logger = logging.getLogger(__name__)
 
-SEGMENT_PREFIX = "dpshm_"
-SHM_DIR = "/dev/shm"
 MAGIC = b"DPSHMRNG"
 LAYOUT_VERSION = 1
 HEADER_SIZE = 512
 ALIGN = 64
-DEFAULT_STRING_WIDTH = 256
-MAX_SEGMENT_NAME = 250  # NAME_MAX (255) minus some room
 FLAG_STALE = 1
 
 _STATIC = struct.Struct("<8sIIII16sQII d Q d Q QQ QQ QQ Q")
 _HOT_OFFSET = 192  # head, pending, flags, time_offset, last_write, n_truncated
 _H_HEAD, _H_PENDING, _H_FLAGS, _H_TOFF, _H_LASTW, _H_TRUNC = range(6)
-
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
-
-# LSL channel format name -> (LSL code, numpy dtype or None for strings)
-FORMATS: dict[str, tuple[int, np.dtype | None]] = {
-    "float32": (1, np.dtype("<f4")),
-    "double64": (2, np.dtype("<f8")),
-    "string": (3, None),
-    "int32": (4, np.dtype("<i4")),
-    "int16": (5, np.dtype("<i2")),
-    "int8": (6, np.dtype("i1")),
-    "int64": (7, np.dtype("<i8")),
-}
-_CODE_TO_FORMAT = {code: fmt for fmt, (code, _) in FORMATS.items()}
-_ALIASES = {"float64": "double64", "double": "double64", "str": "string", "float": "float32"}
-
-
-def resolve_format(dtype: Any) -> str:
-    """Return the LSL channel-format name for ``dtype``.
-
-    Accepts LSL names (``"float32"``, ``"double64"``, ``"string"``, ...), LSL
-    integer codes (pylsl's ``cf_*`` constants), numpy dtypes or types
-    (``np.int16``, ``"float64"``) and ``str`` for marker streams.
-    """
-    if isinstance(dtype, str) and dtype.lower() in FORMATS:
-        return dtype.lower()
-    if isinstance(dtype, str) and dtype.lower() in _ALIASES:
-        return _ALIASES[dtype.lower()]
-    if isinstance(dtype, int) and not isinstance(dtype, bool) and dtype in _CODE_TO_FORMAT:
-        return _CODE_TO_FORMAT[dtype]
-    if dtype is str or dtype is bytes:
-        return "string"
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        dt = None
-    if dt is not None:
-        if dt.kind in "USO":
-            return "string"
-        for fmt, (_, ndt) in FORMATS.items():
-            if ndt is not None and ndt == dt.newbyteorder("<"):
-                return fmt
-    raise ValueError(
-        f"unsupported channel format {dtype!r}; use one of the LSL formats "
-        f"{sorted(FORMATS)} or the numpy dtypes float32, float64, int8, int16, int32, int64, str"
-    )
-
-
-def segment_name(name: str) -> str:
-    """Return the shared-memory segment name of ring ``name`` (``dpshm_<name>``).
-
-    A name that already carries the prefix is not prefixed twice. Raises
-    ``ValueError`` for names with characters other than letters, digits and
-    ``_-.`` or names too long for POSIX shared memory.
-    """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"ring name must be a non-empty string, got {name!r}")
-    seg = name if name.startswith(SEGMENT_PREFIX) else SEGMENT_PREFIX + name
-    if not _NAME_RE.match(name) or seg in (SEGMENT_PREFIX,):
-        raise ValueError(
-            f"invalid ring name {name!r}: use only letters, digits and '_', '-', '.' "
-            f"(e.g. 'eeg' or 'EEG-1')"
-        )
-    if len(seg) > MAX_SEGMENT_NAME:
-        raise ValueError(
-            f"ring name {name[:40]!r}... is {len(name)} characters; the segment name "
-            f"must fit {MAX_SEGMENT_NAME} characters: use a shorter name"
-        )
-    return seg
-
-
-def _ring_name(seg: str) -> str:
-    return seg[len(SEGMENT_PREFIX) :]
 
 
 def _align(n: int) -> int:
@@ -193,33 +141,7 @@ def list_rings() -> list[str]:
 
     Segments with the prefix that are not (yet) valid rings are left out.
     """
-    try:
-        entries = os.listdir(SHM_DIR)
-    except OSError:
-        return []
-    names = []
-    for entry in entries:
-        if not entry.startswith(SEGMENT_PREFIX):
-            continue
-        try:
-            with open(os.path.join(SHM_DIR, entry), "rb") as f:
-                if f.read(len(MAGIC)) == MAGIC:
-                    names.append(_ring_name(entry))
-        except OSError:
-            continue
-    return sorted(names)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return [ring_name(seg) for seg in list_segments() if read_prefix(seg, 8) == MAGIC]
 
 
 def ring_info(name: str) -> dict[str, Any]:
@@ -259,57 +181,13 @@ def unlink_ring(name: str, force: bool = False) -> bool:
             return False
         if info["writer_alive"]:
             raise RingOwnershipError(
-                f"ring {_ring_name(seg)!r} is still written by live pid {info['writer_pid']}; "
+                f"ring {ring_name(seg)!r} is still written by live pid {info['writer_pid']}; "
                 f"stop that process (it unlinks its ring) or pass force=True"
             )
-    try:
-        _posixshmem.shm_unlink("/" + seg)
-    except FileNotFoundError:
+    if not unlink_segment(seg):
         return False
     logger.info("unlinked shared-memory ring %r", seg)
     return True
-
-
-def _check_space(nbytes: int, name: str) -> None:
-    try:
-        st = os.statvfs(SHM_DIR)
-    except OSError:
-        return
-    free = st.f_bavail * st.f_frsize
-    if nbytes > free:
-        raise RingSpaceError(
-            f"ring {name!r} needs {nbytes} bytes ({nbytes / 2**20:.1f} MiB) of shared memory "
-            f"but {SHM_DIR} has only {free} bytes ({free / 2**20:.1f} MiB) free: use a "
-            f"smaller buffer or fewer channels, or enlarge {SHM_DIR} "
-            f"(e.g. `docker run --shm-size=1g`)"
-        )
-
-
-def encode_strings(values: np.ndarray, width: int) -> tuple[np.ndarray, int]:
-    """Encode an object/str array to fixed-width UTF-8 (dtype ``S<width>``).
-
-    Returns the encoded array and the number of values truncated (at a
-    character boundary) to fit ``width`` bytes.
-    """
-    flat = values.ravel()
-    out = []
-    truncated = 0
-    for v in flat:
-        b = v if isinstance(v, bytes) else str(v).encode("utf-8")
-        if len(b) > width:
-            cut = width
-            while cut > 0 and (b[cut] & 0xC0) == 0x80:  # b[cut] continues a character
-                cut -= 1
-            b = b[:cut]
-            truncated += 1
-        out.append(b)
-    arr = np.array(out, dtype=f"S{width}").reshape(values.shape)
-    return arr, truncated
-
-
-def decode_strings(values: np.ndarray) -> np.ndarray:
-    """Decode a fixed-width UTF-8 array to an object array of ``str``."""
-    return np.char.decode(values, "utf-8", "replace").astype(object)
 
 
 class SharedRing:
@@ -346,7 +224,7 @@ class SharedRing:
 
     def __init__(self, seg: str, mm: mmap.mmap, owner: bool) -> None:
         self._seg = seg
-        self.name = _ring_name(seg)
+        self.name = ring_name(seg)
         self._mm = mm
         self.owner = owner
         self._closed = False
@@ -427,24 +305,8 @@ class SharedRing:
         ts_off = _align(data_off + data_len)
         ts_len = 2 * capacity * 8
         total = ts_off + ts_len
-        _check_space(total, _ring_name(seg))
-
-        fd = _posixshmem.shm_open("/" + seg, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
-        mm = None
+        mm = create_segment(seg, total)
         try:
-            try:
-                os.posix_fallocate(fd, 0, total)
-            except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
-                    raise RingSpaceError(
-                        f"ring {_ring_name(seg)!r} needs {total} bytes of shared memory, "
-                        f"allocation failed ({exc.strerror}): use a smaller buffer or fewer "
-                        f"channels, or enlarge {SHM_DIR} (e.g. `docker run --shm-size=1g`)"
-                    ) from None
-                os.ftruncate(fd, total)  # filesystems without fallocate
-            mm = mmap.mmap(fd, total)
-            # pre-fault: touch every page now, not on the first writes (DESIGN.md)
-            np.frombuffer(mm, dtype=np.uint8)[:] = 0
             gen = time.time_ns() if generation is None else int(generation)
             _STATIC.pack_into(
                 mm, 0, b"\0" * 8, LAYOUT_VERSION, HEADER_SIZE, code, n_channels,
@@ -455,12 +317,9 @@ class SharedRing:
             mm[HEADER_SIZE : HEADER_SIZE + len(blob)] = blob
             mm[0:8] = MAGIC  # last: attachers never see a half-written header
         except BaseException:
-            if mm is not None:
-                mm.close()
-            os.close(fd)
-            _posixshmem.shm_unlink("/" + seg)
+            mm.close()
+            unlink_segment(seg)
             raise
-        os.close(fd)
         ring = cls(seg, mm, owner=True)
         logger.debug("created ring %r: %d x %d %s, %d bytes", seg, capacity, n_channels, fmt, total)
         return ring
@@ -478,21 +337,22 @@ class SharedRing:
         """
         seg = segment_name(name)
         try:
-            fd = _posixshmem.shm_open("/" + seg, os.O_RDONLY, 0)
+            mm = open_segment(seg)
         except FileNotFoundError:
             raise RingNotFoundError(
-                f"no shared-memory ring named {_ring_name(seg)!r} (segment {seg!r}); "
+                f"no shared-memory ring named {ring_name(seg)!r} (segment {seg!r}); "
                 f"existing rings: {list_rings()}. Check the name or start its writer."
             ) from None
-        try:
-            size = os.fstat(fd).st_size
-            if size < HEADER_SIZE:
-                raise RingNotFoundError(
-                    f"ring {_ring_name(seg)!r} is still being created ({size} bytes); retry"
-                )
-            mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
-        finally:
-            os.close(fd)
+        except ValueError:
+            raise RingNotFoundError(
+                f"ring {ring_name(seg)!r} is still being created; retry"
+            ) from None
+        if len(mm) < HEADER_SIZE:
+            mm.close()
+            raise RingFormatError(
+                f"segment {seg!r} ({len(mm)} bytes) is too small to be a dpshm ring; remove it "
+                f"with dpshm.ring.unlink_ring({ring_name(seg)!r}, force=True)"
+            )
         try:
             return cls(seg, mm, owner=False)
         except BaseException:
@@ -592,7 +452,7 @@ class SharedRing:
             "generation": self.generation,
             "created": self.created,
             "writer_pid": self.writer_pid,
-            "writer_alive": _pid_alive(self.writer_pid),
+            "writer_alive": pid_alive(self.writer_pid),
             "head": self.head,
             "stale": self.stale,
             "time_offset": self.time_offset,
@@ -781,8 +641,7 @@ class SharedRing:
         if self._unlinked:
             return
         self._unlinked = True
-        with contextlib.suppress(FileNotFoundError):
-            _posixshmem.shm_unlink("/" + self._seg)
+        unlink_segment(self._seg)
 
     def __enter__(self) -> SharedRing:
         return self

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from dpshm.ring import SharedRing, decode_strings
+from dpshm.formats import decode_strings
+from dpshm.ring import SharedRing
 
 logger = logging.getLogger(__name__)
 

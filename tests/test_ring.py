@@ -19,16 +19,8 @@ from dpshm.errors import (
     RingOwnershipError,
     RingSpaceError,
 )
-from dpshm.ring import (
-    FORMATS,
-    SharedRing,
-    decode_strings,
-    list_rings,
-    resolve_format,
-    ring_info,
-    segment_name,
-    unlink_ring,
-)
+from dpshm.formats import FORMATS, decode_strings, resolve_format
+from dpshm.ring import SharedRing, list_rings, ring_info, segment_name, unlink_ring
 from dpshm.view import SharedStreamView
 
 

@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from dpshm.ring import FORMATS, SharedRing, decode_strings
+from dpshm.formats import FORMATS, decode_strings
+from dpshm.ring import SharedRing
 from dpshm.view import SharedStreamView
 
 
