@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import importlib
 import logging
 
 import numpy as np
@@ -68,7 +67,7 @@ def _import_without_logging_side_effects(module: str):
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     try:
-        return importlib.import_module(module)
+        return pytest.importorskip(module)
     finally:
         for n, disabled in state.items():
             logging.getLogger(n).disabled = disabled
