@@ -67,7 +67,7 @@ helper.
 Attaching without the resource tracker
 --------------------------------------
 Neither creator nor attachers use :class:`multiprocessing.shared_memory.SharedMemory`:
-both map the segment themselves (``shm_open`` + ``mmap``), attachers with
+both map the segment themselves (``shm_open`` + ``mmap``, :mod:`dpshm.shm`), attachers with
 ``PROT_READ``. Hence no resource tracker is ever involved (on any Python
 version), an attacher exiting can never unlink the ring, and arrays handed to
 readers are read-only by construction. Only the creator unlinks; a creator that
@@ -219,6 +219,7 @@ class SharedRing:
 
     # class-level defaults: close() is safe after a failed __init__
     _mm: mmap.mmap | None = None
+    _hot: np.ndarray | None = None
     _closed = True
     owner = False
 
@@ -389,9 +390,15 @@ class SharedRing:
         self.srate, self.generation, self.created = srate, gen, created
         self._static_pid = pid
         self.nbytes = total
-        info = json.loads(bytes(mm[blob_off : blob_off + blob_len]).decode("utf-8"))
-        self.channel_names: list[str] = list(info["channel_names"])
-        self.meta: dict[str, Any] = info["meta"]
+        try:
+            info = json.loads(bytes(mm[blob_off : blob_off + blob_len]).decode("utf-8"))
+            self.channel_names: list[str] = list(info["channel_names"])
+            self.meta: dict[str, Any] = info["meta"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RingFormatError(
+                f"ring {self.name!r} has an unreadable channel-name/metadata blob ({exc}); "
+                f"recreate it"
+            ) from None
         self._data = np.frombuffer(mm, self.dtype, 2 * cap * n_ch, data_off).reshape(2 * cap, n_ch)
         self._ts = np.frombuffer(mm, "<f8", 2 * cap, ts_off)
         self._hot = np.frombuffer(mm, "<u8", 8, _HOT_OFFSET)
@@ -399,15 +406,23 @@ class SharedRing:
         self._head = int(self._hot[_H_HEAD])
 
     # -- header fields ------------------------------------------------------------------
+    def _live(self) -> np.ndarray:
+        hot = self._hot
+        if hot is None:
+            raise ValueError(f"ring {self.name!r} is closed")
+        return hot
+
     @property
     def head(self) -> int:
         """Total samples ever published (monotonic)."""
-        return int(self._hot[_H_HEAD])
+        hot = self._hot
+        return int((hot if hot is not None else self._live())[_H_HEAD])
 
     @property
     def pending(self) -> int:
         """``head + k`` while a chunk of ``k`` rows is being written, else ``head``."""
-        return int(self._hot[_H_PENDING])
+        hot = self._hot
+        return int((hot if hot is not None else self._live())[_H_PENDING])
 
     @property
     def writer_pid(self) -> int:
@@ -417,22 +432,24 @@ class SharedRing:
     @property
     def stale(self) -> bool:
         """``True`` once the supervisor marked the ring stale (its source is gone)."""
-        return bool(int(self._hot[_H_FLAGS]) & FLAG_STALE)
+        return bool(int(self._live()[_H_FLAGS]) & FLAG_STALE)
 
     @property
     def time_offset(self) -> float:
         """LSL ``time_correction`` published by the writer (0.0 if never set)."""
+        self._live()
         return float(self._hot_f[_H_TOFF])
 
     @property
     def last_write(self) -> float:
         """Wall-clock time (``time.time()``) of the last write, 0.0 if none."""
+        self._live()
         return float(self._hot_f[_H_LASTW])
 
     @property
     def n_truncated(self) -> int:
         """Number of string values truncated to fit their slot."""
-        return int(self._hot[_H_TRUNC])
+        return int(self._live()[_H_TRUNC])
 
     @property
     def closed(self) -> bool:
@@ -587,7 +604,11 @@ class SharedRing:
         (read-only for attachers): the writer overwrites them ``capacity``
         samples later. Use :meth:`copy_range` for a checked copy.
         """
-        h = self.head if head is None else head
+        if head is None:
+            head = self.head
+        elif self._hot is None:
+            self._live()
+        h = head
         return mirrored_window(self._data, h, n), mirrored_window(self._ts, h, n)
 
     def copy_range(
@@ -601,12 +622,13 @@ class SharedRing:
         ``start`` may be negative to include never-written rows (zeros). Pass
         ``data=False`` or ``timestamps=False`` to skip one copy (``None`` returned).
         """
+        hot = self._live()
         n = stop - start
         if not 0 <= n <= self.capacity:
             raise ValueError(f"cannot copy {n} samples from a ring of capacity {self.capacity}")
         d = mirrored_window(self._data, stop, n).copy() if data else None
         t = mirrored_window(self._ts, stop, n).copy() if timestamps else None
-        first = max(start, int(self._hot[_H_PENDING]) - self.capacity)
+        first = max(start, int(hot[_H_PENDING]) - self.capacity)
         if first > start:
             cut = min(first - start, n)
             return (

@@ -265,6 +265,11 @@ def test_close_is_idempotent_and_views_survive(make_ring):
     assert ring.closed and att.closed
     with pytest.raises(ValueError, match="closed"):
         ring.write(np.ones((1, 2)), [1])
+    uses = [lambda: ring.head, lambda: att.stale, lambda: att.window(1)]
+    uses += [lambda: ring.window(1, 3), lambda: att.copy_range(0, 1), lambda: ring.time_offset]
+    for use in uses:
+        with pytest.raises(ValueError, match="closed"):
+            use()
     del view_att, view_own
     gc.collect()
 
