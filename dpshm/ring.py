@@ -231,6 +231,7 @@ class SharedRing:
         self._closed = False
         self._unlinked = False
         self._warned_truncation = False
+        self._n_trunc = 0  # truncations of the chunk being written
         self._read_header()
 
     # -- construction -----------------------------------------------------------------
@@ -504,20 +505,12 @@ class SharedRing:
     def _coerce(self, samples: Any) -> np.ndarray:
         dt = self.dtype
         if self.string_width:
+            self._n_trunc = 0
             arr = np.asarray(samples, dtype=object)
             if arr.size == 0:
                 return np.empty((0, self.n_channels), dt)
             self._check_shape(arr)
-            enc, n_trunc = encode_strings(arr, self.string_width)
-            if n_trunc:
-                self._hot[_H_TRUNC] = int(self._hot[_H_TRUNC]) + n_trunc
-                if not self._warned_truncation:
-                    self._warned_truncation = True
-                    logger.warning(
-                        "ring %r: %d marker(s) longer than %d bytes truncated (counted in "
-                        "n_truncated; logged once); create the ring with a larger string_width",
-                        self.name, n_trunc, self.string_width,
-                    )  # fmt: skip
+            enc, self._n_trunc = encode_strings(arr, self.string_width)
             return enc
         is_array = isinstance(samples, np.ndarray)
         arr = samples if is_array else np.asarray(samples)
@@ -537,6 +530,17 @@ class SharedRing:
             f"ring {self.name!r} stores {self.format} ({dt}); got samples of dtype {src}, "
             f"which cannot be stored without loss: convert them (e.g. samples.astype({dt.name!r}))"
         )
+
+    def _count_truncations(self) -> None:
+        n, self._n_trunc = self._n_trunc, 0
+        self._hot[_H_TRUNC] = int(self._hot[_H_TRUNC]) + n
+        if not self._warned_truncation:
+            self._warned_truncation = True
+            logger.warning(
+                "ring %r: %d marker(s) longer than %d bytes truncated (counted in "
+                "n_truncated; logged once); create the ring with a larger string_width",
+                self.name, n, self.string_width,
+            )  # fmt: skip
 
     def _check_shape(self, arr: np.ndarray) -> None:
         if arr.ndim != 2 or arr.shape[1] != self.n_channels:
@@ -587,6 +591,8 @@ class SharedRing:
         head = self._head
         if k == 0:
             return head
+        if self._n_trunc:
+            self._count_truncations()
         hot = self._hot
         hot[_H_PENDING] = head + k
         mirrored_write(self._data, head, data)

@@ -139,6 +139,8 @@ def test_string_truncation_is_counted_at_char_boundary(make_ring, caplog):
     with caplog.at_level("WARNING", logger="dpshm.ring"):
         ring.write([["aéééé"], ["ok"], ["€€"]], [1, 2, 3])  # 9, 2 and 6 bytes
         ring.write([["€€€"]], [4])
+        with pytest.raises(ValueError, match="timestamps"):
+            ring.write([["too long for the slot"]], [1, 2])  # rejected: not counted
     assert ring.n_truncated == 3
     assert decode_strings(ring.window(4)[0]).ravel().tolist() == ["aéé", "ok", "€", "€"]
     assert sum("truncated" in r.getMessage() for r in caplog.records) == 1  # logged once
