@@ -10,12 +10,33 @@ from __future__ import annotations
 import contextlib
 import logging
 import subprocess
+import time
 
 import psutil
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["stop_process_tree"]
+
+
+def _alive(p: psutil.Process) -> bool:
+    # a zombie is dead: its parent (or init, for orphans) reaps it, we cannot
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait up to ``timeout`` until no process of ``procs`` is alive; return the living."""
+    deadline = time.monotonic() + timeout
+    alive = [p for p in procs if _alive(p)]
+    delay = 0.001
+    while alive and time.monotonic() < deadline:
+        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 2, 0.05)
+        alive = [p for p in alive if _alive(p)]
+    return alive
 
 
 def stop_process_tree(
@@ -65,7 +86,7 @@ def stop_process_tree(
     if popen is not None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             popen.wait(timeout=grace_s)
-    _gone, alive = psutil.wait_procs(tree, timeout=grace_s)
+    alive = _wait_gone(tree, grace_s)
     if alive:
         logger.warning(
             "%d process(es) ignored SIGTERM for %.1f s, sending SIGKILL: %s",
@@ -76,7 +97,7 @@ def stop_process_tree(
         for p in alive:
             with contextlib.suppress(psutil.Error):
                 p.kill()
-        _gone, alive = psutil.wait_procs(alive, timeout=kill_timeout_s)
+        alive = _wait_gone(alive, kill_timeout_s)
     if popen is not None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             popen.wait(timeout=kill_timeout_s)
