@@ -64,6 +64,8 @@ def record_to_dict(record: logging.LogRecord) -> dict[str, Any]:
         with contextlib.suppress(Exception):
             record.exc_text = _FORMATTER.formatException(record.exc_info)
     out = {str(k): _jsonable(v) for k, v in record.__dict__.items()}
+    if record.exc_info:
+        out["exc_info"] = str(record.exc_info)  # as the original handler's fallback
     if record.args is None:
         out["args"] = []
     elif isinstance(record.args, dict):
