@@ -16,11 +16,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import queue
 import socket
 import struct
 import threading
 import time
+from collections import deque
 from typing import Any
 
 __all__ = ["DEFAULT_LOG_PORT", "JsonSocketHandler", "encode_record", "get_logger", "record_to_dict"]
@@ -74,9 +74,25 @@ def record_to_dict(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def encode_record(record: logging.LogRecord) -> bytes:
-    """Frame a record for the wire: 4-byte big-endian length + UTF-8 JSON."""
-    body = json.dumps(record_to_dict(record), ensure_ascii=False).encode("utf-8", "replace")
-    return struct.pack(">L", len(body)) + body
+    """Frame a record for the wire: 4-byte big-endian length + UTF-8 JSON.
+
+    The body is ``json.dumps(record_to_dict(record))``; the common case takes a
+    faster path with the same result (non-serialisable values become ``str``).
+    """
+    d = record.__dict__
+    body = None
+    if not d.get("exc_info") and isinstance(d.get("args"), tuple):
+        try:
+            body = _DUMPS_FAST(d)
+        except (TypeError, ValueError):
+            body = None
+    if body is None:
+        body = json.dumps(record_to_dict(record), ensure_ascii=False)
+    data = body.encode("utf-8", "replace")
+    return struct.pack(">L", len(data)) + data
+
+
+_DUMPS_FAST = json.JSONEncoder(default=str, ensure_ascii=False, skipkeys=False).encode
 
 
 class JsonSocketHandler(logging.Handler):
@@ -126,14 +142,15 @@ class JsonSocketHandler(logging.Handler):
         self.flush_timeout_s = flush_timeout_s
         self.dropped = 0
         self.sent = 0
-        self._queue: queue.Queue[bytes] = queue.Queue(queue_size)
+        self.queue_size = queue_size
+        self._buf: deque[bytes] = deque()
+        self._wake = threading.Event()
         self._stop = threading.Event()
         self._closed = False
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._sock: socket.socket | None = None
-        self._inflight = 0
-        self._idle = threading.Condition()
+        self._in_hand = 0  # 1 while the sender holds a frame it has not sent yet
 
     def emit(self, record: logging.LogRecord) -> None:
         """Queue the record; never blocks (drops and counts when full)."""
@@ -146,12 +163,12 @@ class JsonSocketHandler(logging.Handler):
             return
         if self._thread is None:
             self._start()
-        try:
-            with self._idle:
-                self._queue.put_nowait(frame)
-                self._inflight += 1
-        except queue.Full:
+        if len(self._buf) >= self.queue_size:
             self.dropped += 1
+            return
+        self._buf.append(frame)  # deque.append is atomic: no lock on the caller's path
+        if not self._wake.is_set():
+            self._wake.set()
 
     def _start(self) -> None:
         with self._start_lock:
@@ -175,10 +192,14 @@ class JsonSocketHandler(logging.Handler):
         while True:
             if frame is None:
                 try:
-                    frame = self._queue.get(timeout=0.1)
-                except queue.Empty:
+                    frame = self._buf.popleft()
+                    self._in_hand = 1
+                except IndexError:
                     if self._stop.is_set():
                         break
+                    self._wake.clear()
+                    if not self._buf:
+                        self._wake.wait(0.1)
                     continue
             if self._sock is None:
                 self._sock = self._connect()
@@ -197,29 +218,32 @@ class JsonSocketHandler(logging.Handler):
                 continue  # resend the whole frame on a new connection
             self.sent += 1
             frame = None
-            with self._idle:
-                self._inflight -= 1
-                if self._inflight == 0:
-                    self._idle.notify_all()
+            self._in_hand = 0
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 self._sock.close()
             self._sock = None
 
+    @property
+    def pending(self) -> int:
+        """Records accepted but not yet sent."""
+        return len(self._buf) + self._in_hand
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait up to ``timeout`` (default ``flush_timeout_s``) until all queued
         records are sent; return whether they were."""
         if self._thread is None:
-            return self._inflight == 0
+            return self.pending == 0
         timeout = self.flush_timeout_s if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        with self._idle:
-            while self._inflight > 0:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._idle.wait(left)
-        return True
+        delay = 0.0005
+        while self.pending and self._thread.is_alive():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 0.02)
+        return self.pending == 0
 
     def close(self) -> None:
         """Flush (bounded by ``flush_timeout_s``), stop the sender, close the socket.
@@ -234,9 +258,9 @@ class JsonSocketHandler(logging.Handler):
             self.flush()
             self._stop.set()
             self._thread.join(self.connect_timeout_s + 1.0)
-            with self._idle:
-                self.dropped += self._inflight
-                self._inflight = 0
+            self.dropped += self.pending
+            self._buf.clear()
+            self._in_hand = 0
         super().close()
 
 

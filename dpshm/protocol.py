@@ -3,9 +3,12 @@
 Framing rule (see docs/server.md)
 ---------------------------------
 ``;``, ``\\n`` and ``\\r\\n`` all terminate a command. Bytes after the last
-terminator stay buffered. A non-empty unterminated remainder is dispatched when
-no further byte arrived for ``idle_s`` (a few ms) *and* it looks complete (its
-name is a known command and its payload is empty or valid JSON); an incomplete
+terminator stay buffered. A non-empty unterminated remainder is dispatched
+at once if nothing that can follow may change its meaning (``PCOMM|{...}`` with
+a complete JSON object, or a payload-free built-in such as ``UP`` that is no
+prefix of another command name); otherwise when no further byte arrived for
+``idle_s`` (a few ms) *and* it looks complete (its name is a known command and
+its payload is empty or valid JSON); an incomplete
 remainder is dispatched anyway (and then usually answered with ``ERROR``) after
 ``stale_s`` without further bytes. Empty commands are ignored.
 
@@ -25,7 +28,7 @@ from typing import Any
 
 from dpshm.errors import ProtocolError
 
-__all__ = ["Command", "CommandFramer", "parse_command"]
+__all__ = ["Command", "CommandFramer", "completeness", "parse_command"]
 
 MAX_MESSAGE_BYTES = 1 << 20
 
@@ -108,13 +111,36 @@ def parse_command(raw: bytes) -> Command:
     return Command(name, args, kwargs, raw)
 
 
-def looks_complete(raw: bytes, known: Collection[str]) -> bool:
-    """Whether an unterminated remainder could be a whole command."""
+INCOMPLETE, COMPLETE_AFTER_IDLE, COMPLETE_NOW = 0, 1, 2
+
+
+def completeness(raw: bytes, known: Collection[str], payload_free: Collection[str] = ()) -> int:
+    """Classify an unterminated remainder.
+
+    Returns
+    -------
+    int
+        ``COMPLETE_NOW`` if nothing that may follow can change its meaning (a
+        known command with a JSON-object payload, or a payload-free built-in
+        that is no prefix of another known name); ``COMPLETE_AFTER_IDLE`` if it
+        is a whole command once the sender pauses; ``INCOMPLETE`` otherwise.
+    """
     try:
         cmd = parse_command(raw)
     except ProtocolError:
-        return False
-    return cmd.name in known
+        return INCOMPLETE
+    if cmd.name not in known:
+        return INCOMPLETE
+    text = raw.decode("utf-8").strip()
+    if cmd.kwargs or text.endswith("}"):
+        return COMPLETE_NOW
+    if (
+        cmd.name in payload_free
+        and "|" not in text
+        and not any(k != cmd.name and k.startswith(cmd.name) for k in known)
+    ):
+        return COMPLETE_NOW
+    return COMPLETE_AFTER_IDLE
 
 
 class CommandFramer:

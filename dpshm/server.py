@@ -29,7 +29,15 @@ from typing import Any
 
 from dpshm.errors import ProtocolError
 from dpshm.procs import stop_process_tree
-from dpshm.protocol import MAX_MESSAGE_BYTES, CommandFramer, looks_complete, parse_command
+from dpshm.protocol import (
+    COMPLETE_AFTER_IDLE,
+    COMPLETE_NOW,
+    INCOMPLETE,
+    MAX_MESSAGE_BYTES,
+    CommandFramer,
+    completeness,
+    parse_command,
+)
 
 __all__ = ["BUILT_IN_PCOMMS", "DefaultCallbackServer", "DefaultServer", "is_loopback"]
 
@@ -331,14 +339,21 @@ class DefaultServer:
                 self._conns.discard(conn)
             self.logger.info("client %s disconnected", conn.addr)
 
-    def _known(self) -> set[str]:
-        return {*self.pcommand_map, *BUILT_IN_PCOMMS, "AUTH"}
+    def _completeness(self, rest: bytes) -> int:
+        if rest.startswith(b"AUTH|"):
+            return COMPLETE_AFTER_IDLE if self.token is not None else INCOMPLETE
+        return completeness(rest, {*self.pcommand_map, *BUILT_IN_PCOMMS}, BUILT_IN_PCOMMS)
 
     def _read_loop(self, conn: _Connection) -> None:
         framer = conn.framer
         last_rx = time.monotonic()
+        timeout: float | None = -1.0
         while not self.listen_stop_event.is_set() and not conn.closed:
-            conn.sock.settimeout(self.idle_dispatch_s if framer.pending else _POLL_S)
+            # blocking while idle (close() wakes it); short timeouts while a remainder waits
+            want = self.idle_dispatch_s if framer.pending else None
+            if want != timeout:
+                conn.sock.settimeout(want)
+                timeout = want
             try:
                 data = conn.sock.recv(65536)
             except TimeoutError:
@@ -346,7 +361,7 @@ class DefaultServer:
                     idle = time.monotonic() - last_rx
                     rest = bytes(framer.buffer).strip()
                     if (
-                        idle >= self.idle_dispatch_s and looks_complete(rest, self._known())
+                        idle >= self.idle_dispatch_s and self._completeness(rest) != INCOMPLETE
                     ) or idle >= self.stale_dispatch_s:
                         self._dispatch(conn, framer.take_remainder())
                 continue
@@ -355,7 +370,7 @@ class DefaultServer:
             if not data:
                 if framer.pending:
                     rest = framer.take_remainder()
-                    if looks_complete(rest, self._known()):
+                    if self._completeness(rest) != INCOMPLETE:
                         self._dispatch(conn, rest)
                     else:
                         self._error(conn, f"client disconnected mid-command; dropped {rest[:80]!r}")
@@ -364,6 +379,8 @@ class DefaultServer:
             commands, oversized = framer.feed(data)
             for raw in commands:
                 self._dispatch(conn, raw)
+            if framer.pending and self._completeness(bytes(framer.buffer)) == COMPLETE_NOW:
+                self._dispatch(conn, framer.take_remainder())
             if oversized:
                 self._error(
                     conn,

@@ -215,3 +215,18 @@ def test_cli_logserver(tmp_path: Path) -> None:
             proc.kill()
             proc.wait(5)
         proc.stdout.close()
+
+
+def test_close_without_receiver_counts_undelivered() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    h = JsonSocketHandler("127.0.0.1", port, flush_timeout_s=0.05)
+    for i in range(5):
+        h.handle(_record("lost %s", (i,)))
+    assert h.pending == 5 or h.pending == 5 - h.sent
+    assert not h.flush(0.01)
+    h.close()
+    assert h.dropped == 5 and h.sent == 0 and h.pending == 0
+    assert not h._thread.is_alive()
+    h.handle(_record())  # after close: ignored, no error
