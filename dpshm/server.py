@@ -43,6 +43,7 @@ __all__ = ["BUILT_IN_PCOMMS", "DefaultCallbackServer", "DefaultServer", "is_loop
 
 BUILT_IN_PCOMMS = ["STOP", "CLOSE", "GET_PCOMMS", "UP"]
 _POLL_S = 0.1
+_UP_RAW = frozenset({b"UP", b"UP|"})
 
 
 def is_loopback(host: str) -> bool:
@@ -395,6 +396,9 @@ class DefaultServer:
             conn.send(f"ERROR {text}\n".encode("utf-8", "backslashreplace"))
 
     def _dispatch(self, conn: _Connection, raw: bytes) -> None:
+        if raw in _UP_RAW and (self.token is None or conn.authenticated):
+            conn.send(b"1")  # the health check: no parsing, no logging
+            return
         if raw.strip().split(b"|", 1)[0].strip() == b"AUTH":
             self._authenticate(conn, raw)
             return
