@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import threading
 
 import pytest
@@ -183,8 +182,8 @@ def test_max_clients_refused_with_error(running) -> None:
 def test_token_auth(running) -> None:
     rs = running(token="s3cret")
     c = rs.client()
-    assert c.ask(b"UP;", 1) != b"1"
-    assert c.read_line().startswith(b"RROR not authenticated; send AUTH|<token>")
+    c.send(b"UP;")
+    assert c.read_line().startswith(b"ERROR not authenticated; send AUTH|<token>")
     c.send(b"AUTH|s3cret;")
     assert c.read_line() == b"OK\n"
     assert c.ask(b"UP;", 1) == b"1"
@@ -254,7 +253,6 @@ def test_requires_init_before_listening() -> None:
         DefaultServer(0).start_listening()
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="psutil process tree check")
 def test_defaults_bind_loopback() -> None:
     srv = DefaultServer(0)
     srv.init_server()
