@@ -19,6 +19,7 @@ import hmac
 import ipaddress
 import itertools
 import logging
+import selectors
 import socket
 import subprocess
 import threading
@@ -43,6 +44,7 @@ __all__ = ["BUILT_IN_PCOMMS", "DefaultCallbackServer", "DefaultServer", "is_loop
 
 BUILT_IN_PCOMMS = ["STOP", "CLOSE", "GET_PCOMMS", "UP"]
 _POLL_S = 0.1
+_IDLE_WAKE_S = 1.0
 _UP_RAW = frozenset({b"UP", b"UP|"})
 
 
@@ -140,6 +142,9 @@ class DefaultServer:
         Largest unterminated message before it is discarded with ``ERROR``.
     accept_timeout_s : float
         Poll interval of the accept loop (bounds how fast ``shutdown`` returns).
+    send_timeout_s : float
+        A client that does not read a reply for this long is disconnected, so
+        it cannot stall the server.
     """
 
     def __init__(
@@ -160,6 +165,7 @@ class DefaultServer:
         process_grace_s: float = 2.0,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         accept_timeout_s: float = _POLL_S,
+        send_timeout_s: float = 2.0,
     ) -> None:
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"port must be an int in 0..65535, got {port!r}")
@@ -188,6 +194,7 @@ class DefaultServer:
         self.process_grace_s = process_grace_s
         self.max_message_bytes = max_message_bytes
         self.accept_timeout_s = accept_timeout_s
+        self.send_timeout_s = send_timeout_s
         self._counter = itertools.count()
         self._dispatch_lock = threading.RLock()
         self._book_lock = threading.Lock()
@@ -348,46 +355,56 @@ class DefaultServer:
     def _read_loop(self, conn: _Connection) -> None:
         framer = conn.framer
         last_rx = time.monotonic()
-        timeout: float | None = -1.0
-        while not self.listen_stop_event.is_set() and not conn.closed:
-            # blocking while idle (close() wakes it); short timeouts while a remainder waits
-            want = self.idle_dispatch_s if framer.pending else None
-            if want != timeout:
-                conn.sock.settimeout(want)
-                timeout = want
-            try:
-                data = conn.sock.recv(65536)
-            except TimeoutError:
-                if framer.pending:
-                    idle = time.monotonic() - last_rx
-                    rest = bytes(framer.buffer).strip()
-                    if (
-                        idle >= self.idle_dispatch_s and self._completeness(rest) != INCOMPLETE
-                    ) or idle >= self.stale_dispatch_s:
-                        self._dispatch(conn, framer.take_remainder())
-                continue
-            except OSError:
-                break
-            if not data:
-                if framer.pending:
-                    rest = framer.take_remainder()
-                    if self._completeness(rest) != INCOMPLETE:
-                        self._dispatch(conn, rest)
-                    else:
-                        self._error(conn, f"client disconnected mid-command; dropped {rest[:80]!r}")
-                return
-            last_rx = time.monotonic()
-            commands, oversized = framer.feed(data)
-            for raw in commands:
-                self._dispatch(conn, raw)
-            if framer.pending and self._completeness(bytes(framer.buffer)) == COMPLETE_NOW:
-                self._dispatch(conn, framer.take_remainder())
-            if oversized:
-                self._error(
-                    conn,
-                    f"message exceeds {self.max_message_bytes} bytes without a ';' or newline "
-                    "terminator; discarded up to the next terminator",
-                )
+        conn.sock.settimeout(self.send_timeout_s)  # bounds sendall to a client not reading
+        with selectors.DefaultSelector() as sel:
+            sel.register(conn.sock, selectors.EVENT_READ)
+            while not self.listen_stop_event.is_set() and not conn.closed:
+                # idle: wake every _IDLE_WAKE_S (close() wakes at once); a remainder: idle_s
+                ready = sel.select(self.idle_dispatch_s if framer.pending else _IDLE_WAKE_S)
+                if not ready:
+                    if framer.pending:
+                        self._idle_remainder(conn, time.monotonic() - last_rx)
+                    continue
+                try:
+                    data = conn.sock.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+                if not data:
+                    self._eof_remainder(conn)
+                    return
+                last_rx = time.monotonic()
+                self._received(conn, data)
+
+    def _idle_remainder(self, conn: _Connection, idle: float) -> None:
+        rest = bytes(conn.framer.buffer).strip()
+        if (
+            idle >= self.idle_dispatch_s and self._completeness(rest) != INCOMPLETE
+        ) or idle >= self.stale_dispatch_s:
+            self._dispatch(conn, conn.framer.take_remainder())
+
+    def _eof_remainder(self, conn: _Connection) -> None:
+        if conn.framer.pending:
+            rest = conn.framer.take_remainder()
+            if self._completeness(rest) != INCOMPLETE:
+                self._dispatch(conn, rest)
+            else:
+                self._error(conn, f"client disconnected mid-command; dropped {rest[:80]!r}")
+
+    def _received(self, conn: _Connection, data: bytes) -> None:
+        framer = conn.framer
+        commands, oversized = framer.feed(data)
+        for raw in commands:
+            self._dispatch(conn, raw)
+        if framer.pending and self._completeness(bytes(framer.buffer)) == COMPLETE_NOW:
+            self._dispatch(conn, framer.take_remainder())
+        if oversized:
+            self._error(
+                conn,
+                f"message exceeds {self.max_message_bytes} bytes without a ';' or newline "
+                "terminator; discarded up to the next terminator",
+            )
 
     # -- dispatch ----------------------------------------------------------
     def _error(self, conn: _Connection, text: str) -> None:

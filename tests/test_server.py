@@ -269,3 +269,17 @@ def test_stray_threads_none_after_stop(running) -> None:
     rs.stop()
     wait_until(lambda: set(threading.enumerate()) <= before, 5)
     rs.server.shutdown()
+
+
+def test_client_not_reading_is_dropped_and_others_served() -> None:
+    big = b"x" * (32 << 20)
+    rs = RunningServer(DefaultServer(0, pcommand_map={"BIG": lambda: big}, send_timeout_s=0.2))
+    try:
+        lazy = rs.client()
+        lazy.send(b"BIG;")  # and never read
+        other = rs.client()
+        assert other.ask(b"UP;", 1) == b"1"
+        wait_until(lambda: len(rs.server._conns) == 1, 10)
+        assert other.ask(b"UP;", 1) == b"1"
+    finally:
+        rs.stop()
