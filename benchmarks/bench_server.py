@@ -3,8 +3,9 @@
 Run: ``PYTHONPATH=. python benchmarks/bench_server.py [--n 1000]``
 
 1. ``UP`` -> ``1`` round trip (p50/p99 over ``--n`` calls after a warm-up), one
-   client, each server in its own subprocess (the original configures the root
-   logger on import), measured by the same client code in this process.
+   client per server, each server in its own subprocess (the original
+   configures the root logger on import); calls to the two servers alternate so
+   that load from other processes hits both alike.
 2. One ``logger.info`` call with no log receiver listening, through our
    ``JsonSocketHandler`` and the original ``UJsonSocketHandler``.
 
@@ -14,6 +15,7 @@ Figures are printed beside the original's, as ratios (ours / original).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import logging.handlers
 import os
@@ -44,54 +46,55 @@ srv.shutdown()
 """
 
 
-def _round_trips(port: int, n: int, msg: bytes) -> np.ndarray:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        banner = b""
-        while not banner.endswith(b"\n"):
-            banner += s.recv(100)
-        out = np.empty(n)
-        for i in range(-50, n):
-            t0 = time.perf_counter()
-            s.sendall(msg)
-            if s.recv(1) != b"1":
-                raise RuntimeError("unexpected reply")
-            if i >= 0:
-                out[i] = time.perf_counter() - t0
-        s.sendall(b"CLOSE;")
-    return out
+class _Peer:
+    """A server subprocess plus one connected client socket."""
 
-
-def bench_up(n: int) -> dict[str, dict[str, np.ndarray]]:
-    res: dict[str, dict[str, np.ndarray]] = {}
-    for name, imp in SERVERS.items():
-        p = subprocess.Popen(
+    def __init__(self, imp: str) -> None:
+        self.proc = subprocess.Popen(
             [sys.executable, "-c", SERVE.format(imp=imp)],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
-        try:
-            port = int(p.stdout.readline())
-            res[name] = {"UP;": _round_trips(port, n, b"UP;")}
-            p.wait(10)
-            if name == "dpshm":  # unterminated (0.0.21/netcat style): idle dispatch
-                p2 = subprocess.Popen(
-                    [sys.executable, "-c", SERVE.format(imp=imp)],
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.DEVNULL,
-                    env={**os.environ, "PYTHONPATH": str(ROOT)},
-                )
-                try:
-                    port2 = int(p2.stdout.readline())
-                    res[name]["UP (unterminated)"] = _round_trips(port2, min(n, 200), b"UP")
-                    p2.wait(10)
-                finally:
-                    p2.stdout.close()
-                    stop_process_tree(p2, grace_s=1)
-        finally:
-            p.stdout.close()
-            stop_process_tree(p, grace_s=1)
+        port = int(self.proc.stdout.readline())
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        banner = b""
+        while not banner.endswith(b"\n"):
+            banner += self.sock.recv(100)
+
+    def up(self, msg: bytes) -> float:
+        t0 = time.perf_counter()
+        self.sock.sendall(msg)
+        if self.sock.recv(1) != b"1":
+            raise RuntimeError("unexpected reply")
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.sendall(b"CLOSE;")
+        self.sock.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+        self.proc.stdout.close()
+        stop_process_tree(self.proc, grace_s=1)
+
+
+def bench_up(n: int) -> dict[str, np.ndarray]:
+    """Interleave calls to both servers so machine noise hits both alike."""
+    peers = {name: _Peer(imp) for name, imp in SERVERS.items()}
+    cases = [("dpshm", b"UP;"), ("dareplane-utils", b"UP;"), ("dpshm", b"UP")]
+    res = {f"{name} {msg!r}": np.empty(n) for name, msg in cases}
+    try:
+        for i in range(-50, n):
+            order = cases if i % 2 else cases[::-1]
+            for name, msg in order:
+                dt = peers[name].up(msg)
+                if i >= 0:
+                    res[f"{name} {msg!r}"][i] = dt
+    finally:
+        for p in peers.values():
+            p.close()
     return res
 
 
@@ -140,8 +143,9 @@ def main() -> int:
     logs = bench_log_call(a.n)
     print("| measure (p50 / p99) | dpshm | dareplane-utils 0.0.24 | ratio ours/original |")
     print("|---|---|---|---|")
-    _row("`UP;` -> `1` round trip", up["dpshm"]["UP;"], up["dareplane-utils"]["UP;"], 1e-6, "µs")
-    _row("`UP` unterminated -> `1`", up["dpshm"]["UP (unterminated)"], None, 1e-6, "µs")
+    ours, theirs = up["dpshm b'UP;'"], up["dareplane-utils b'UP;'"]
+    _row("`UP;` -> `1` round trip", ours, theirs, 1e-6, "µs")
+    _row("`UP` unterminated -> `1`", up["dpshm b'UP'"], None, 1e-6, "µs")
     _row("log call, no receiver", logs["dpshm"], logs["dareplane-utils"], 1e-6, "µs")
     return 0
 
