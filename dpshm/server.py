@@ -177,7 +177,10 @@ class DefaultServer:
         self.ip = ip
         self.nlisten = nlisten
         self.name = name
-        self.pcommand_map: dict[str, Callable[..., Any]] = dict(pcommand_map or {})
+        # the caller's dict itself (as the original): later additions are seen
+        self.pcommand_map: dict[str, Callable[..., Any]] = (
+            pcommand_map if pcommand_map is not None else {}
+        )
         self.logger = logger if logger is not None else logging.getLogger(__name__)
         self.threads: dict[str, tuple[threading.Thread, threading.Event]] = {}
         self.processes: dict[str, subprocess.Popen] = {}
