@@ -7,6 +7,8 @@ a short idle gap end a command). Built-ins ``STOP``, ``CLOSE``, ``GET_PCOMMS``
 byte-identically to dareplane-utils 0.0.24. Problems are answered with one line
 ``ERROR <what went wrong>\\n`` unless ``error_replies=False``.
 
+``DefaultCallbackServer`` lives in :mod:`dpshm.callbacks` (also importable from here).
+
 Each connection is served by its own thread (at most ``max_clients``);
 handlers run one at a time under a lock, as with the original single-client
 server, so module code need not be thread-safe.
@@ -24,8 +26,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from dpshm.errors import ProtocolError
@@ -40,7 +41,7 @@ from dpshm.protocol import (
     parse_command,
 )
 
-__all__ = ["BUILT_IN_PCOMMS", "DefaultCallbackServer", "DefaultServer", "is_loopback"]
+__all__ = ["BUILT_IN_PCOMMS", "DefaultServer", "is_loopback"]
 
 BUILT_IN_PCOMMS = ["STOP", "CLOSE", "GET_PCOMMS", "UP"]
 _POLL_S = 0.1
@@ -533,66 +534,11 @@ class DefaultServer:
             stop_process_tree(proc, grace_s=self.process_grace_s)
 
 
-class _NotifyingDeque(deque):
-    """A deque whose ``append``/``extend`` wake the callback sender."""
+def __getattr__(name: str) -> Any:
+    # DefaultCallbackServer lives in dpshm.callbacks (it subclasses DefaultServer);
+    # served from here lazily so ``from dpshm.server import DefaultCallbackServer`` works
+    if name == "DefaultCallbackServer":
+        from dpshm.callbacks import DefaultCallbackServer
 
-    def __init__(self, iterable: Iterable[Any] = (), *, event: threading.Event) -> None:
-        super().__init__(iterable)
-        self.event = event
-
-    def append(self, x: Any) -> None:
-        super().append(x)
-        self.event.set()
-
-    def extend(self, xs: Iterable[Any]) -> None:
-        super().extend(xs)
-        self.event.set()
-
-
-class DefaultCallbackServer(DefaultServer):
-    """:class:`DefaultServer` that also pushes callback payloads to its clients.
-
-    Payloads appended to :attr:`callback_stack` (``str`` or ``bytes``, e.g.
-    ``"control_room|PCOMM|payload"``) are sent, in order, to every client
-    connected at that time, by one sender thread. A client whose connection is
-    lost is dropped; payloads queued while nobody is connected are discarded.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._cb_event = threading.Event()
-        self.callback_stack: deque = _NotifyingDeque(event=self._cb_event)
-        self._cb_thread: threading.Thread | None = None
-        self._cb_stop = threading.Event()
-
-    def _on_listen_start(self) -> None:
-        self._cb_stop.clear()
-        self._cb_thread = threading.Thread(
-            target=self._send_callbacks, name=f"dpshm-callbacks-{self.name}", daemon=True
-        )
-        self._cb_thread.start()
-
-    def _on_listen_stop(self) -> None:
-        self._cb_stop.set()
-        self._cb_event.set()
-        if self._cb_thread is not None:
-            self._cb_thread.join(2.0)
-            self._cb_thread = None
-
-    def _send_callbacks(self) -> None:
-        while not self._cb_stop.is_set():
-            self._cb_event.wait(_POLL_S)
-            self._cb_event.clear()
-            while True:
-                try:
-                    payload = self.callback_stack.popleft()
-                except IndexError:
-                    break
-                data = payload.encode() if isinstance(payload, str) else bytes(payload)
-                with self._conns_lock:
-                    conns = [c for c in self._conns if not c.closed]
-                if not conns:
-                    self.logger.debug("no client connected; callback %r discarded", data[:80])
-                for c in conns:
-                    if not c.send(data):
-                        self.logger.warning("callback connection %s lost; dropped", c.addr)
+        return DefaultCallbackServer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,8 +11,9 @@ import pytest
 from helpers import wait_until
 from server_client import RunningServer
 
+from dpshm.callbacks import DefaultCallbackServer
 from dpshm.procs import stop_process_tree
-from dpshm.server import DefaultCallbackServer, DefaultServer
+from dpshm.server import DefaultServer
 
 # a parent that starts a child; the child optionally ignores SIGTERM
 TREE = r"""
