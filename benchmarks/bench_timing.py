@@ -19,6 +19,7 @@ floor (no spin at all).
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 
@@ -26,7 +27,8 @@ import numpy as np
 from dareplane_utils.general.event_loop import EventLoop as OrigEventLoop
 from dareplane_utils.general.time import sleep_s as orig_sleep_s
 
-from dpshm.timing import EventLoop, get_spin_margin, sleep_s
+from dpshm import timing
+from dpshm.timing import EventLoop, get_spin_margin, set_spin_quantile, sleep_s
 
 perf = time.perf_counter
 
@@ -126,9 +128,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1 s per case instead of 10 s")
     ap.add_argument("--seconds", type=float, default=None, help="seconds per case")
+    ap.add_argument(
+        "--quantile", type=float, default=None, help="spin quantile (set_spin_quantile) for ours"
+    )
     args = ap.parse_args()
+    if args.quantile is not None:
+        set_spin_quantile(args.quantile)
     total = args.seconds or (1.0 if args.quick else 10.0)
-    print(f"# {total:g} s per implementation and case, interleaved in ~1 s rounds")
+    print(
+        f"# {total:g} s per implementation and case, interleaved in ~1 s rounds; "
+        f"spin quantile {timing._ESTIMATOR.quantile}; load average {os.getloadavg()[0]:.2f}"
+    )
     print("## EventLoop: mean period error, p99 |period - dt|, CPU (ovh = CPU minus callback work)")
     hdr = (
         f"{'case':<20}{'ours err':>10}{'p99':>8}{'cpu%':>7}{'ovh%':>7}"

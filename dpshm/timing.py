@@ -47,7 +47,7 @@ _perf_counter = time.perf_counter
 _sleep = time.sleep
 
 #: default fraction of coarse sleeps that wake before the deadline (and spin)
-DEFAULT_SPIN_QUANTILE = 0.9
+DEFAULT_SPIN_QUANTILE = 0.95
 #: the learned margin stays inside these bounds (seconds)
 MIN_SPIN_S = 10e-6
 MAX_SPIN_S = 1e-3
@@ -102,7 +102,7 @@ def set_spin_quantile(quantile: float) -> None:
     """Set the fraction of coarse sleeps that should wake before their deadline.
 
     The learned spin margin tracks this quantile of the OS's wake-up lateness.
-    ``0.9`` (the default) keeps the mean overshoot of :func:`sleep_s` at a few
+    ``0.95`` (the default) keeps the mean overshoot of :func:`sleep_s` at a few
     microseconds; ``0.5`` halves the spinning but lets half of the sleeps end late
     by the OS's jitter; ``0.99`` spins longer to cut the tail. Process-wide.
 
