@@ -24,7 +24,6 @@ defects of the original fixed:
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import threading
@@ -33,6 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dpshm._callbacks import as_ctx_callback, callback_name
 from dpshm.errors import DpshmTimeoutError
 from dpshm.timing import _check_spin, _sleep_until
 
@@ -41,7 +41,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["DelayedCallback", "EventLoop"]
 
 _ON_ERROR = ("log", "raise")
-_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 #: a periodic callback that keeps failing is reported at most this often (s)
 _ERROR_REPORT_INTERVAL_S = 1.0
 
@@ -71,37 +70,6 @@ class DelayedCallback:
     def due_ts(self) -> float:
         """:func:`time.perf_counter` time at or after which the callback runs."""
         return self.start_ts + self.delay_s
-
-
-class _NoCtx:
-    """Adapter calling a callback that takes no ``ctx`` without it."""
-
-    __slots__ = ("__wrapped__",)
-
-    def __init__(self, cb: Callable[[], Any]) -> None:
-        self.__wrapped__ = cb
-
-    def __call__(self, ctx: Any = None) -> Any:
-        return self.__wrapped__()
-
-    def __repr__(self) -> str:
-        return f"<no-ctx wrapper of {_cb_name(self.__wrapped__)}>"
-
-
-class _PositionalCtx(_NoCtx):
-    """Adapter for a callback whose ``ctx`` parameter is positional-only."""
-
-    __slots__ = ()
-
-    def __call__(self, ctx: Any = None) -> Any:
-        return self.__wrapped__(ctx)
-
-
-def _cb_name(cb: Any) -> str:
-    inner = getattr(cb, "__wrapped__", None)
-    if isinstance(cb, _NoCtx) and inner is not None:
-        cb = inner
-    return getattr(cb, "__qualname__", None) or repr(cb)
 
 
 def _check_seconds(name: str, value: Any, *, positive: bool, hint: str) -> float:
@@ -241,41 +209,7 @@ class EventLoop:
             If ``cb`` is not callable, is a coroutine function, or cannot be
             called with ``ctx`` alone nor without arguments.
         """
-        if not callable(cb):
-            raise TypeError(
-                f"EventLoop callback must be callable, got {cb!r} ({type(cb).__name__}); "
-                "pass a function taking `ctx` or no argument"
-            )
-        if inspect.iscoroutinefunction(cb):
-            raise TypeError(
-                f"EventLoop callback {_cb_name(cb)} is a coroutine function, which the loop "
-                "cannot await; pass a plain function"
-            )
-        try:
-            sig = inspect.signature(cb)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(
-                f"cannot inspect the signature of EventLoop callback {cb!r} ({exc}); "
-                "wrap it, e.g. `lambda ctx: f()`"
-            ) from None
-        param = sig.parameters.get("ctx")
-        try:
-            if param is not None and param.kind is inspect.Parameter.POSITIONAL_ONLY:
-                if next(iter(sig.parameters)) == "ctx":
-                    sig.bind(None)
-                    return _PositionalCtx(cb)
-            elif param is not None and param.kind in _NAMED:
-                sig.bind(ctx=None)
-                return cb
-            sig.bind()
-        except TypeError:
-            raise TypeError(
-                f"EventLoop callback {_cb_name(cb)}{sig} cannot be called as cb(ctx=...) "
-                "nor as cb(): callbacks take one parameter named `ctx` (the loop's ctx) "
-                "or no required argument; rename the parameter to `ctx`, give the others "
-                "defaults, or wrap it, e.g. `lambda ctx: f(ctx['a'])`"
-            ) from None
-        return _NoCtx(cb)
+        return as_ctx_callback(cb, owner="EventLoop")
 
     def add_callback(self, cb: Callable[..., Any]) -> None:
         """Add a callback that runs every tick.
@@ -421,7 +355,7 @@ class EventLoop:
             self._report(cb, exc, periodic)
 
     def _report(self, cb: Callable[..., Any], exc: Exception, periodic: bool) -> None:
-        name = _cb_name(cb)
+        name = callback_name(cb)
         if not periodic:
             logger.error(
                 "EventLoop %r: callback %s raised %r; the loop continues (on_error='log')",
