@@ -189,25 +189,9 @@ class EventLoop:
 
     # ------------------------------------------------------------------ adding
     def validate_callback(self, cb: Any) -> Callable[..., Any]:
-        """Return ``cb`` in a form callable as ``cb(ctx=...)``.
+        """Return ``cb`` callable as ``cb(ctx=...)``, or raise ``TypeError``.
 
-        Parameters
-        ----------
-        cb : Callable
-            A callable with a parameter named ``ctx`` (other parameters need
-            defaults), or one that can be called without arguments (it is
-            wrapped so that ``ctx`` is dropped).
-
-        Returns
-        -------
-        Callable
-            ``cb`` itself or a wrapper.
-
-        Raises
-        ------
-        TypeError
-            If ``cb`` is not callable, is a coroutine function, or cannot be
-            called with ``ctx`` alone nor without arguments.
+        See :func:`dpshm._callbacks.as_ctx_callback` for the accepted signatures.
         """
         return as_ctx_callback(cb, owner="EventLoop")
 
