@@ -194,11 +194,13 @@ def test_raising_callback_is_logged_and_loop_continues(caplog: pytest.LogCapture
     assert calls == {"bad": 20, "good": 20}
     assert loop.callback_errors == 21
     records = [r for r in caplog.records if r.name == "dpshm.eventloop"]
-    # one report for the one-time callback, one (rate-limited) for the periodic one
-    assert len(records) == 2
+    # one report for the one-time callback; the periodic one's 20 failures are
+    # rate-limited to one report per second (20 ticks of 2 ms: one, maybe two)
     assert "ZeroDivisionError" in records[0].getMessage()
-    assert "bad" in records[1].getMessage() and "boom" in records[1].getMessage()
-    assert records[1].exc_info is not None and records[1].exc_info[0] is ValueError
+    periodic = records[1:]
+    assert 1 <= len(periodic) <= 2
+    assert "bad" in periodic[0].getMessage() and "boom" in periodic[0].getMessage()
+    assert periodic[0].exc_info is not None and periodic[0].exc_info[0] is ValueError
 
 
 def test_on_error_raise_stops_and_reraises() -> None:
