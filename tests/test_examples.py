@@ -1,0 +1,129 @@
+"""Every script in examples/ runs as a real subprocess, exits cleanly and says something true.
+
+Each example has one entry in ``EXAMPLES`` (script -> test function). A script
+without an entry fails ``test_every_example_is_exercised``: add its run here
+when you add an example, so that none rots.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from helpers import wait_until
+
+from dpshm.procs import stop_process_tree
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES_DIR = ROOT / "examples"
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+TIMEOUT_S = 60.0  # generous upper bound for a loaded 2-core machine; runs take ~1-3 s
+
+
+def run_example(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``examples/<script>`` to completion; assert exit code 0 and no traceback."""
+    r = subprocess.run(
+        [sys.executable, str(EXAMPLES_DIR / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        env=ENV,
+        cwd=cwd,
+    )
+    assert r.returncode == 0, f"{script} exited with {r.returncode}:\n{r.stdout}\n{r.stderr}"
+    assert "Traceback" not in r.stderr, r.stderr
+    return r
+
+
+# -- one check per example ------------------------------------------------------------------
+def check_event_loop(tmp_path: Path, unique_name: str) -> None:
+    out = run_example("event_loop.py", cwd=tmp_path).stdout
+    assert "events: ['started', 'half-way']" in out, out
+    m = re.search(r"(\d+) ticks, mean period ([\d.]+) ms \(dt_s = 10 ms\)", out)
+    assert m, out
+    # the loop ends itself after 1 s at 100 Hz: about 100 ticks (missed ones are counted)
+    missed = int(re.search(r"missed ticks: (\d+)", out).group(1))
+    assert 90 <= int(m.group(1)) + missed <= 110, out
+    assert re.search(r"sleep_s\(0\.002\) took ([\d.]+) ms", out), out
+    took = float(re.search(r"sleep_s\(0\.002\) took ([\d.]+) ms", out).group(1))
+    assert took >= 2.0, out  # sleep_s never returns early
+
+
+def check_ring_demo(tmp_path: Path, unique_name: str) -> None:
+    out = run_example(
+        "ring_demo.py", "--seconds", "1", "--channels", "4", "--readers", "1",
+        "--name", unique_name, cwd=tmp_path,
+    ).stdout  # fmt: skip
+    m = re.search(r"reader 1 done: received (\d+) \+ lost (\d+) = samples (\d+)\.\.(\d+)", out)
+    assert m, out
+    received, lost, first, last = map(int, m.groups())
+    assert received > 0 and received + lost == last - first, out
+    assert "bad chunks 0" in out, out
+    assert not (Path("/dev/shm") / f"dpshm_{unique_name}").exists()
+
+
+def _recv_until(sock: socket.socket, expected: bytes) -> bytes:
+    data = b""
+    while not data.endswith(expected):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def check_dareplane_module(tmp_path: Path, unique_name: str) -> None:
+    log = tmp_path / "module.txt"
+    with log.open("w") as f:
+        proc = subprocess.Popen(
+            [sys.executable, str(EXAMPLES_DIR / "dareplane_module.py"), "--port", "0"],
+            stdout=f, stderr=subprocess.STDOUT, env=ENV, cwd=tmp_path,
+        )  # fmt: skip
+    try:
+        m = wait_until(
+            lambda: re.search(r"example_module listening on 127\.0\.0\.1:(\d+)", log.read_text()),
+            timeout=TIMEOUT_S,
+        )
+        with socket.create_connection(("127.0.0.1", int(m.group(1))), timeout=10) as s:
+            s.settimeout(10)
+            assert _recv_until(s, b"\n") == b"Connected to example_module\n"
+            s.sendall(b"GET_PCOMMS;")
+            pcomms = b"START|SET|STATE|STOP|CLOSE|GET_PCOMMS|UP"
+            assert _recv_until(s, pcomms) == pcomms
+            s.sendall(b'SET|{"trial": 3};STATE;')
+            assert _recv_until(s, b"\n") == b'{"trial": 3}\n'
+            s.sendall(b'START|{"interval_s": 0.02};')
+            wait_until(lambda: "tick 2" in log.read_text(), timeout=TIMEOUT_S)
+            s.sendall(b"STOP;CLOSE;")
+            assert proc.wait(timeout=TIMEOUT_S) == 0
+    finally:
+        if proc.poll() is None:
+            stop_process_tree(proc, grace_s=1.0)
+    text = log.read_text()
+    assert "INFO - tick 1" in text and "Traceback" not in text, text
+
+
+EXAMPLES: dict[str, Callable[[Path, str], None]] = {
+    "dareplane_module.py": check_dareplane_module,
+    "event_loop.py": check_event_loop,
+    "ring_demo.py": check_ring_demo,
+}
+
+
+def test_every_example_is_exercised() -> None:
+    scripts = {p.name for p in EXAMPLES_DIR.glob("*.py")}
+    missing = sorted(scripts - set(EXAMPLES))
+    assert not missing, f"examples without a run in tests/test_examples.py: {missing}"
+    gone = sorted(set(EXAMPLES) - scripts)
+    assert not gone, f"tests/test_examples.py lists examples that do not exist: {gone}"
+
+
+@pytest.mark.parametrize("script", sorted(EXAMPLES))
+def test_example_runs(script: str, tmp_path: Path, unique_name: str) -> None:
+    EXAMPLES[script](tmp_path, unique_name)
