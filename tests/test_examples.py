@@ -109,9 +109,21 @@ def check_dareplane_module(tmp_path: Path, unique_name: str) -> None:
     assert "INFO - tick 1" in text and "Traceback" not in text, text
 
 
+def check_log_forwarding(tmp_path: Path, unique_name: str) -> None:
+    logfile = tmp_path / "session.log"
+    out = run_example("log_forwarding.py", "--logfile", str(logfile), cwd=tmp_path).stdout
+    assert "received INFO    example_module: decoder started with 64 channels at 1000.0 Hz" in out
+    assert "received WARNING example_module: trial 7: no response within 2 s" in out, out
+    assert "3 records received" in out, out
+    text = logfile.read_text()  # the receiver's file: formatted records and the traceback
+    assert "example_module - ERROR - could not read the configuration" in text, text
+    assert "KeyError: 'threshold'" in text, text
+
+
 EXAMPLES: dict[str, Callable[[Path, str], None]] = {
     "dareplane_module.py": check_dareplane_module,
     "event_loop.py": check_event_loop,
+    "log_forwarding.py": check_log_forwarding,
     "ring_demo.py": check_ring_demo,
 }
 
