@@ -75,7 +75,7 @@ def ramp(start: int, n: int, n_channels: int, dtype: object = np.float32) -> np.
     c = np.arange(n_channels, dtype=np.int64)[None, :]
     values = i * 10 + c
     dt = np.dtype(dtype)
-    if dt.kind == "i":
+    if dt.kind == "i" and dt.itemsize < 8:
         info = np.iinfo(dt)
         values = values % (int(info.max) + 1)
     return values.astype(dt)
