@@ -40,6 +40,7 @@ liblsl reconnects silently when an outlet with the same ``source_id`` comes back
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -392,6 +393,10 @@ class Inlet:
             raise
         self._dtype = self.spec.dtype
         self._n_channels = self.spec.n_channels
+        # Direct liblsl pull (pylsl's own per-format function) when this pylsl has it.
+        self._do_pull = getattr(self._inlet, "do_pull_chunk", None)
+        self._direct = self._do_pull is not None and hasattr(self._inlet, "obj")
+        self._errcode = ctypes.c_int()
 
     @staticmethod
     def _lost_error(spec: StreamSpec) -> StreamLostError:
@@ -445,6 +450,12 @@ class Inlet:
             if self._dtype.kind != "O":
                 if not data.flags.c_contiguous:
                     raise ValueError("data buffer must be C-contiguous (np.ascontiguousarray)")
+                if (
+                    self._direct
+                    and timestamps.dtype == np.float64
+                    and timestamps.flags.c_contiguous
+                ):
+                    return self._pull_direct(data, timestamps, max_samples, timeout)
                 _, ts = self._inlet.pull_chunk(
                     timeout, max_samples, dest_obj=data, min_samples=min_samples, as_numpy=True
                 )
@@ -463,6 +474,48 @@ class Inlet:
                 flat[:] = [b.decode("utf-8", "replace") for b in flat]
             data[:n] = raw
             timestamps[:n] = ts
+        return n
+
+    def _pull_direct(
+        self, data: np.ndarray, timestamps: np.ndarray, max_samples: int, timeout: float
+    ) -> int:
+        """liblsl's chunk pull straight into both caller buffers (no temporaries).
+
+        With ``timeout > 0`` it first waits for one sample, then drains the rest
+        without waiting (what pylsl's ``min_samples=1`` does).
+        """
+        inlet, nch, err = self._inlet, self._n_channels, self._errcode
+        first = 1 if timeout > 0 else max_samples
+        n = (
+            self._do_pull(
+                inlet.obj,
+                ctypes.c_void_p(data.ctypes.data),
+                ctypes.c_void_p(timestamps.ctypes.data),
+                ctypes.c_size_t(first * nch),
+                ctypes.c_size_t(first),
+                ctypes.c_double(timeout),
+                ctypes.byref(err),
+            )
+            // nch
+        )
+        if err.value:
+            pylsl.util.handle_error(err)
+        if n and first < max_samples:
+            rest = max_samples - n
+            n += (
+                self._do_pull(
+                    inlet.obj,
+                    ctypes.c_void_p(data[n:].ctypes.data),
+                    ctypes.c_void_p(timestamps[n:].ctypes.data),
+                    ctypes.c_size_t(rest * nch),
+                    ctypes.c_size_t(rest),
+                    ctypes.c_double(0.0),
+                    ctypes.byref(err),
+                )
+                // nch
+            )
+            if err.value:
+                pylsl.util.handle_error(err)
         return n
 
     def time_correction(self, timeout: float = 2.0) -> float:

@@ -211,3 +211,22 @@ def test_outlet_argument_errors(unique_name):
     out.close()
     with pytest.raises(ValueError, match="closed Outlet"):
         out.push_sample([1.0])
+
+
+def test_pull_into_strided_timestamps_uses_pylsl_path(outlets):
+    """Non-contiguous timestamp buffers go through pylsl's pull_chunk; same result."""
+    out = outlets.make(n_channels=2)
+    with Inlet(find_stream(source_id=out.spec.source_id, timeout=3.0)) as inlet:
+        sent = ramp(0, 6, 2)
+        out.push_chunk(sent)
+        data, ts2 = np.zeros((6, 2), np.float32), np.zeros((6, 2))
+        got = 0
+
+        def done() -> bool:
+            nonlocal got
+            got += inlet.pull_into(data[got:], ts2[got:, 0], timeout=0.05)
+            return got >= 6
+
+        wait_until(done, 5.0)
+    np.testing.assert_array_equal(data, sent)
+    assert np.all(ts2[:, 0] > 0) and np.all(ts2[:, 1] == 0)
