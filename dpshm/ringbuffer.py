@@ -114,7 +114,8 @@ class RingBuffer:
                 k,
                 self.capacity,
             )
-        times = np.asarray(times, dtype=np.float64)
+        if not (isinstance(times, np.ndarray) and times.dtype == np.float64):
+            times = np.asarray(times, dtype=np.float64)
         mirrored_write(self._t, self.head, times)
         self.head = mirrored_write(self._data, self.head, rows)
         self.last_t = times[-1]

@@ -113,8 +113,9 @@ class StreamWatcher:
         self.logger = logger or _logger
         self.streams: list[StreamSpec] = []
         self.channel_names: list[str] = []
-        self.samples: Any = np.array([])
-        self.times: Any = np.array([])
+        self._last_k = 0  # rows received by the last update that pulled data
+        self._samples: Any = None  # explicit override (assigned by the user)
+        self._times: Any = None
         self.n_new = 0
         self.n_new_clipped = 0
         self._warned_clip = False
@@ -177,8 +178,8 @@ class StreamWatcher:
             rows = min(rows, STRING_CHUNK_SAMPLES)
         self.chunk_buffer = np.zeros((max(1, rows), spec.n_channels), dtype=spec.dtype)
         self._chunk_t = np.zeros(len(self.chunk_buffer), dtype=np.float64)
-        self.samples = self.chunk_buffer[:0]
-        self.times = self._chunk_t[:0]
+        self._last_k = 0
+        self._samples = self._times = None
         self.n_new = 0
         self.n_new_clipped = 0
 
@@ -236,11 +237,39 @@ class StreamWatcher:
             if n < len(chunk):
                 break
         if total:
-            k = min(total, ring.capacity)
-            self.samples = ring.view(k)
-            self.times = ring.view_t(k)
+            self._last_k = min(total, ring.capacity)
+            self._samples = self._times = None
             self._count_new(total, ring.capacity)
         return total
+
+    @property
+    def samples(self) -> np.ndarray:
+        """Samples received by the last :meth:`update` that pulled data (oldest first).
+
+        A view into the ring (valid until the next update); at most the ring size.
+        """
+        if self._samples is not None:
+            return self._samples
+        if self.ring_buffer is None:
+            return np.array([])
+        return self.ring_buffer.view(self._last_k)
+
+    @samples.setter
+    def samples(self, value: Any) -> None:
+        self._samples = value
+
+    @property
+    def times(self) -> np.ndarray:
+        """Timestamps belonging to :attr:`samples`."""
+        if self._times is not None:
+            return self._times
+        if self.ring_buffer is None:
+            return np.array([])
+        return self.ring_buffer.view_t(self._last_k)
+
+    @times.setter
+    def times(self, value: Any) -> None:
+        self._times = value
 
     def _count_new(self, n: int, capacity: int) -> None:
         self.n_new += n

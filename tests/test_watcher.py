@@ -34,9 +34,11 @@ def receive(sw: StreamWatcher, n: int, timeout: float = 5.0) -> int:
     return got
 
 
-def test_connect_attributes_and_ramp_through_wraparound(outlets, caplog):
+def test_connect_attributes_and_ramp_through_wraparound(outlets, caplog, unique_name):
     out = outlets.make(n_channels=4, srate=100.0, channel_names=["a", "b", "c", "d"])
-    with StreamWatcher(out.spec.name, buffer_size_s=0.5, resolve_timeout=3.0) as sw:
+    # own logger: importing dareplane-utils elsewhere disables existing loggers
+    log = logging.getLogger(f"test_watcher.{unique_name}")
+    with StreamWatcher(out.spec.name, 0.5, log, resolve_timeout=3.0) as sw:
         sw.connect_to_stream()
         assert sw.inlet is not None and sw.streams[0].uid == out.spec.uid
         assert sw.channel_names == ["a", "b", "c", "d"]
@@ -44,7 +46,7 @@ def test_connect_attributes_and_ramp_through_wraparound(outlets, caplog):
         assert sw.buffer_t.shape == (50,) and sw.chunk_buffer_size == 32768
         sent = ramp(0, 137, 4)
         total = 0
-        with caplog.at_level(logging.WARNING, logger="dpshm.watcher"):
+        with caplog.at_level(logging.WARNING, logger=log.name):
             for start in range(0, 137, 9):  # chunks of 9 rows: wrap at odd places
                 out.push_chunk(sent[start : start + 9])
                 total += receive(sw, len(sent[start : start + 9]))
