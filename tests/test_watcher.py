@@ -188,3 +188,17 @@ def test_same_data_as_original_streamwatcher(outlets):
             assert sw.buffer.shape == orig.buffer.shape
     finally:
         orig.disconnect()
+
+
+def test_unrecoverable_loss_raises(outlets):
+    """Without a source_id liblsl cannot recover: update() says so."""
+    from dpshm.errors import StreamLostError
+
+    out = outlets.make(n_channels=1, source_id="")
+    with StreamWatcher(out.spec.name, resolve_timeout=3.0) as sw:
+        sw.connect_to_stream()
+        out.push_sample([1.0])
+        receive(sw, 1)
+        out.close()
+        with pytest.raises(StreamLostError, match="outlet went away"):
+            wait_until(lambda: sw.update() < 0, timeout=5.0)
