@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -91,6 +92,8 @@ _CF_BY_NAME = {
 }
 _NAME_BY_CF = {v: k for k, v in _CF_BY_NAME.items()}
 
+#: Longest wait (s) of Inlet.close() for a pull running in another thread.
+_CLOSE_WAIT_S = 30.0
 #: Default wait (s) after a first match for further matches (ambiguity check).
 DEFAULT_SETTLE_S = 0.2
 
@@ -372,6 +375,7 @@ class Inlet:
                 "get it from find_stream() or resolve_streams()"
             )
         self._decode = decode_strings
+        self._lock = threading.Lock()  # serialises pulls against close()
         self._inlet = pylsl.StreamInlet(
             info, max_buflen=int(max_buflen_s), max_chunklen=int(max_chunklen), recover=recover
         )
@@ -436,6 +440,10 @@ class Inlet:
         StreamLostError
             The outlet is gone and the inlet cannot (or may not) recover.
         """
+        with self._lock:
+            return self._pull_into(data, timestamps, timeout)
+
+    def _pull_into(self, data: np.ndarray, timestamps: np.ndarray, timeout: float) -> int:
         self._check_open()
         if data.dtype != self._dtype or data.ndim != 2 or data.shape[1] != self._n_channels:
             raise ValueError(
@@ -526,9 +534,10 @@ class Inlet:
         DpshmTimeoutError
             The outlet did not answer within ``timeout``.
         """
-        self._check_open()
         try:
-            return float(self._inlet.time_correction(timeout=timeout))
+            with self._lock:
+                self._check_open()
+                return float(self._inlet.time_correction(timeout=timeout))
         except pylsl.util.TimeoutError:
             raise DpshmTimeoutError(
                 f"No time-correction answer from {self.spec.describe()} within {timeout} s; "
@@ -539,23 +548,43 @@ class Inlet:
 
     def samples_available(self) -> int:
         """Number of samples queued for immediate pickup (may be 1/0 only)."""
-        self._check_open()
-        return int(self._inlet.samples_available())
+        with self._lock:
+            self._check_open()
+            return int(self._inlet.samples_available())
 
     def flush(self) -> int:
         """Drop every queued sample; return how many were dropped."""
-        self._check_open()
-        return int(self._inlet.flush())
+        with self._lock:
+            self._check_open()
+            return int(self._inlet.flush())
 
     def close(self) -> None:
-        """Disconnect and free the inlet (idempotent)."""
-        inlet, self._inlet = self._inlet, None
-        self.closed = True
-        if inlet is not None:
-            try:
-                inlet.close_stream()
-            finally:
-                _destroy(inlet)
+        """Disconnect and free the inlet (idempotent).
+
+        Safe to call from another thread: it waits for a pull in progress (at most
+        that pull's timeout) before freeing liblsl's object.
+        """
+        if self._inlet is None:
+            self.closed = True
+            return
+        if not self._lock.acquire(timeout=_CLOSE_WAIT_S):
+            logger.warning(
+                "Inlet of %s: a pull is still running after %s s; not freeing it",
+                self.spec.describe(),
+                _CLOSE_WAIT_S,
+            )
+            self.closed = True
+            return
+        try:
+            inlet, self._inlet = self._inlet, None
+            self.closed = True
+            if inlet is not None:
+                try:
+                    inlet.close_stream()
+                finally:
+                    _destroy(inlet)
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> Inlet:
         return self

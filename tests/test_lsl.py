@@ -230,3 +230,26 @@ def test_pull_into_strided_timestamps_uses_pylsl_path(outlets):
         wait_until(done, 5.0)
     np.testing.assert_array_equal(data, sent)
     assert np.all(ts2[:, 0] > 0) and np.all(ts2[:, 1] == 0)
+
+
+def test_close_from_another_thread_waits_for_blocking_pull(outlets):
+    out = outlets.make(n_channels=1)
+    inlet = Inlet(find_stream(source_id=out.spec.source_id, timeout=3.0))
+    data, ts = np.zeros((4, 1), np.float32), np.zeros(4)
+    result: list[object] = []
+
+    def puller() -> None:
+        try:
+            result.append(inlet.pull_into(data, ts, timeout=0.5))
+        except Exception as exc:
+            result.append(exc)
+
+    th = threading.Thread(target=puller)
+    th.start()
+    try:
+        wait_until(lambda: inlet._lock.locked(), timeout=5.0, interval=0.001)
+        inlet.close()  # must wait for the pull instead of freeing liblsl under it
+        assert inlet.closed
+    finally:
+        th.join(5.0)
+    assert result == [0]
