@@ -112,6 +112,7 @@ class StreamWatcher:
         self.chunk_buffer_size = 1024 * 32
         self.logger = logger or _logger
         self.streams: list[StreamSpec] = []
+        self.stream = None  # unused; kept because the original has it
         self.channel_names: list[str] = []
         self._last_k = 0  # rows received by the last update that pulled data
         self._samples: Any = None  # explicit override (assigned by the user)
@@ -270,6 +271,10 @@ class StreamWatcher:
     @times.setter
     def times(self, value: Any) -> None:
         self._times = value
+
+    #: dareplane-utils names of the per-format update methods (one method here).
+    update_numeric = update
+    update_char_p = update
 
     def _count_new(self, n: int, capacity: int) -> None:
         self.n_new += n

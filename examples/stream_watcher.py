@@ -7,6 +7,7 @@ Run: ``python examples/stream_watcher.py`` (starts its own mock outlet), or
 from __future__ import annotations
 
 import argparse
+import os
 import threading
 import time
 
@@ -37,7 +38,7 @@ def main() -> None:
     mock = None
     name = args.stream
     if name is None:
-        name = "dpshm_example_eeg"
+        name = f"dpshm_example_eeg_{os.getpid()}"  # unique: runs may overlap
         mock = threading.Thread(target=mock_outlet, args=(name, stop), daemon=True)
         mock.start()
     try:

@@ -202,3 +202,24 @@ def test_unrecoverable_loss_raises(outlets):
         out.close()
         with pytest.raises(StreamLostError, match="outlet went away"):
             wait_until(lambda: sw.update() < 0, timeout=5.0)
+
+
+def test_example_script_runs():
+    """examples/stream_watcher.py runs against its own mock outlet and reads data."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    proc = subprocess.run(
+        [sys.executable, str(root / "examples" / "stream_watcher.py"), "--seconds", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "connected: channels ['Fz', 'Cz', 'Pz', 'Oz']" in proc.stdout
+    assert "new samples" in proc.stdout
