@@ -401,6 +401,7 @@ class Inlet:
         self._do_pull = getattr(self._inlet, "do_pull_chunk", None)
         self._direct = self._do_pull is not None and hasattr(self._inlet, "obj")
         self._errcode = ctypes.c_int()
+        self._args: tuple | None = None
 
     @staticmethod
     def _lost_error(spec: StreamSpec) -> StreamLostError:
@@ -494,18 +495,32 @@ class Inlet:
         """
         inlet, nch, err = self._inlet, self._n_channels, self._errcode
         first = 1 if timeout > 0 else max_samples
-        n = (
-            self._do_pull(
-                inlet.obj,
-                ctypes.c_void_p(data.ctypes.data),
-                ctypes.c_void_p(timestamps.ctypes.data),
-                ctypes.c_size_t(first * nch),
-                ctypes.c_size_t(first),
-                ctypes.c_double(timeout),
-                ctypes.byref(err),
+        # The ctypes arguments of the first call are cached for the usual case of
+        # the same buffers on every call (the cache keeps the arrays alive).
+        args = self._args
+        if (
+            args is None
+            or args[0] is not data
+            or args[1] is not timestamps
+            or args[2] != max_samples
+            or args[3] != timeout
+        ):
+            args = self._args = (
+                data,
+                timestamps,
+                max_samples,
+                timeout,
+                (
+                    inlet.obj,
+                    ctypes.c_void_p(data.ctypes.data),
+                    ctypes.c_void_p(timestamps.ctypes.data),
+                    ctypes.c_size_t(first * nch),
+                    ctypes.c_size_t(first),
+                    ctypes.c_double(timeout),
+                    ctypes.byref(err),
+                ),
             )
-            // nch
-        )
+        n = self._do_pull(*args[4]) // nch
         if err.value:
             pylsl.util.handle_error(err)
         if n and first < max_samples:
@@ -577,6 +592,7 @@ class Inlet:
             return
         try:
             inlet, self._inlet = self._inlet, None
+            self._args = None
             self.closed = True
             if inlet is not None:
                 try:
