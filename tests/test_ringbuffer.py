@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from lsl_util import import_original
 
 from dpshm.ringbuffer import RingBuffer
 
@@ -75,7 +76,7 @@ def test_storage_order_matches_original(capacity, chunks):
     advances ``curr_i`` by the capacity, we by the chunk length (sample ``i``
     always lives at row ``i % capacity``); the chronological order is the same.
     """
-    from dareplane_utils.general.ringbuffer import RingBuffer as Original
+    Original = import_original("dareplane_utils.general.ringbuffer").RingBuffer
 
     ours, orig = RingBuffer((capacity, 2)), Original((capacity, 2))
     orig.logger = logging.Logger("silent", level=logging.CRITICAL)

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 from helpers import wait_until
-from lsl_util import OutletFactory, ramp
+from lsl_util import OutletFactory, import_original, ramp
 
 from dpshm.errors import AmbiguousStreamError, StreamNotFoundError
 from dpshm.watcher import StreamWatcher, StreamWatcherNotConnected, get_streams_names
@@ -36,7 +36,6 @@ def receive(sw: StreamWatcher, n: int, timeout: float = 5.0) -> int:
 
 def test_connect_attributes_and_ramp_through_wraparound(outlets, caplog, unique_name):
     out = outlets.make(n_channels=4, srate=100.0, channel_names=["a", "b", "c", "d"])
-    # own logger: importing dareplane-utils elsewhere disables existing loggers
     log = logging.getLogger(f"test_watcher.{unique_name}")
     with StreamWatcher(out.spec.name, 0.5, log, resolve_timeout=3.0) as sw:
         sw.connect_to_stream()
@@ -164,7 +163,7 @@ def test_outlet_disappears_and_comes_back(outlets, unique_name):
 @pytest.mark.interop
 def test_same_data_as_original_streamwatcher(outlets):
     """The original dareplane-utils StreamWatcher and ours see the same buffer."""
-    from dareplane_utils.stream_watcher.lsl_stream_watcher import StreamWatcher as Original
+    Original = import_original("dareplane_utils.stream_watcher.lsl_stream_watcher").StreamWatcher
 
     out = outlets.make(n_channels=3, srate=100.0, channel_names=["x", "y", "z"])
     orig = Original(out.spec.name, buffer_size_s=0.5)
