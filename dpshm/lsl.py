@@ -304,7 +304,7 @@ def find_stream(
     found = list({s.uid: s for s in found}.values())
     wanted = ", ".join(f"{k}={v!r}" for k, v in crit.items())
     if not found:
-        visible = resolve_streams(min(1.0, timeout))
+        visible = resolve_streams(max(0.5, min(1.0, timeout)))
         listing = ", ".join(s.describe() for s in visible) or "none"
         raise StreamNotFoundError(
             f"No LSL stream with {wanted} after {timeout} s; visible streams: {listing}. "
