@@ -20,12 +20,35 @@ import dpshm.errors
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 TROUBLESHOOTING = DOCS / "troubleshooting.md"
-DPSHM_ERRORS = {
-    name
-    for name, obj in vars(dpshm.errors).items()
-    if isinstance(obj, type) and issubclass(obj, dpshm.errors.DpshmError)
-}
 MIN_FRAGMENT = 12  # shorter literal pieces ("ring ", "; ") say nothing
+
+
+def _dpshm_errors() -> set[str]:
+    """Names of DpshmError and its subclasses, in dpshm.errors and in any other module."""
+    names = {
+        name
+        for name, obj in vars(dpshm.errors).items()
+        if isinstance(obj, type) and issubclass(obj, dpshm.errors.DpshmError)
+    }
+    classes = [
+        node
+        for path in (ROOT / "dpshm").glob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef)
+    ]
+    grew = True
+    while grew:
+        new = {
+            c.name
+            for c in classes
+            if any(isinstance(b, ast.Name) and b.id in names for b in c.bases)
+        }
+        grew = not new <= names
+        names |= new
+    return names
+
+
+DPSHM_ERRORS = _dpshm_errors()
 
 
 def _fragments(node: ast.AST) -> list[str]:
@@ -48,19 +71,19 @@ def _module_constants(tree: ast.Module) -> dict[str, ast.AST]:
 
 
 def _raised_messages() -> list[tuple[str, str, str]]:
-    """(location, error class, longest literal fragment) of every DpshmError raised."""
+    """(location, error class, longest literal fragment) of every DpshmError constructed."""
     found = []
     for path in sorted((ROOT / "dpshm").glob("*.py")):
         tree = ast.parse(path.read_text(), str(path))
         consts = _module_constants(tree)
-        for node in ast.walk(tree):
-            if not (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)):
+        for node in ast.walk(tree):  # every construction, raised at once or returned
+            if not isinstance(node, ast.Call):
                 continue
-            func = node.exc.func
+            func = node.func
             name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
-            if name not in DPSHM_ERRORS or not node.exc.args:
+            if name not in DPSHM_ERRORS or not node.args:
                 continue
-            msg = node.exc.args[0]
+            msg = node.args[0]
             # a message built from a module constant (e.g. a shared "fix" text)
             parts = [msg] + [
                 consts[n.id] for n in ast.walk(msg) if isinstance(n, ast.Name) and n.id in consts

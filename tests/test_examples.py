@@ -120,12 +120,22 @@ def check_log_forwarding(tmp_path: Path, unique_name: str) -> None:
     assert "KeyError: 'threshold'" in text, text
 
 
+def check_stream_watcher(tmp_path: Path, unique_name: str) -> None:
+    # starts its own mock LSL outlet (unique name per run) and watches it for 1 s
+    out = run_example("stream_watcher.py", "--seconds", "1", cwd=tmp_path).stdout
+    assert "connected: channels ['Fz', 'Cz', 'Pz', 'Oz'], buffer (250, 4)" in out, out
+    counts = [int(n) for n in re.findall(r"^\s*(\d+) new samples, last \[", out, re.M)]
+    assert counts and all(n > 0 for n in counts), out
+
+
 EXAMPLES: dict[str, Callable[[Path, str], None]] = {
     "dareplane_module.py": check_dareplane_module,
     "event_loop.py": check_event_loop,
     "log_forwarding.py": check_log_forwarding,
     "ring_demo.py": check_ring_demo,
+    "stream_watcher.py": check_stream_watcher,
 }
+LSL_EXAMPLES = {"stream_watcher.py"}  # use real LSL outlets on loopback
 
 
 def test_every_example_is_exercised() -> None:
@@ -136,6 +146,9 @@ def test_every_example_is_exercised() -> None:
     assert not gone, f"tests/test_examples.py lists examples that do not exist: {gone}"
 
 
-@pytest.mark.parametrize("script", sorted(EXAMPLES))
+@pytest.mark.parametrize(
+    "script",
+    [pytest.param(s, marks=pytest.mark.lsl) if s in LSL_EXAMPLES else s for s in sorted(EXAMPLES)],
+)
 def test_example_runs(script: str, tmp_path: Path, unique_name: str) -> None:
     EXAMPLES[script](tmp_path, unique_name)
