@@ -6,9 +6,9 @@ import logging
 
 import numpy as np
 import pytest
+from helpers import import_original
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lsl_util import import_original
 
 from dpshm.ringbuffer import RingBuffer
 

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 import pytest
-from helpers import wait_until
+from helpers import import_original, wait_until
 
 from dpshm.errors import DpshmTimeoutError
 from dpshm.timing import EventLoop
@@ -356,7 +356,7 @@ def test_no_drift_over_many_periods() -> None:
 def test_drift_probe_detects_the_original_drift() -> None:
     """The same criterion fails for dareplane-utils' EventLoop, which sleeps dt after
     its callbacks: the probe above can fail."""
-    from dareplane_utils.general.event_loop import EventLoop as OrigEventLoop
+    OrigEventLoop = import_original("dareplane_utils.general.event_loop").EventLoop
 
     stamps, _ = _run_drift_probe(OrigEventLoop, DRIFT_DT, DRIFT_WORK, DRIFT_N)
     elapsed = stamps[-1] - stamps[0]

@@ -6,8 +6,8 @@ import logging
 
 import numpy as np
 import pytest
-from helpers import wait_until
-from lsl_util import OutletFactory, import_original, ramp
+from helpers import import_original, wait_until
+from lsl_util import OutletFactory, ramp
 
 from dpshm.errors import AmbiguousStreamError, StreamNotFoundError
 from dpshm.watcher import StreamWatcher, StreamWatcherNotConnected, get_streams_names
