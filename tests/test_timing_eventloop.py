@@ -336,9 +336,9 @@ def _run_drift_probe(loop_cls: type, dt: float, work: float, n: int) -> tuple[li
     return stamps, loop
 
 
-DRIFT_DT, DRIFT_WORK, DRIFT_N = 0.004, 0.001, 300
+DRIFT_DT, DRIFT_WORK, DRIFT_N = 0.004, 0.002, 150
 #: one tick may be late by this much on a loaded machine; drift would accumulate
-#: 300 * 1 ms = 300 ms of callback time
+#: 150 * 2 ms = 300 ms of callback time
 DRIFT_TOLERANCE_S = 0.08
 
 
