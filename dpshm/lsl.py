@@ -298,7 +298,8 @@ def find_stream(
         pred = " and ".join(f"{k}={lit}" for k, lit in literals.items())
         found = [StreamSpec.from_info(i) for i in pylsl.resolve_bypred(pred, 1, timeout)]
         if len(found) == 1 and settle > 0:
-            found = [StreamSpec.from_info(i) for i in pylsl.resolve_bypred(pred, 2, settle)]
+            # a second resolve may miss the first match (short settle, loaded machine): merge
+            found += [StreamSpec.from_info(i) for i in pylsl.resolve_bypred(pred, 2, settle)]
     else:  # values no XPath literal can hold: filter everything visible
         found = [s for s in resolve_streams(timeout) if _matches(s, crit)]
     found = list({s.uid: s for s in found}.values())
