@@ -146,6 +146,16 @@ def test_invalid_shape(shape):
         RingBuffer(shape)
 
 
+def test_chunk_of_wrong_sample_shape_names_both_shapes():
+    rb = RingBuffer((4, 2))
+    with pytest.raises(ValueError, match=r"shape \(2,\); got a chunk of shape \(3, 3\)"):
+        rb.add_samples(np.zeros((3, 3)), [1.0, 2.0, 3.0])
+    assert rb.head == 0
+    one = RingBuffer((4, 1))
+    one.add_samples(np.arange(3.0), [1.0, 2.0, 3.0])  # (k,) into one channel still works
+    np.testing.assert_array_equal(one.unfold_buffer()[:, 0], [0.0, 0.0, 1.0, 2.0])
+
+
 def test_length_mismatch():
     rb = RingBuffer((4, 2))
     with pytest.raises(ValueError, match="3 samples but 2 timestamps"):
