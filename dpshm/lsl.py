@@ -186,6 +186,11 @@ class StreamSpec:
         return self.channel_format == "string"
 
     @property
+    def info(self) -> pylsl.StreamInfo | None:
+        """The :class:`pylsl.StreamInfo` this spec was built from (``None`` if none)."""
+        return self._info
+
+    @property
     def is_irregular(self) -> bool:
         """Whether the nominal rate is 0 (irregular stream)."""
         return self.srate == 0.0

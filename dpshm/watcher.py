@@ -79,6 +79,10 @@ class StreamWatcher:
         From the stream's metadata, ``ch_1..`` where missing.
     chunk_buffer_size : int
         Most rows pulled from LSL per call (set before connecting).
+    streams : list of pylsl.StreamInfo
+        The connected stream's full info (as in the original), after connecting.
+    spec : dpshm.lsl.StreamSpec or None
+        The same as a :class:`~dpshm.lsl.StreamSpec` (name, srate, channel names...).
     """
 
     inlet: Inlet | None = None
@@ -111,7 +115,8 @@ class StreamWatcher:
         self.recover = recover
         self.chunk_buffer_size = 1024 * 32
         self.logger = logger or _logger
-        self.streams: list[StreamSpec] = []
+        self.streams: list[Any] = []  # pylsl.StreamInfo, as the original
+        self.spec: StreamSpec | None = None
         self.stream = None  # unused; kept because the original has it
         self.channel_names: list[str] = []
         self._last_k = 0  # rows received by the last update that pulled data
@@ -163,7 +168,9 @@ class StreamWatcher:
             inlet.close()
             raise
         self.inlet = inlet
-        self.streams = [inlet.spec]
+        self.spec = inlet.spec
+        # pylsl objects, as in the original (modules call streams[0].nominal_srate())
+        self.streams = [inlet.spec.info]
         self.logger.debug("connected to LSL stream %s", inlet.spec.describe())
         self.update()
 

@@ -39,7 +39,10 @@ def test_connect_attributes_and_ramp_through_wraparound(outlets, caplog, unique_
     log = logging.getLogger(f"test_watcher.{unique_name}")
     with StreamWatcher(out.spec.name, 0.5, log, resolve_timeout=3.0) as sw:
         sw.connect_to_stream()
-        assert sw.inlet is not None and sw.streams[0].uid == out.spec.uid
+        assert sw.inlet is not None and sw.spec.uid == out.spec.uid
+        # pylsl StreamInfo, as the original: modules call streams[0].nominal_srate()
+        assert sw.streams[0].nominal_srate() == 100.0 and sw.streams[0].uid() == out.spec.uid
+        assert sw.streams[0].channel_count() == 4
         assert sw.channel_names == ["a", "b", "c", "d"]
         assert sw.buffer.shape == (50, 4) and sw.buffer.dtype == np.float32
         assert sw.buffer_t.shape == (50,) and sw.chunk_buffer_size == 32768
@@ -132,10 +135,10 @@ def test_selection_by_type_source_id_and_identifier(outlets, unique_name):
         StreamWatcher(unique_name, resolve_timeout=3.0).connect_to_stream()
     with StreamWatcher(stream_type=f"{unique_name}_B", resolve_timeout=3.0) as sw:
         sw.connect_to_stream()
-        assert sw.streams[0].uid == b.spec.uid
+        assert sw.spec.uid == b.spec.uid
     with StreamWatcher("other", resolve_timeout=3.0) as sw:
         sw.connect_to_stream({"name": unique_name, "source_id": a.spec.source_id})
-        assert sw.name == unique_name and sw.streams[0].uid == a.spec.uid
+        assert sw.name == unique_name and sw.streams[0].uid() == a.spec.uid
     with pytest.raises(ValueError, match="no stream to look for"):
         StreamWatcher().connect_to_stream()
 
