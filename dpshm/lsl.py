@@ -567,6 +567,16 @@ class Inlet:
         except pylsl.util.LostError:
             raise self._lost_error(self.spec) from None
 
+    def info(self, timeout: float | None = None) -> pylsl.StreamInfo:
+        """The full :class:`pylsl.StreamInfo` (with ``<desc>``), as ``pylsl.StreamInlet.info``.
+
+        Fetched once when the inlet opened, so this never blocks; ``timeout`` is
+        accepted for compatibility and ignored. Dareplane modules call
+        ``sw.inlet.info().nominal_srate()``.
+        """
+        self._check_open()
+        return self.spec.info
+
     def samples_available(self) -> int:
         """Number of samples queued for immediate pickup (may be 1/0 only)."""
         with self._lock:

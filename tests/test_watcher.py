@@ -43,6 +43,9 @@ def test_connect_attributes_and_ramp_through_wraparound(outlets, caplog, unique_
         # pylsl StreamInfo, as the original: modules call streams[0].nominal_srate()
         assert sw.streams[0].nominal_srate() == 100.0 and sw.streams[0].uid() == out.spec.uid
         assert sw.streams[0].channel_count() == 4
+        info = sw.inlet.info()  # modules call sw.inlet.info().nominal_srate()
+        assert info.nominal_srate() == 100.0
+        assert info.desc().child("channels").child("channel").child_value("label") == "a"
         assert sw.channel_names == ["a", "b", "c", "d"]
         assert sw.buffer.shape == (50, 4) and sw.buffer.dtype == np.float32
         assert sw.buffer_t.shape == (50,) and sw.chunk_buffer_size == 32768
