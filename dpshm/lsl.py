@@ -121,6 +121,16 @@ def _channel_labels(root: ET.Element, n_channels: int) -> tuple[str, ...]:
     return tuple(names)
 
 
+def info_to_dict(info: pylsl.StreamInfo) -> dict[str, Any]:
+    """A :class:`pylsl.StreamInfo`'s XML as a nested dict, ``{"info": {...}}``.
+
+    Leaves are strings, repeated elements (e.g. ``channel``) lists, as
+    ``xmltodict.parse(info.as_xml())`` gives (empty elements are ``""`` here).
+    """
+    root = ET.fromstring(info.as_xml())
+    return {root.tag: _element_to_obj(root)}
+
+
 def _element_to_obj(el: ET.Element) -> Any:
     """XML element -> ``str`` (leaf) or ``dict`` (repeated children become lists)."""
     children = list(el)

@@ -10,7 +10,14 @@ from helpers import import_original, wait_until
 from lsl_util import OutletFactory, ramp
 
 from dpshm.errors import AmbiguousStreamError, StreamNotFoundError
-from dpshm.watcher import StreamWatcher, StreamWatcherNotConnected, get_streams_names
+from dpshm.ringbuffer import RingBuffer
+from dpshm.watcher import (
+    StreamWatcher,
+    StreamWatcherNotConnected,
+    get_channel_names,
+    get_streams_names,
+    pylsl_xmlelement_to_dict,
+)
 
 pytestmark = pytest.mark.lsl
 
@@ -129,6 +136,34 @@ def test_resolve_timeout_lists_visible(outlets, unique_name):
     with pytest.raises(StreamWatcherNotConnected):
         sw.unfold_buffer()
     assert sw.curr_i == 0 and sw.buffer.size == 0
+
+
+def test_module_code_that_relinks_the_buffer(outlets):
+    """What Dareplane modules do after connect_to_stream() (e.g. a passthrough decoder):
+    replace ring_buffer, re-link buffer/buffer_t/last_t/curr_i, read the info dict."""
+    out = outlets.make(n_channels=3, srate=100.0, channel_names=["x", "y", "z"])
+    with StreamWatcher(out.spec.name, buffer_size_s=1, resolve_timeout=3.0) as sw:
+        sw.connect_to_stream()
+        inlet_info = pylsl_xmlelement_to_dict(sw.inlet.info())
+        assert float(inlet_info["info"]["nominal_srate"]) == 100.0
+        assert get_channel_names(sw.inlet.info()) == ["x", "y", "z"]
+        sw.ring_buffer = RingBuffer((20, len(sw.channel_names)))
+        sw.buffer = sw.ring_buffer.buffer
+        sw.buffer_t = sw.ring_buffer.buffer_t
+        sw.last_t = sw.ring_buffer.last_t
+        sw.curr_i = sw.ring_buffer.curr_i
+        sent = ramp(0, 25, 3)
+        out.push_chunk(sent)
+        receive(sw, 25)
+        # re-linked attributes stay live (curr_i too: the original's went stale)
+        assert sw.buffer is sw.ring_buffer.buffer and sw.curr_i == 25 % 20
+        np.testing.assert_array_equal(sw.unfold_buffer(), sent[-20:])
+        assert sw.last_t == sw.unfold_buffer_t()[-1] > 0
+        # anything else assigned is kept as given, as the original's plain attributes
+        sw.curr_i = 7
+        assert sw.curr_i == 7
+        sw.connect_to_stream()  # a new connection follows its new ring again
+        assert sw.curr_i == sw.ring_buffer.curr_i and sw.buffer.shape == (100, 3)
 
 
 def test_selection_by_type_source_id_and_identifier(outlets, unique_name):
