@@ -178,6 +178,8 @@ def test_get_logger_installs_handlers_only_on_call() -> None:
         kinds = sorted(type(h).__name__ for h in log.handlers)
         assert kinds == ["JsonSocketHandler", "StreamHandler"] and log.propagate is False
         assert get_logger(name).handlers == log.handlers  # no duplicates
+        # the original's positional order: (name, add_console_handler, colors, no_socket_handler)
+        assert get_logger(name, True, {"DEBUG": "cyan"}).handlers == log.handlers
         assert not any(
             isinstance(h, JsonSocketHandler)
             for h in get_logger(name, no_socket_handler=True).handlers
