@@ -79,7 +79,11 @@ def _ring_attr(attr: str, empty: Any, doc: str) -> property:
         rb = self.ring_buffer
         if rb is not None:
             own = getattr(rb, attr)
-            if value is own or (not isinstance(value, np.ndarray) and value == own):
+            if value is own or (
+                not isinstance(own, np.ndarray)
+                and not isinstance(value, np.ndarray)
+                and value == own
+            ):
                 self._pinned.pop(attr, None)
                 return
         self._pinned[attr] = value

@@ -162,6 +162,8 @@ def test_module_code_that_relinks_the_buffer(outlets):
         # anything else assigned is kept as given, as the original's plain attributes
         sw.curr_i = 7
         assert sw.curr_i == 7
+        sw.buffer = [[1, 2, 3]]
+        assert sw.buffer == [[1, 2, 3]]
         sw.connect_to_stream()  # a new connection follows its new ring again
         assert sw.curr_i == sw.ring_buffer.curr_i and sw.buffer.shape == (100, 3)
 
