@@ -94,6 +94,8 @@ def _foreign(seg: str) -> bool:
     me = os.getpid()
     try:
         proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False  # writer dead: a leak
         return pid != me and me not in {p.pid for p in proc.parents()}
     except psutil.Error:
         return False  # writer dead: a leak
