@@ -183,7 +183,7 @@ class SupervisorConfig:
         """Ring capacity in samples for a stream of nominal rate ``srate``."""
         if srate > 0:
             seconds = selector.buffer_s if selector.buffer_s is not None else self.buffer_s
-            return max(int(math.ceil(seconds * srate)), 16)
+            return max(math.ceil(seconds * srate), 16)
         n = selector.irregular_samples
         return int(n if n is not None else self.irregular_samples)
 
@@ -359,7 +359,9 @@ def _parse_worker(ctx: _Ctx, name: str, data: Any) -> WorkerConfig:
     if max_restarts < 0:
         raise ConfigError(f"{ctx.where(t, 'max_restarts')} must be >= 0, got {max_restarts}.")
     restart = RestartPolicy(
-        policy=_get(ctx, t, data, "restart", str, choices=RESTART_POLICIES, default=DEFAULT_RESTART),
+        policy=_get(
+            ctx, t, data, "restart", str, choices=RESTART_POLICIES, default=DEFAULT_RESTART
+        ),
         max_restarts=max_restarts,
         backoff_s=_get(ctx, t, data, "backoff_s", float, positive=True, default=DEFAULT_BACKOFF_S),
     )
@@ -391,9 +393,7 @@ def parse_toml(text: str, source: str = "<string>") -> SupervisorConfig:
         if key not in top:
             line = ctx._line((key,), None, None)
             loc = f"{source}, line {line}" if line else source
-            raise ConfigError(
-                f"{loc}: unknown table or key {key!r}; allowed are {sorted(top)}."
-            )
+            raise ConfigError(f"{loc}: unknown table or key {key!r}; allowed are {sorted(top)}.")
     kw: dict[str, Any] = {"source": source}
     sup = data.get("supervisor", {})
     if not isinstance(sup, Mapping):
@@ -402,7 +402,8 @@ def parse_toml(text: str, source: str = "<string>") -> SupervisorConfig:
     streams = data.get("streams", [])
     if not isinstance(streams, list):
         raise ConfigError(
-            f"{ctx.where(('streams',), None)}: write streams as [[streams]] tables, got {streams!r}."
+            f"{ctx.where(('streams',), None)}: write streams as [[streams]] tables, "
+            f"got {streams!r}."
         )
     kw["streams"] = tuple(_parse_stream(ctx, s, i) for i, s in enumerate(streams))
     server = data.get("server", {})

@@ -10,7 +10,6 @@ import sys
 import textwrap
 
 import pytest
-from helpers import wait_until
 
 from dpshm import registry
 from dpshm.errors import (
@@ -101,8 +100,12 @@ def test_registry_roundtrip_and_find(ns):
         reg.find("emg")
     assert "'emg'" in str(info.value) and "markers" in str(info.value)
     # a registry written by a dead process does not count
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     registry.write_registry(ns, dict(data, pid=int(dead.stdout)))
     with pytest.raises(SupervisorNotRunningError, match="not running"):
         registry.read_registry(ns)
@@ -114,4 +117,3 @@ def test_registry_roundtrip_and_find(ns):
 def test_wait_for_registry_times_out(ns):
     with pytest.raises(SupervisorNotRunningError, match="did not come up"):
         registry.wait_for_registry(ns, 0.1)
-
