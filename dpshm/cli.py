@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from dpshm._version import __version__
+from dpshm.errors import DpshmError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Share LSL streams between processes through shared memory.",
     )
     parser.add_argument("--version", action="version", version=f"dpshm {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from dpshm.cli_supervisor import add_commands as add_supervisor_commands
+
+    add_supervisor_commands(sub)
     return parser
 
 
@@ -33,7 +37,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help(sys.stderr)
         return 2
-    return int(func(args) or 0)
+    try:
+        return int(func(args) or 0)
+    except DpshmError as exc:
+        print(f"dpshm {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

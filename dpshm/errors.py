@@ -58,3 +58,7 @@ class StreamLostError(DpshmError, ConnectionError):
 
 class WorkerError(DpshmError, RuntimeError):
     """A worker could not be started, or failed."""
+
+
+class NoSupervisorError(SupervisorNotRunningError, RingNotFoundError):
+    """A stream was asked for by name, but no supervisor runs and no ring has that name."""

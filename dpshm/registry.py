@@ -4,7 +4,8 @@ Layout (one directory per namespace, mode 0700)::
 
     $XDG_RUNTIME_DIR/dpshm/<namespace>/     (or /tmp/dpshm-<uid>/<namespace>/)
         supervisor.lock   flock held by the running supervisor; holds its pid
-        registry.json     written atomically (temp file + rename)
+        registry.json     written atomically (temp file + rename) on structural changes
+        status.json       live figures (head, rates, lag, lost), rewritten each second
         heads.ipc         ZeroMQ PUB endpoint of head updates (transport ipc)
         logs.ipc          ZeroMQ PUB endpoint of JSON log records
 
@@ -26,14 +27,15 @@ holder dies, even by SIGKILL, so a crashed supervisor never blocks the next one.
           "ring": "dpshm_default.eeg.ab12cd.g1",     # shared-memory segment
           "generation": 1, "channels": 64, "dtype": "float32",
           "srate": 1000.0, "time_offset": 0.0001,    # inlet.time_correction()
-          "stale": false, "head": 12345, "measured_rate": 999.8,
-          "lag_s": 0.004, "lost": 0
+          "stale": false, "capacity": 10000, "format": "float32"
         }
       }
     }
 
-Status fields (head, measured_rate, lag_s, lost, stale) are refreshed about once
-a second; consumers read live heads from the rings themselves.
+``registry.json`` only changes when a stream appears, goes stale or comes back, or
+changes generation, so a consumer can detect changes with one ``stat()``. The
+live figures (head, measured_rate, lag_s, lost) are in ``status.json``, rewritten
+about once a second (``dpshm ls``); consumers read live heads from the rings.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ REGISTRY_VERSION = 1
 ENV_RUNTIME_DIR = "XDG_RUNTIME_DIR"
 LOCK_FILE = "supervisor.lock"
 REGISTRY_FILE = "registry.json"
+STATUS_FILE = "status.json"
 
 
 def runtime_dir(create: bool = True) -> Path:
@@ -158,7 +161,29 @@ def _read_pid(path: Path) -> int | None:
 
 def write_registry(namespace: str, data: Mapping[str, Any]) -> Path:
     """Write ``registry.json`` of ``namespace`` atomically; return its path."""
-    path = namespace_dir(namespace) / REGISTRY_FILE
+    return _write_atomic(namespace_dir(namespace) / REGISTRY_FILE, data)
+
+
+def write_status(namespace: str, data: Mapping[str, Any]) -> Path:
+    """Write ``status.json`` (live figures, refreshed each second) atomically."""
+    return _write_atomic(namespace_dir(namespace) / STATUS_FILE, data)
+
+
+def read_status(namespace: str | None = None) -> dict[str, Any] | None:
+    """The last ``status.json`` written, or None."""
+    try:
+        return json.loads((namespace_dir(namespace, create=False) / STATUS_FILE).read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+def remove_status(namespace: str) -> None:
+    """Delete ``status.json`` of ``namespace`` if present."""
+    with contextlib.suppress(FileNotFoundError):
+        (namespace_dir(namespace, create=False) / STATUS_FILE).unlink()
+
+
+def _write_atomic(path: Path, data: Mapping[str, Any]) -> Path:
     payload = json.dumps(dict(data), indent=1, sort_keys=True).encode()
     fd, tmp = tempfile.mkstemp(prefix=".registry-", suffix=".tmp", dir=path.parent)
     try:
