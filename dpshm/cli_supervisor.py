@@ -77,6 +77,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help=f"ring length of irregular/marker streams (default {C.DEFAULT_IRREGULAR_SAMPLES})",
     )
     p.add_argument(
+        "--resolve-interval-s",
+        type=float,
+        default=None,
+        help=f"seconds between LSL searches for new outlets "
+        f"(default {C.DEFAULT_RESOLVE_INTERVAL_S})",
+    )
+    p.add_argument(
         "--transport",
         choices=C.TRANSPORTS,
         default=None,
@@ -196,6 +203,7 @@ def _load(args: argparse.Namespace, **extra: Any) -> C.SupervisorConfig:
             "buffer_s": getattr(args, "buffer_s", None),
             "irregular_samples": getattr(args, "irregular_samples", None),
             "transport": getattr(args, "transport", None),
+            "resolve_interval_s": getattr(args, "resolve_interval_s", None),
             **extra,
         },
     )

@@ -47,6 +47,7 @@ TIME_CORRECTION_EVERY_S = 5.0
 STATUS_EVERY_S = 1.0
 JOIN_TIMEOUT_S = 3.0
 MISSED_RESOLVES_BEFORE_STALE = 2
+GAP_TOLERANCE_S = 0.05  # timestamp jitter not counted as lost samples
 
 
 def stream_key(name: str, source_id: str, hostname: str = "") -> str:
@@ -87,6 +88,7 @@ class _Feed:
         self._count_since = 0
         self._last_ts = None
         self.last_data = time.monotonic()
+        self._last_tc = 0.0
         self._make_ring(spec)
         self.thread = threading.Thread(target=self._run, name=f"dpshm-feed-{key}", daemon=True)
 
@@ -188,39 +190,44 @@ class _Feed:
     # -- the feed thread ----------------------------------------------------------------
     def _run(self) -> None:
         stop = self.sup.stop_event
-        last_tc = 0.0
         try:
             while not stop.is_set():
-                if self._offered is not None:
-                    self._connect(self._offered)
-                if self.inlet is None:
-                    self._wake.wait(0.2)
-                    self._wake.clear()
-                    continue
                 try:
-                    n = self.inlet.pull_into(self._data, self._ts, timeout=PULL_TIMEOUT_S)
-                except StreamLostError:
-                    self._go_stale("its outlet closed")
-                    continue
-                now = time.monotonic()
-                if n:
-                    self._write(n)
-                    self.last_data = now
-                elif (
-                    self.missed_resolves >= MISSED_RESOLVES_BEFORE_STALE
-                    and now - self.last_data > 2 * self.sup.config.resolve_interval_s
-                ):
-                    self._go_stale("its outlet is no longer visible")
-                    continue
-                if now - last_tc > TIME_CORRECTION_EVERY_S:
-                    last_tc = now
-                    self._time_correction()
-        except Exception:
-            log.exception("feed of stream %r failed; it is marked stale", self.key)
-            with contextlib.suppress(Exception):
-                self._go_stale("its feed failed")
+                    self._step()
+                except Exception:
+                    log.exception("feed of stream %r failed; marking it stale", self.key)
+                    with contextlib.suppress(Exception):
+                        self._go_stale("its feed failed")
+                    stop.wait(1.0)  # the resolver offers the stream again
         finally:
             self._close_inlet()
+
+    def _step(self) -> None:
+        """One round of the feed thread: (re)connect, or pull one chunk and write it."""
+        if self._offered is not None:
+            self._connect(self._offered)
+        if self.inlet is None:
+            self._wake.wait(0.2)
+            self._wake.clear()
+            return
+        try:
+            n = self.inlet.pull_into(self._data, self._ts, timeout=PULL_TIMEOUT_S)
+        except StreamLostError:
+            self._go_stale("its outlet closed")
+            return
+        now = time.monotonic()
+        if n:
+            self._write(n)
+            self.last_data = now
+        elif (
+            self.missed_resolves >= MISSED_RESOLVES_BEFORE_STALE
+            and now - self.last_data > 2 * self.sup.config.resolve_interval_s
+        ):
+            self._go_stale("its outlet is no longer visible")
+            return
+        if now - self._last_tc > TIME_CORRECTION_EVERY_S:
+            self._last_tc = now
+            self._time_correction()
 
     def _write(self, n: int) -> None:
         ring = self.ring
@@ -234,7 +241,7 @@ class _Feed:
         if srate > 0:
             prev = self._last_ts
             d = np.diff(ts) if prev is None else np.diff(ts, prepend=prev)
-            gaps = d[d > 1.5 / srate]
+            gaps = d[d > 1.5 / srate + GAP_TOLERANCE_S]
             if gaps.size:
                 self.lost += int(np.rint(gaps * srate).sum()) - gaps.size
         self._last_ts = newest
@@ -272,8 +279,8 @@ class _Feed:
         try:
             self.inlet = lsl.Inlet(spec, max_buflen=self.sup.inlet_buflen(spec))
         except Exception as exc:
-            log.warning("cannot open an inlet on stream %r: %s; retrying", spec.name, exc)
             self.inlet = None
+            self._go_stale(f"no inlet could be opened ({exc}); retrying when it is seen again")
             return
         self._time_correction()
         self.missed_resolves = 0
