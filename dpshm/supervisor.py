@@ -47,6 +47,7 @@ TIME_CORRECTION_EVERY_S = 5.0
 STATUS_EVERY_S = 1.0
 JOIN_TIMEOUT_S = 3.0
 MISSED_RESOLVES_BEFORE_STALE = 2
+DEAD_UID_HOLD_S = 5.0
 GAP_TOLERANCE_S = 0.05  # timestamp jitter not counted as lost samples
 
 
@@ -62,7 +63,7 @@ def stream_key(name: str, source_id: str, hostname: str = "") -> str:
 
 
 def _format_of(spec: Any) -> tuple[int, str, float]:
-    return (int(spec.channel_count), str(spec.channel_format), float(spec.nominal_srate))
+    return (int(spec.n_channels), str(spec.channel_format), float(spec.srate))
 
 
 class _Feed:
@@ -89,7 +90,9 @@ class _Feed:
         self._last_ts = None
         self.last_data = time.monotonic()
         self._last_tc = 0.0
-        self._make_ring(spec)
+        self._connecting = False
+        self._dead_uid: str | None = None  # outlet instance known to be gone ...
+        self._dead_until = 0.0  # ... not offered again before then (resolver caches)
         self.thread = threading.Thread(target=self._run, name=f"dpshm-feed-{key}", daemon=True)
 
     # -- ring ---------------------------------------------------------------------------
@@ -102,14 +105,12 @@ class _Feed:
                 "name": spec.name,
                 "type": spec.type,
                 "source_id": spec.source_id,
-                "hostname": getattr(spec, "hostname", ""),
+                "hostname": spec.hostname,
             },
             "namespace": self.sup.config.namespace,
             "key": self.key,
         }
-        names = list(getattr(spec, "channel_names", None) or []) or None
-        if names is not None and len(names) != n_ch:
-            names = None
+        names = list(spec.channel_names) if len(spec.channel_names) == n_ch else None
         self.ring = SharedRing.create(
             name,
             n_ch,
@@ -123,7 +124,7 @@ class _Feed:
         )
         self.ring.set_time_offset(self.time_offset)
         chunk = max(int(srate * 0.5), 1024) if srate > 0 else 1024
-        self._data = np.zeros((chunk, n_ch), dtype=self.ring.dtype if fmt != "string" else object)
+        self._data = np.zeros((chunk, n_ch), dtype=spec.dtype)
         self._ts = np.zeros(chunk, dtype=np.float64)
         log.info(
             "stream %r (%s, %d ch %s @ %g Hz) -> ring %r, %d samples, generation %d",
@@ -138,7 +139,7 @@ class _Feed:
             "name": spec.name,
             "type": spec.type,
             "source_id": spec.source_id,
-            "hostname": getattr(spec, "hostname", ""),
+            "hostname": spec.hostname,
             "ring": ring.name,
             "generation": self.generation,
             "channels": ring.n_channels,
@@ -174,7 +175,9 @@ class _Feed:
     def offer(self, spec: Any) -> None:
         """The resolver sees this stream's outlet (again)."""
         self.missed_resolves = 0
-        if self.stale or self.inlet is None:
+        uid = spec.uid or None
+        dead = uid is not None and uid == self._dead_uid and time.monotonic() < self._dead_until
+        if self.inlet is None and not self._connecting and not dead:
             self._offered = spec
             self._wake.set()
 
@@ -213,6 +216,7 @@ class _Feed:
         try:
             n = self.inlet.pull_into(self._data, self._ts, timeout=PULL_TIMEOUT_S)
         except StreamLostError:
+            self._mark_dead(self.spec)
             self._go_stale("its outlet closed")
             return
         now = time.monotonic()
@@ -256,40 +260,60 @@ class _Feed:
                 self.ring.set_time_offset(off)
 
     def _connect(self, spec: Any) -> None:
-        self._offered = None
-        self._close_inlet()
-        if self.ring is not None and _format_of(spec) != (
-            self.ring.n_channels,
-            self.ring.format,
-            self.ring.srate,
-        ):
-            old = self.ring
-            log.warning(
-                "stream %r changed format %s -> %s: new ring, generation %d -> %d",
-                spec.name, _format_of(self.spec), _format_of(spec),
-                self.generation, self.generation + 1,
-            )  # fmt: skip
-            self.generation += 1
-            self.spec = spec
-            self._last_ts = None
-            self._make_ring(spec)
-            old.unlink()
-            old.close()
-        self.spec = spec
+        self._connecting = True
         try:
-            self.inlet = lsl.Inlet(spec, max_buflen=self.sup.inlet_buflen(spec))
+            self._offered = None
+            self._connect_to(spec)
+        finally:
+            self._connecting = False
+
+    def _connect_to(self, spec: Any) -> None:
+        self._close_inlet()
+        try:
+            inlet = lsl.Inlet(
+                spec, max_buflen_s=self.sup.inlet_buflen(), recover=False, open_timeout=2.0
+            )
         except Exception as exc:
-            self.inlet = None
+            self._mark_dead(spec)
             self._go_stale(f"no inlet could be opened ({exc}); retrying when it is seen again")
             return
-        self._time_correction()
+        try:
+            self._adopt(inlet.spec)  # the full info: channel labels and metadata
+        except BaseException:
+            inlet.close()
+            raise
+        self.inlet = inlet
+        self._last_tc = 0.0  # the feed loop asks for the time correction next
         self.missed_resolves = 0
         self.last_data = time.monotonic()
         if self.stale:
             self.stale = False
             self.ring.set_stale(False)  # type: ignore[union-attr]
-            log.info("stream %r is back; writing resumes", spec.name)
+            log.info("stream %r is back; writing resumes", self.spec.name)
         self.sup.registry_changed()
+
+    def _adopt(self, full: Any) -> None:
+        """Create the ring, or a new generation of it when the format changed."""
+        if self.ring is None:
+            self.spec = full
+            self._make_ring(full)
+        elif _format_of(full) != (self.ring.n_channels, self.ring.format, self.ring.srate):
+            old = self.ring
+            log.warning(
+                "stream %r changed format %s -> %s: new ring, generation %d -> %d",
+                full.name, _format_of(self.spec), _format_of(full),
+                self.generation, self.generation + 1,
+            )  # fmt: skip
+            self.generation += 1
+            self._last_ts = None
+            self._make_ring(full)
+            old.unlink()
+            old.close()
+        self.spec = full
+
+    def _mark_dead(self, spec: Any) -> None:
+        self._dead_uid = spec.uid or None
+        self._dead_until = time.monotonic() + DEAD_UID_HOLD_S
 
     def _go_stale(self, why: str) -> None:
         self._close_inlet()
@@ -413,8 +437,8 @@ class Supervisor:
                     seg, (old or {}).get("pid", "unknown"),
                 )  # fmt: skip
 
-    def inlet_buflen(self, spec: Any) -> int:
-        """Seconds of data the LSL inlet queues (at least the ring's length)."""
+    def inlet_buflen(self) -> int:
+        """Seconds (hundreds of samples if irregular) the LSL inlet queues."""
         return max(int(self.config.buffer_s) + 1, 2)
 
     def stop(self) -> None:
@@ -483,7 +507,8 @@ class Supervisor:
             feeds = dict(self.feeds)
         streams = {}
         for key, f in feeds.items():
-            streams[key] = {**f.entry(), **f.status()}
+            if f.ring is not None:
+                streams[key] = {**f.entry(), **f.status()}
         return {
             "namespace": self.config.namespace,
             "pid": os.getpid(),
@@ -527,7 +552,7 @@ class Supervisor:
                 sel = self.config.selects(spec.name, spec.type, spec.source_id)
                 if sel is None:
                     continue
-                key = stream_key(spec.name, spec.source_id, getattr(spec, "hostname", ""))
+                key = stream_key(spec.name, spec.source_id, spec.hostname)
                 seen.add(key)
                 feed = self.feeds.get(key)
                 if feed is None:

@@ -83,9 +83,11 @@ class Proc:
 class Sup(Proc):
     """``python -m dpshm up`` on a namespace."""
 
-    def __init__(self, ns: str, *extra: str):
+    def __init__(self, ns: str, *streams: str):
+        # select the test's own streams: other tests' outlets are visible on the machine
+        sel = [a for s in streams for a in ("--stream", s)]
         super().__init__(
-            ns, ["-m", "dpshm", "up", "--quiet", "--resolve-interval-s", RESOLVE_S, *extra]
+            ns, ["-m", "dpshm", "up", "--quiet", "--resolve-interval-s", RESOLVE_S, *sel]
         )
 
     def ready(self, timeout: float = 15.0) -> registry.Registry:
@@ -165,7 +167,7 @@ def test_end_to_end_two_consumer_processes(procs, unique_name, tmp_path):
     name, n_ch, srate, n = f"{unique_name}-eeg", 3, 500.0, 3000
     outlet = _outlet(name, n_ch, srate)
     try:
-        sup = Sup(ns)
+        sup = Sup(ns, name)
         started.append(sup)
         sup.ready()
         entry = sup.entry(name)
@@ -221,7 +223,7 @@ def test_outlet_gone_back_and_reformatted_consumer_killed(procs, unique_name):
     ns, started = procs
     name, srate = f"{unique_name}-amp", 200.0
     sid = f"{unique_name}-sid"
-    sup = Sup(ns)
+    sup = Sup(ns, name)
     started.append(sup)
     outlet = _outlet(name, 2, srate, sid)
     try:
@@ -290,11 +292,11 @@ def test_supervisor_killed_and_restarted(procs, unique_name):
     name, srate = f"{unique_name}-x", 100.0
     outlet = _outlet(name, 2, srate)
     try:
-        sup = Sup(ns)
+        sup = Sup(ns, name)
         started.append(sup)
         old = sup.entry(name)
         # a second supervisor on the same namespace refuses and says why
-        second = Sup(ns)
+        second = Sup(ns, name)
         started.append(second)
         assert second.finish(20) == 1
         assert "already runs" in second.output and str(sup.proc.pid) in second.output
@@ -308,7 +310,7 @@ def test_supervisor_killed_and_restarted(procs, unique_name):
             assert Path(f"/dev/shm/dpshm_{old.ring}").exists()  # left behind
             assert not view.wait(0.05)
 
-            sup2 = Sup(ns)
+            sup2 = Sup(ns, name)
             started.append(sup2)
             sup2.ready()
             assert not Path(f"/dev/shm/dpshm_{old.ring}").exists()  # cleaned at start
