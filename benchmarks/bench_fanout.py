@@ -39,6 +39,7 @@ import numpy as np
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
 CHUNK_S = 0.01
 WINDOW_S = 1.0
 
@@ -71,8 +72,9 @@ def _finish(a: argparse.Namespace, lat: list[float]) -> None:
 
 
 def role_dpshm(a: argparse.Namespace) -> None:
-    from dpshm import lsl
     from dpshm.view import SharedStreamView
+
+    from dpshm import lsl
 
     lat: list[float] = []
     with SharedStreamView(a.name) as v:
@@ -119,7 +121,7 @@ def role_direct(a: argparse.Namespace) -> None:
 
     spec = next(s for s in lsl.resolve_streams(2.0) if s.name == a.name)
     inlet = lsl.Inlet(spec)
-    data = np.zeros((4096, spec.channel_count), np.float32)
+    data = np.zeros((4096, spec.n_channels), np.float32)
     ts = np.zeros(4096)
     print("ready", flush=True)
     lat: list[float] = []
@@ -142,7 +144,11 @@ ROLES["direct"] = role_direct
 class Child:
     def __init__(self, args: list[str], env: dict[str, str]):
         self.proc = subprocess.Popen(
-            args, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            args,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=None if os.environ.get("BENCH_DEBUG") else subprocess.DEVNULL,
+            text=True,
         )
         self.ps = psutil.Process(self.proc.pid)
 

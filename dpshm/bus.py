@@ -16,7 +16,9 @@ After each write into a ring the supervisor publishes one single-frame message::
 The prefix lets a subscriber filter on one stream (ZeroMQ filters on the
 publisher side). Notifications only wake consumers: data is always read from
 the ring, so a lost notification costs latency, never data. Subscribers drain
-every queued notification on each wake and keep only the newest per stream.
+every queued notification on each wake and keep only the newest per stream; a
+subscriber of a single stream sets ``ZMQ_CONFLATE`` so ZeroMQ keeps only the
+newest for it.
 
 Log records (PUB/SUB, endpoint ``logs``)
 ----------------------------------------
@@ -187,10 +189,19 @@ class _Sub:
 
     _sock: zmq.Socket | None = None
 
-    def __init__(self, endpoint: str, topics: Iterable[bytes], ctx: zmq.Context | None = None):
+    def __init__(
+        self,
+        endpoint: str,
+        topics: Iterable[bytes],
+        ctx: zmq.Context | None = None,
+        conflate: bool = False,
+    ):
         sock = _context(ctx).socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RCVHWM, DEFAULT_HWM)
+        if conflate:  # keep only the newest message: draining is one recv
+            sock.setsockopt(zmq.CONFLATE, 1)
+        else:
+            sock.setsockopt(zmq.RCVHWM, DEFAULT_HWM)
         for t in topics:
             sock.setsockopt(zmq.SUBSCRIBE, t)
         sock.connect(endpoint)
@@ -205,16 +216,23 @@ class _Sub:
         return self._sock
 
     def _frames(self, timeout: float | None) -> list[bytes]:
-        """Wait up to ``timeout`` s (None: don't wait) and return every queued frame."""
+        """Wait up to ``timeout`` s (None: don't wait) and return every queued frame.
+
+        Blocks in one ``recv`` with ``ZMQ_RCVTIMEO`` (no poller object per call),
+        then drains what else is queued, checking ``ZMQ_EVENTS`` instead of
+        raising ``zmq.Again`` per call: the wake path is the consumer's main cost.
+        """
         sock = self.socket
-        if timeout is not None and timeout > 0 and not sock.poll(int(timeout * 1000) or 1):
-            return []
         frames = []
-        while True:
+        if timeout is not None and timeout > 0:
+            sock.setsockopt(zmq.RCVTIMEO, max(1, int(timeout * 1000)))
             try:
-                frames.append(sock.recv(zmq.NOBLOCK))
+                frames.append(sock.recv())
             except zmq.Again:
                 return frames
+        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            frames.append(sock.recv(zmq.NOBLOCK))
+        return frames
 
     def close(self) -> None:
         """Close the socket (idempotent); the context is left alone."""
@@ -236,7 +254,8 @@ class HeadSubscriber(_Sub):
         self, endpoint: str, streams: Iterable[str] | None = None, ctx: zmq.Context | None = None
     ):
         topics = [HEAD_PREFIX] if streams is None else [head_topic(s) for s in streams]
-        super().__init__(endpoint, topics, ctx)
+        # one stream: only its newest notification matters, let ZeroMQ drop the others
+        super().__init__(endpoint, topics, ctx, conflate=len(topics) == 1 and streams is not None)
 
     def wait(self, timeout: float) -> dict[str, HeadUpdate]:
         """Block up to ``timeout`` s for a notification, then drain the queue.
@@ -251,8 +270,14 @@ class HeadSubscriber(_Sub):
 
     @staticmethod
     def _latest(frames: list[bytes]) -> dict[str, HeadUpdate]:
+        """Decode only the newest frame of each stream (the topic names it)."""
         out: dict[str, HeadUpdate] = {}
-        for f in frames:
+        seen: set[bytes] = set()
+        for f in reversed(frames):
+            topic = f[: f.find(b"\0") + 1]
+            if topic in seen:
+                continue
+            seen.add(topic)
             try:
                 u = decode_head(f)
             except ProtocolError as exc:

@@ -34,6 +34,7 @@ from dpshm.ring import list_rings
 log = logging.getLogger(__name__)
 
 POLL_FALLBACK_S = 0.002  # head polling period for rings without a supervisor
+CHECK_EVERY_S = 0.25  # registry stat() throttle; notifications of a new generation force it
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class StreamLink:
         self.target: Target | None = None
         self._reg_stamp: tuple[int, int] | None = None
         self._sub_endpoint: str | None = None
+        self._reg_path = registry.namespace_dir(self.namespace, create=False) / "registry.json"
+        self._next_check = 0.0
 
     # -- lookup -------------------------------------------------------------------------
     def resolve(self) -> Target:
@@ -109,8 +112,8 @@ class StreamLink:
 
     def _stamp(self) -> tuple[int, int] | None:
         try:
-            st = os.stat(registry.namespace_dir(self.namespace, create=False) / "registry.json")
-        except (OSError, ValueError):
+            st = os.stat(self._reg_path)
+        except OSError:
             return None
         return (st.st_ino, st.st_mtime_ns)
 
@@ -123,12 +126,16 @@ class StreamLink:
     def moved(self, force: bool = False) -> Target | None:
         """Return the new target if the stream moved to another ring, else None.
 
-        Cheap when nothing changed (one ``stat()``); ``force`` reads the
-        registry even if its file looks unchanged (a notification carried
-        another generation).
+        Cheap when nothing changed: at most one ``stat()`` per
+        :data:`CHECK_EVERY_S`; ``force`` reads the registry now even if its
+        file looks unchanged (a notification carried another generation).
         """
         if not self.supervised:
             return None
+        now = time.monotonic()
+        if not force and now < self._next_check:
+            return None
+        self._next_check = now + CHECK_EVERY_S
         stamp = self._stamp()
         if stamp == self._reg_stamp and not force:
             return None
@@ -167,7 +174,7 @@ class StreamLink:
                 continue
             updates = sub.wait(max(remaining, 0.0))
             if not updates:
-                if self.moved() is not None:
+                if self.moved() is not None:  # e.g. a new generation that sends nothing yet
                     return "moved"
                 if head_now():
                     return "data"

@@ -242,12 +242,12 @@ class _Feed:
         self.sup.heads.publish(self.key, head, self.generation, newest)
         self._count_since += n
         srate = ring.srate
-        if srate > 0:
-            prev = self._last_ts
-            d = np.diff(ts) if prev is None else np.diff(ts, prepend=prev)
-            gaps = d[d > 1.5 / srate + GAP_TOLERANCE_S]
-            if gaps.size:
-                self.lost += int(np.rint(gaps * srate).sum()) - gaps.size
+        prev = self._last_ts
+        if srate > 0 and prev is not None:
+            # LSL drops the oldest queued samples, so a drop shows at a chunk boundary
+            gap = float(ts[0]) - prev
+            if gap > 1.5 / srate + GAP_TOLERANCE_S:
+                self.lost += round(gap * srate) - 1
         self._last_ts = newest
         self.lag_s = lsl.local_clock() - (newest + self.time_offset)
 
