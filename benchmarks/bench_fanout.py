@@ -72,9 +72,8 @@ def _finish(a: argparse.Namespace, lat: list[float]) -> None:
 
 
 def role_dpshm(a: argparse.Namespace) -> None:
-    from dpshm.view import SharedStreamView
-
     from dpshm import lsl
+    from dpshm.view import SharedStreamView
 
     lat: list[float] = []
     with SharedStreamView(a.name) as v:

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from dpshm.formats import decode_strings
 from dpshm.follow import StreamLink
+from dpshm.formats import decode_strings
 from dpshm.ring import SharedRing
 
 logger = logging.getLogger(__name__)
