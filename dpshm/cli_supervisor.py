@@ -225,7 +225,7 @@ class _LiveStatus:
                 self.out.write(f"\x1b[{self.lines}F\x1b[J")
             self.out.write(text + "\n")
             self.lines = text.count("\n") + 1
-        elif time.monotonic() - self.last >= 5.0:
+        elif status["streams"] and time.monotonic() - self.last >= 5.0:
             self.last = time.monotonic()
             parts = [
                 f"{s['name']}: head {s['head']} {s['measured_rate']:.0f} Hz"
@@ -425,6 +425,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     stop = _stop_on_signals()
     done = _until(args.duration)
     with LogSubscriber(reg.endpoints["logs"]) as sub:
+        print(f"following the log records of namespace {ns!r} (Ctrl-C stops)", flush=True)
         while not stop.is_set() and not done():
             for rec in sub.recv(0.5):
                 if int(rec.get("levelno", 0)) < level:

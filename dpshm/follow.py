@@ -66,6 +66,7 @@ class StreamLink:
         self.source_id = source_id
         self.namespace = namespace_from_env() if namespace is None else namespace
         self.target: Target | None = None
+        self.key: str | None = None  # registry key, fixed by the first lookup
         self._reg_stamp: tuple[int, int] | None = None
         self._sub_endpoint: str | None = None
         self._reg_path = registry.namespace_dir(self.namespace, create=False) / "registry.json"
@@ -93,12 +94,21 @@ class StreamLink:
                 f"cannot open stream {self.name!r}: {exc} (No shared-memory ring of that name "
                 f"exists either; existing rings: {list_rings()}.)"
             ) from None
+        if self.key is not None:  # once found, follow that stream (not a same-named one)
+            entry = reg.streams.get(self.key)
+            if entry is None:
+                raise StreamNotFoundError(
+                    f"stream {self.name!r} ({self.key}) is not shared any more by the "
+                    f"supervisor of namespace {self.namespace!r}"
+                )
+            return self._set(Target(entry.ring, entry, reg.endpoints.get("heads")))
         try:
             entry = reg.find(self.name, self.source_id)
         except StreamNotFoundError:
             if self.source_id is None and self.name in list_rings():
                 return self._set(Target(self.name))
             raise
+        self.key = entry.key
         return self._set(Target(entry.ring, entry, reg.endpoints.get("heads")))
 
     def _set(self, target: Target) -> Target:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dpshm.view import SharedStreamView
 from helpers import wait_until
 
 from dpshm import lsl, registry
-from dpshm.errors import NoSupervisorError, StreamNotFoundError
+from dpshm.errors import AmbiguousStreamError, NoSupervisorError, StreamNotFoundError
+from dpshm.view import SharedStreamView
 
 pytestmark = pytest.mark.lsl
 
@@ -184,11 +184,27 @@ def test_end_to_end_two_consumer_processes(procs, unique_name, tmp_path):
         with pytest.raises(StreamNotFoundError) as info:
             SharedStreamView(f"{unique_name}-nope")
         assert f"{unique_name}-nope" in str(info.value) and name in str(info.value)
+        # a second outlet of the same name: the name alone is ambiguous, source_id decides
+        with _outlet(name, 1, 10.0, source_id=f"{name}-other") as twin:
+            sup.entry(name, lambda e: e.source_id == twin.spec.source_id)
+            with pytest.raises(AmbiguousStreamError) as info:
+                SharedStreamView(name)
+            assert f"{name}-sid" in str(info.value) and f"{name}-other" in str(info.value)
+            with SharedStreamView(name, source_id=f"{name}-other") as v:
+                assert v.n_channels == 1
+        tail = Proc(ns, ["-m", "dpshm", "tail", name, "--source-id", f"{name}-sid",
+                         "--duration", "20"])  # fmt: skip
+        started.append(tail)
+        tail.saw(f"{name}: {n_ch} ch float32", 15)
         t0 = lsl.local_clock()
         _push_sequence(outlet, 0, n, n_ch, srate, t0)
         for c in consumers:
             c.saw("done", 30)
             assert c.finish() == 0, c.output
+        # tail printed the newest sample of the last chunk: 2999, -5998, 8997
+        last = tail.saw(f"{3 * (n - 1)}.", 10).splitlines()[-1]
+        assert f"{n - 1}." in last and f"-{2 * (n - 1)}." in last
+        tail.stop()
         for i in range(2):
             res = np.load(tmp_path / f"c{i}.npz")
             assert int(res["lost"]) == 0
@@ -228,6 +244,9 @@ def test_outlet_gone_back_and_reformatted_consumer_killed(procs, unique_name):
     outlet = _outlet(name, 2, srate, sid)
     try:
         entry = sup.entry(name)
+        logs = Proc(ns, ["-m", "dpshm", "logs", "--duration", "30"])  # follows the log stream
+        started.append(logs)
+        logs.saw("following", 15)
         wait_until(lambda: outlet.have_consumers(), 10)
         with SharedStreamView(name) as view:
             # a consumer killed with SIGKILL: nothing else notices
@@ -269,6 +288,8 @@ def test_outlet_gone_back_and_reformatted_consumer_killed(procs, unique_name):
             wait_until(lambda: not Path(f"/dev/shm/dpshm_{entry.ring}").exists(), 5)
         assert sup.stop() == 0, sup.output
         assert "changed format" in sup.output and "is stale" in sup.output
+        logs.saw("changed format", 10)  # the same record, through ZeroMQ
+        assert "WARNING dpshm.supervisor: stream" in logs.output
     finally:
         outlet.close()
 
@@ -352,3 +373,18 @@ def test_no_supervisor_and_bad_config(procs, tmp_path):
         timeout=30, cwd=str(REPO),
     )  # fmt: skip
     assert ls.returncode == 1 and "no dpshm supervisor runs" in ls.stderr
+
+
+def test_demo_one_command(procs, unique_name):
+    """The README's main command: mock outlets + supervisor + a consumer, ends by itself."""
+    ns, _ = procs
+    res = subprocess.run(
+        [sys.executable, "-m", "dpshm", "demo", "--duration", "4", "--name",
+         f"{unique_name}-mock", "--marker-name", f"{unique_name}-mk", "--rate", "200"],
+        env=_env(ns), capture_output=True, text=True, timeout=60, cwd=str(REPO),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    done = res.stdout.strip().splitlines()[-1]
+    read = int(done.split("consumer read ")[1].split(",")[0])
+    assert read > 100 and "lost 0" in done, res.stdout
+    assert _segments(ns) == []
