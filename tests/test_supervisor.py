@@ -258,6 +258,9 @@ def test_outlet_gone_back_and_reformatted_consumer_killed(procs, unique_name):
             _push_sequence(outlet, 0, 100, 2, srate, t0)
             got = _read(view, 100)
             np.testing.assert_array_equal(got, _expected(np.arange(100), 2))
+            # the inlet's time correction is published (same host: about 0)
+            assert abs(view.time_offset) < 0.01
+            assert abs(sup.entry(name).info["time_offset"]) < 0.01
             assert Path(f"/dev/shm/dpshm_{entry.ring}").exists()
 
             # the outlet disappears: stale, ring kept
