@@ -395,7 +395,10 @@ def cmd_tail(args: argparse.Namespace) -> int:
     done = _until(args.duration)
     with SharedStreamView(args.name, source_id=args.source_id, namespace=args.namespace) as v:
         strings = v.format == "string"
-        print(f"{args.name}: {v.n_channels} ch {v.format} @ {_fmt_rate(v.srate)} (Ctrl-C stops)")
+        print(
+            f"{args.name}: {v.n_channels} ch {v.format} @ {_fmt_rate(v.srate)} (Ctrl-C stops)",
+            flush=True,
+        )
         np.set_printoptions(precision=4, suppress=True, linewidth=160)
         while not stop.is_set() and not done():
             if not v.wait(0.5):

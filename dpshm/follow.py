@@ -164,6 +164,11 @@ class StreamLink:
         log.info("stream %r moved from ring %r to %r", self.name, old and old.ring, new.ring)
         return new
 
+    def invalidate(self) -> None:
+        """Make the next :meth:`moved` read the registry again."""
+        self._reg_stamp = None
+        self._next_check = 0.0
+
     # -- waiting ------------------------------------------------------------------------
     def wait(self, timeout: float, head_now, generation: int) -> str:
         """Block until the stream's head passes ``head_now()`` or it moves.

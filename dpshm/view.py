@@ -109,10 +109,11 @@ class SharedStreamView:
     def _attach(self, name: str) -> None:
         """Attach to stream/ring ``name`` and reset the read cursor to its current head."""
         link = self._link
-        if link is None or link.name != name:
+        if link is None or link.name != name:  # connect_to_stream() with another name
+            ns = link.namespace if link is not None else None
             if link is not None:
                 link.close()
-            link = self._link = StreamLink(name)
+            link = self._link = StreamLink(name, namespace=ns)
         ring = SharedRing.attach(link.resolve().ring)
         old, self._ring = self._ring, ring
         if old is not None:
@@ -339,7 +340,8 @@ class SharedStreamView:
         """
         deadline = time.monotonic() + max(0.0, float(timeout))
         link = self._link
-        assert link is not None
+        if link is None:
+            raise ValueError(f"SharedStreamView {self.name!r} is closed")
         self._follow()
         while True:
             if self.ring.head > self._cursor:
@@ -360,7 +362,12 @@ class SharedStreamView:
             return
         if link.moved(force) is None:
             return
-        self._attach(self.name)  # resolves the new ring; resets the cursor to its head
+        try:
+            self._attach(self.name)  # resolves the new ring; resets the cursor to its head
+        except LookupError as exc:  # it moved again meanwhile: keep the old ring, retry
+            logger.debug("SharedStreamView %r: re-attach failed (%s); retrying", self.name, exc)
+            link.invalidate()
+            return
         self._cursor = 0  # ... but a moved stream is read from its new ring's first sample
         logger.info(
             "SharedStreamView %r re-attached to ring %r (generation %d)",

@@ -58,7 +58,14 @@ class Proc:
         return "".join(self.lines)
 
     def saw(self, text: str, timeout: float = 10.0) -> str:
-        return wait_until(lambda: text in self.output, timeout) and self.output
+        try:
+            wait_until(lambda: text in self.output, timeout)
+        except TimeoutError:
+            raise AssertionError(
+                f"{text!r} not printed within {timeout} s by {self.proc.args[1:4]} "
+                f"(exit code {self.proc.poll()}); output:\n{self.output[-2000:]}"
+            ) from None
+        return self.output
 
     def finish(self, timeout: float = 15.0) -> int:
         """Wait for the process to exit by itself; returns its exit code."""
