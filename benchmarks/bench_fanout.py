@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -156,7 +157,7 @@ class Child:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
-            if line.strip() == "ready" or "dpshm supervisor" in line:
+            if line.strip() == "ready":
                 return
             if not line and self.proc.poll() is not None:
                 raise RuntimeError(f"{self.proc.args} exited with {self.proc.returncode}")
@@ -183,6 +184,7 @@ class Child:
 
 
 def _me(role: str, **kw: object) -> list[str]:
+    """Command line running this script in ``role``."""
     args = [sys.executable, str(Path(__file__).resolve()), "--role", role]
     for k, v in kw.items():
         args += [f"--{k.replace('_', '-')}", str(v)]
@@ -195,8 +197,17 @@ def _lsl_clock() -> float:
     return lsl.local_clock()
 
 
+def _shared(registry, ns: str, name: str) -> bool:
+    try:
+        return any(e.name == name for e in registry.read_registry(ns).streams.values())
+    except LookupError:
+        return False
+
+
 def run_case(mode: str, n: int, channels: int, rate: float, seconds: float, tmp: Path) -> dict:
     """One measurement: returns CPU % (consumers + supervisor), outlet CPU %, latencies."""
+    from dpshm import registry
+
     name = f"bench{uuid.uuid4().hex[:8]}"
     ns = f"bench{uuid.uuid4().hex[:6]}"
     env = dict(os.environ, DPSHM_NAMESPACE=ns, PYTHONPATH=str(REPO))
@@ -206,16 +217,14 @@ def run_case(mode: str, n: int, channels: int, rate: float, seconds: float, tmp:
         outlet.ready()
         if mode == "dpshm":
             sup = Child(
-                [sys.executable, "-m", "dpshm", "up", "--stream", name, "--resolve-interval-s",
-                 "0.5", "--buffer-s", "5"],
+                [sys.executable, "-m", "dpshm", "up", "--quiet", "--stream", name,
+                 "--resolve-interval-s", "0.5", "--buffer-s", "5"],
                 env,
             )  # fmt: skip
             children.append(sup)
-            sup.ready()
-            from dpshm import registry
 
             deadline = time.monotonic() + 20
-            while not any(e.name == name for e in registry.read_registry(ns).streams.values()):
+            while not _shared(registry, ns, name):
                 if time.monotonic() > deadline:
                     raise TimeoutError("supervisor did not share the stream")
                 time.sleep(0.05)
@@ -260,6 +269,7 @@ def run_case(mode: str, n: int, channels: int, rate: float, seconds: float, tmp:
         for c in reversed(children):
             c.stop()
         outlet.stop()
+        shutil.rmtree(registry.namespace_dir(ns, create=False), ignore_errors=True)
 
 
 def main() -> None:
