@@ -91,6 +91,7 @@ class _Feed:
         self.last_data = time.monotonic()
         self._last_tc = 0.0
         self._connecting = False
+        self._have_offset = False
         self._dead_uid: str | None = None  # outlet instance known to be gone ...
         self._dead_until = 0.0  # ... not offered again before then (resolver caches)
         self.thread = threading.Thread(target=self._run, name=f"dpshm-feed-{key}", daemon=True)
@@ -252,12 +253,19 @@ class _Feed:
         self.lag_s = lsl.local_clock() - (newest + self.time_offset)
 
     def _time_correction(self) -> None:
-        with contextlib.suppress(Exception):
+        """Refresh ``time_offset`` (ring header each time; registry when it moved > 1 ms)."""
+        try:
             off = float(self.inlet.time_correction(timeout=0.5))
-            if off != self.time_offset:
-                self.time_offset = off
-                assert self.ring is not None
-                self.ring.set_time_offset(off)
+        except Exception as exc:  # a slow answer is retried in TIME_CORRECTION_EVERY_S
+            log.debug("time correction of %r failed: %s", self.key, exc)
+            return
+        assert self.ring is not None
+        self.ring.set_time_offset(off)
+        first, self._have_offset = not self._have_offset, True
+        if first or abs(off - self.time_offset) > 1e-3:
+            self.time_offset = off
+            self.sup.registry_changed()
+        self.time_offset = off
 
     def _connect(self, spec: Any) -> None:
         self._connecting = True
