@@ -299,7 +299,7 @@ def test_outlet_gone_back_and_reformatted_consumer_killed(procs, unique_name):
         assert sup.stop() == 0, sup.output
         assert "changed format" in sup.output and "is stale" in sup.output
         logs.saw("changed format", 10)  # the same record, through ZeroMQ
-        assert "WARNING dpshm.supervisor: stream" in logs.output
+        assert "WARNING dpshm.feed: stream" in logs.output
     finally:
         outlet.close()
 
