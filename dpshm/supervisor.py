@@ -21,7 +21,6 @@ enforces it). It
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -34,7 +33,7 @@ from dpshm import lsl, registry
 from dpshm.bus import HeadPublisher, LogPublisher, ZmqLogHandler
 from dpshm.config import StreamSelector, SupervisorConfig
 from dpshm.feed import JOIN_TIMEOUT_S, Feed, stream_key
-from dpshm.ring import SEGMENT_PREFIX, SHM_DIR, unlink_ring
+from dpshm.ring import SEGMENT_PREFIX, SHM_DIR, ring_info, unlink_ring
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +126,14 @@ class Supervisor:
         except OSError:
             leftovers = []
         for seg in leftovers:
-            with contextlib.suppress(FileNotFoundError):
-                unlink_ring(seg, force=True)
+            try:  # the writer pid in the ring header names the dead supervisor
+                pid = ring_info(seg)["writer_pid"]
+            except Exception:  # not a complete ring (killed while creating it)
+                pid = (old or {}).get("pid", "unknown")
+            if unlink_ring(seg, force=True):
                 log.warning(
                     "removed shared-memory segment %r left by a dead supervisor (pid %s)",
-                    seg, (old or {}).get("pid", "unknown"),
+                    seg, pid,
                 )  # fmt: skip
 
     def inlet_buflen(self) -> int:

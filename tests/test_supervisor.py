@@ -345,7 +345,8 @@ def test_supervisor_killed_and_restarted(procs, unique_name):
             started.append(sup2)
             sup2.ready()
             assert not Path(f"/dev/shm/dpshm_{old.ring}").exists()  # cleaned at start
-            assert "removed shared-memory segment" in sup2.saw("removed shared-memory segment")
+            out = sup2.saw("removed shared-memory segment")
+            assert f"left by a dead supervisor (pid {sup.proc.pid})" in out
             new = sup2.entry(name)
             assert new.ring != old.ring and new.generation > old.generation
             wait_until(lambda: outlet.have_consumers(), 10)
