@@ -12,7 +12,7 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,14 +26,16 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
 TIMEOUT_S = 60.0  # generous upper bound for a loaded 2-core machine; runs take ~1-3 s
 
 
-def run_example(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def run_example(
+    script: str, *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``examples/<script>`` to completion; assert exit code 0 and no traceback."""
     r = subprocess.run(
         [sys.executable, str(EXAMPLES_DIR / script), *args],
         capture_output=True,
         text=True,
         timeout=TIMEOUT_S,
-        env=ENV,
+        env=ENV if env is None else env,
         cwd=cwd,
     )
     assert r.returncode == 0, f"{script} exited with {r.returncode}:\n{r.stdout}\n{r.stderr}"
@@ -128,6 +130,96 @@ def check_stream_watcher(tmp_path: Path, unique_name: str) -> None:
     assert counts and all(n > 0 for n in counts), out
 
 
+# -- examples that read streams shared by a supervisor ----------------------------------------
+class Supervised:
+    """``dpshm mock`` + ``dpshm up`` on a private namespace, shared by the examples below."""
+
+    def __init__(self, tmp: Path, tag: str) -> None:
+        self.namespace, self.signal, self.markers = f"ns{tag}", f"EEG{tag}", f"Mk{tag}"
+        self.env = {**ENV, "DPSHM_NAMESPACE": self.namespace}
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.log = tmp / "supervised.txt"
+
+    def _start(self, *args: str) -> None:
+        with self.log.open("a") as f:
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "dpshm", *args],
+                    stdout=f,
+                    stderr=subprocess.STDOUT,
+                    env=self.env,
+                )
+            )
+
+    def start(self) -> Supervised:
+        self._start("mock", "--name", self.signal, "--marker-name", self.markers,
+                    "--channels", "4", "--rate", "250")  # fmt: skip
+        self._start("up", "--stream", self.signal, "--stream", self.markers, "--quiet")
+        from dpshm import SharedStreamView
+
+        def shared() -> bool:
+            try:
+                for name in (self.signal, self.markers):
+                    SharedStreamView(name, namespace=self.namespace).close()
+            except LookupError:
+                return False
+            return True
+
+        wait_until(shared, timeout=TIMEOUT_S, interval=0.1)
+        return self
+
+    def close(self) -> None:
+        for p in reversed(self.procs):  # supervisor first: it unlinks its rings on SIGTERM
+            stop_process_tree(p, grace_s=5.0)
+
+
+@pytest.fixture(scope="module")
+def supervised(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Supervised]:
+    import uuid
+
+    sup = Supervised(tmp_path_factory.mktemp("supervised"), uuid.uuid4().hex[:8])
+    try:
+        yield sup.start()
+    finally:
+        sup.close()
+
+
+def run_supervised(script: str, sup: Supervised, stream: str, seconds: str, cwd: Path) -> str:
+    args = ("--stream", stream, "--namespace", sup.namespace, "--seconds", seconds)
+    return run_example(script, *args, cwd=cwd).stdout
+
+
+def check_consumer(tmp_path: Path, sup: Supervised) -> None:
+    out = run_supervised("consumer.py", sup, sup.signal, "1.1", tmp_path)
+    assert f"attached to '{sup.signal}': 4 ch float32 at 250 Hz" in out, out
+    rms = re.findall(r"newest \d+ samples up to t=[\d.]+: RMS \[([\d. ]+)\]", out)
+    assert rms, out
+    # the mock's channels are unit-amplitude sines (RMS ~0.71) plus a little noise
+    assert all(0.5 < float(v) < 0.9 for line in rms for v in line.split()), out
+
+
+def check_waiting_consumer(tmp_path: Path, sup: Supervised) -> None:
+    out = run_supervised("waiting_consumer.py", sup, sup.signal, "1.0", tmp_path)
+    m = re.search(r"done: received (\d+), lost (\d+)", out)
+    assert m, out
+    # ~1 s at 250 Hz; at least a quarter of it even on a loaded machine, nothing lost
+    assert int(m.group(1)) >= 60 and int(m.group(2)) == 0, out
+
+
+def check_marker_consumer(tmp_path: Path, sup: Supervised) -> None:
+    out = run_supervised("marker_consumer.py", sup, sup.markers, "1.5", tmp_path)  # 1 marker/s
+    assert f"listening to '{sup.markers}' (string, 1 channel)" in out, out
+    markers = re.findall(r"marker '(\w+)' at t=", out)
+    assert markers and set(markers) <= {"trial_start", "stimulus", "response"}, out
+    assert f"done: {len(markers)} markers" in out, out
+
+
+SUPERVISED: dict[str, Callable[[Path, Supervised], None]] = {
+    "consumer.py": check_consumer,
+    "marker_consumer.py": check_marker_consumer,
+    "waiting_consumer.py": check_waiting_consumer,
+}
+
 EXAMPLES: dict[str, Callable[[Path, str], None]] = {
     "dareplane_module.py": check_dareplane_module,
     "event_loop.py": check_event_loop,
@@ -140,9 +232,9 @@ LSL_EXAMPLES = {"stream_watcher.py"}  # use real LSL outlets on loopback
 
 def test_every_example_is_exercised() -> None:
     scripts = {p.name for p in EXAMPLES_DIR.glob("*.py")}
-    missing = sorted(scripts - set(EXAMPLES))
+    missing = sorted(scripts - set(EXAMPLES) - set(SUPERVISED))
     assert not missing, f"examples without a run in tests/test_examples.py: {missing}"
-    gone = sorted(set(EXAMPLES) - scripts)
+    gone = sorted((set(EXAMPLES) | set(SUPERVISED)) - scripts)
     assert not gone, f"tests/test_examples.py lists examples that do not exist: {gone}"
 
 
@@ -152,3 +244,9 @@ def test_every_example_is_exercised() -> None:
 )
 def test_example_runs(script: str, tmp_path: Path, unique_name: str) -> None:
     EXAMPLES[script](tmp_path, unique_name)
+
+
+@pytest.mark.lsl
+@pytest.mark.parametrize("script", sorted(SUPERVISED))
+def test_supervised_example_runs(script: str, tmp_path: Path, supervised: Supervised) -> None:
+    SUPERVISED[script](tmp_path, supervised)
