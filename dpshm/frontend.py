@@ -1,0 +1,226 @@
+"""The supervisor's TCP commands, as a ``pcommand_map`` for :class:`~dpshm.server.DefaultServer`.
+
+Commands (replies are one line; JSON unless noted; a refused command replies
+one line starting with ``ERROR`` that names the problem, and the server keeps
+serving)::
+
+    LIST_STREAMS                         [{"name", "type", "channels", "rate", "head",
+                                           "stale"}, ...]
+    STATUS                               {"supervisor": {...}, "streams": [...], "workers": [...]}
+    START_WORKER|{"worker": NAME, "streams": [...], "kwargs": {...}}
+                                         the worker id, e.g. bandpower-1 (plain text)
+    STOP_WORKER|{"id": ID}               the worker's final status (JSON object)
+    LIST_WORKERS                         {"declared": {NAME: {"mode", "target", "kwargs",
+                                          "restart"}}, "workers": [status, ...]}
+
+The server's built-ins keep their meaning: ``STOP`` stops every worker (and
+whatever else the server started), ``CLOSE`` shuts the supervisor down,
+``GET_PCOMMS`` lists the commands, ``UP`` replies ``1``.
+
+Only workers declared in the configuration can be started: ``worker`` is a
+declared *name*; a target string or any key other than ``worker``,
+``streams`` and ``kwargs`` is refused. Nothing a client sends is ever
+imported.
+
+The frontend talks to the supervisor through a small interface, so it can be
+tested (and reused) without it:
+
+``manager``
+    a :class:`~dpshm.workers.WorkerManager`.
+``streams_status()``
+    returns a list of dicts, one per stream, with at least ``name``, ``type``,
+    ``channels`` (or ``n_channels``), ``rate`` (or ``srate``), ``head`` and
+    ``stale``; more keys are passed through in ``STATUS``.
+``supervisor_status()``
+    returns a JSON-able dict about the supervisor itself (pid, namespace, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from dpshm.errors import DpshmError
+
+log = logging.getLogger(__name__)
+
+START_KEYS = ("worker", "streams", "kwargs")
+STREAM_FIELDS = ("name", "type", "channels", "rate", "head", "stale")
+_ALIASES = {"channels": ("channels", "n_channels"), "rate": ("rate", "srate", "nominal_srate")}
+
+
+def to_json_line(obj: Any) -> str:
+    """Serialise ``obj`` as one compact JSON line (non-JSON values as strings)."""
+    return json.dumps(obj, separators=(",", ":"), default=str, allow_nan=False)
+
+
+def error_line(problem: str) -> str:
+    """The reply for a refused command: ``ERROR <problem>`` on one line."""
+    return "ERROR " + " ".join(str(problem).split())
+
+
+def stream_summary(info: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``LIST_STREAMS`` fields of one stream's status dict."""
+    out = {}
+    for key in STREAM_FIELDS:
+        for alias in _ALIASES.get(key, (key,)):
+            if alias in info:
+                out[key] = info[alias]
+                break
+        else:
+            out[key] = None
+    return out
+
+
+class Frontend:
+    """The supervisor's commands, bound to a worker manager and status callables.
+
+    Parameters
+    ----------
+    manager : WorkerManager
+        Starts and stops the declared workers.
+    streams_status : callable
+        ``() -> list[dict]``, the supervisor's per-stream status.
+    supervisor_status : callable, optional
+        ``() -> dict`` about the supervisor; default: pid and uptime.
+    """
+
+    def __init__(
+        self,
+        manager: Any,
+        streams_status: Callable[[], list[Mapping[str, Any]]],
+        supervisor_status: Callable[[], Mapping[str, Any]] | None = None,
+    ):
+        self.manager = manager
+        self._streams_status = streams_status
+        self._supervisor_status = supervisor_status
+        self._t0 = time.time()
+
+    @property
+    def pcommand_map(self) -> dict[str, Callable[..., str]]:
+        """``{PCOMM: handler}`` to hand to the DefaultServer."""
+        return {
+            "LIST_STREAMS": self.list_streams,
+            "STATUS": self.status,
+            "START_WORKER": self.start_worker,
+            "STOP_WORKER": self.stop_worker,
+            "LIST_WORKERS": self.list_workers,
+        }
+
+    # -- commands -------------------------------------------------------------
+
+    def list_streams(self, *args: Any, **kwargs: Any) -> str:
+        """``LIST_STREAMS``: one JSON line, a list of stream summaries."""
+        return self._guard(lambda: to_json_line(self._streams()))
+
+    def status(self, *args: Any, **kwargs: Any) -> str:
+        """``STATUS``: supervisor, streams and workers as one JSON line."""
+
+        def run() -> str:
+            if self._supervisor_status is not None:
+                sup = dict(self._supervisor_status())
+            else:
+                sup = {"pid": os.getpid(), "uptime_s": round(time.time() - self._t0, 3)}
+            streams = [dict(s) for s in self._streams_status()]
+            for s in streams:
+                s.update(stream_summary(s))
+            return to_json_line(
+                {"supervisor": sup, "streams": streams, "workers": self.manager.status()}
+            )
+
+        return self._guard(run)
+
+    def start_worker(self, *args: Any, **kwargs: Any) -> str:
+        """``START_WORKER|{"worker": NAME, "streams": [...], "kwargs": {...}}``.
+
+        Replies the worker id. ``START_WORKER|NAME`` (positional) also works
+        for a worker that needs no streams.
+        """
+
+        def run() -> str:
+            if args and "worker" not in kwargs:
+                kwargs["worker"] = args[0]
+            elif args:
+                raise DpshmError(
+                    f"unexpected positional arguments {list(args)!r}; send "
+                    'START_WORKER|{"worker": NAME, "streams": [...], "kwargs": {...}}'
+                )
+            extra = sorted(set(kwargs) - set(START_KEYS))
+            if extra:
+                why = ""
+                if "target" in extra:
+                    why = " Only declared worker names can be started, never a target."
+                raise DpshmError(
+                    f"START_WORKER does not accept {extra}; allowed keys are "
+                    f"{list(START_KEYS)}.{why}"
+                )
+            name = kwargs.get("worker")
+            if not isinstance(name, str) or not name:
+                raise DpshmError(
+                    f'START_WORKER needs "worker": one of {self.manager.declared}, got {name!r}.'
+                )
+            streams = kwargs.get("streams") or []
+            if isinstance(streams, str):
+                streams = [streams]
+            if not isinstance(streams, list) or not all(isinstance(s, str) for s in streams):
+                raise DpshmError(f'"streams" must be a list of stream names, got {streams!r}.')
+            wkw = kwargs.get("kwargs") or {}
+            if not isinstance(wkw, dict):
+                raise DpshmError(f'"kwargs" must be a JSON object, got {wkw!r}.')
+            return self.manager.start(name, streams, wkw)
+
+        return self._guard(run)
+
+    def stop_worker(self, *args: Any, **kwargs: Any) -> str:
+        """``STOP_WORKER|{"id": ID}``: stop one worker; replies its final status."""
+
+        def run() -> str:
+            wid = kwargs.get("id", args[0] if len(args) == 1 else None)
+            extra = sorted(set(kwargs) - {"id"})
+            if extra or not isinstance(wid, str):
+                raise DpshmError(
+                    f'STOP_WORKER needs {{"id": ID}} (an id START_WORKER replied), got '
+                    f"args={list(args)!r} kwargs={kwargs!r}."
+                )
+            return to_json_line(self.manager.stop(wid))
+
+        return self._guard(run)
+
+    def list_workers(self, *args: Any, **kwargs: Any) -> str:
+        """``LIST_WORKERS``: declared workers and every known instance."""
+
+        def run() -> str:
+            declared = {}
+            for name in self.manager.declared:
+                spec = self.manager.spec(name)
+                declared[name] = {
+                    "mode": spec.mode,
+                    "target": spec.target,
+                    "kwargs": dict(spec.kwargs),
+                    "restart": spec.restart.policy,
+                    "max_restarts": spec.restart.max_restarts,
+                }
+            return to_json_line({"declared": declared, "workers": self.manager.status()})
+
+        return self._guard(run)
+
+    def stop_all(self) -> list[str]:
+        """What the built-in ``STOP`` does here: stop every worker."""
+        return self.manager.stop_all()
+
+    # -- helpers --------------------------------------------------------------
+
+    def _streams(self) -> list[dict[str, Any]]:
+        return [stream_summary(s) for s in self._streams_status()]
+
+    def _guard(self, run: Callable[[], str]) -> str:
+        """Run a command; turn an expected refusal into an ``ERROR`` line."""
+        try:
+            return run()
+        except (DpshmError, LookupError, ValueError, TypeError) as exc:
+            log.warning("command refused: %s", exc)
+            return error_line(str(exc))

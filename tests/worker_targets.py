@@ -1,0 +1,88 @@
+"""Worker targets used by the worker and frontend tests (imported by name, also
+inside spawned worker processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+
+def wait_for_stop(ctx):
+    """Log, then wait for the stop event; report the streams' shapes."""
+    ctx.logger.info("worker %s up in pid %d with kwargs %s", ctx.id, os.getpid(), ctx.kwargs)
+    ctx.stop_event.wait(ctx.kwargs.get("max_s", 60))
+    ctx.logger.info("worker %s stopping", ctx.id)
+
+
+def fail(ctx):
+    """Raise at once."""
+    raise ValueError(f"boom from {ctx.id}")
+
+
+def exit_with(ctx):
+    """Exit the (process) worker with kwargs['code']."""
+    sys.exit(ctx.kwargs["code"])
+
+
+def ignore_stop(ctx):
+    """A thread that ignores its stop event for kwargs['sleep_s']."""
+    time.sleep(ctx.kwargs["sleep_s"])
+
+
+def finish(ctx):
+    """Return at once (a worker that finishes by itself)."""
+    ctx.logger.info("done")
+
+
+def read_windows(ctx):
+    """Write the newest window of every stream, and the process facts, to kwargs['out'].
+
+    Waits until every stream holds at least kwargs['n'] samples.
+    """
+    n = ctx.kwargs["n"]
+    deadline = time.monotonic() + 10
+    result = {}
+    while not ctx.stop_event.is_set() and time.monotonic() < deadline:
+        ready = all(v.head >= ctx.kwargs["head"] for v in ctx.streams.values())
+        if ready:
+            for name, view in ctx.streams.items():
+                data, ts = view.get_window(n_samples=n, copy=True)
+                result[name] = {"data": data.tolist(), "ts": ts.tolist(), "head": view.head}
+            break
+        ctx.stop_event.wait(0.01)
+    result["pylsl_loaded"] = "pylsl" in sys.modules
+    result["pid"] = os.getpid()
+    tmp = ctx.kwargs["out"] + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f)
+    os.replace(tmp, ctx.kwargs["out"])
+    ctx.stop_event.wait(ctx.kwargs.get("linger_s", 0))
+
+
+def make_spec(
+    name, target, mode="thread", kwargs=None, restart="off", max_restarts=3, backoff_s=1.0
+):
+    """A worker declaration as ``dpshm.config`` builds it from ``[workers.NAME]``."""
+    from types import MappingProxyType
+
+    try:
+        from dpshm.config import RestartPolicy, WorkerConfig
+    except ImportError:  # config not merged yet: same shape
+        from types import SimpleNamespace
+
+        return SimpleNamespace(
+            name=name,
+            target=target,
+            mode=mode,
+            kwargs=MappingProxyType(dict(kwargs or {})),
+            restart=SimpleNamespace(policy=restart, max_restarts=max_restarts, backoff_s=backoff_s),
+        )
+    return WorkerConfig(
+        name=name,
+        target=target,
+        mode=mode,
+        kwargs=MappingProxyType(dict(kwargs or {})),
+        restart=RestartPolicy(policy=restart, max_restarts=max_restarts, backoff_s=backoff_s),
+    )
