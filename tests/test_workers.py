@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 from helpers import wait_until
-from worker_targets import make_spec
+from worker_targets import collect_logs, make_spec
 
 from dpshm.errors import WorkerError
 from dpshm.workers import WorkerManager
@@ -18,28 +18,10 @@ from dpshm.workers import WorkerManager
 TESTS = str(Path(__file__).parent)
 
 
-class _Collect(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record):
-        self.records.append(record)
-
-    def messages(self, prefix=""):
-        return [r.getMessage() for r in self.records if r.name.startswith(prefix)]
-
-
 @pytest.fixture
 def logs():
-    h = _Collect()
-    lg = logging.getLogger("dpshm.worker")
-    old = lg.level
-    lg.addHandler(h)
-    lg.setLevel(logging.INFO)
-    yield h
-    lg.removeHandler(h)
-    lg.setLevel(old)
+    with collect_logs() as h:
+        yield h
 
 
 def manager(*specs, **kw):

@@ -3,7 +3,9 @@ inside spawned worker processes)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import sys
 import time
@@ -86,3 +88,35 @@ def make_spec(
         kwargs=MappingProxyType(dict(kwargs or {})),
         restart=RestartPolicy(policy=restart, max_restarts=max_restarts, backoff_s=backoff_s),
     )
+
+
+class LogCollector(logging.Handler):
+    """Keeps every record that reaches it."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+    def messages(self, prefix=""):
+        return [r.getMessage() for r in list(self.records) if r.name.startswith(prefix)]
+
+    def has(self, worker_id, text):
+        return any(text in s for s in self.messages(f"dpshm.worker.{worker_id}"))
+
+
+@contextlib.contextmanager
+def collect_logs(name="dpshm.worker", level=logging.INFO):
+    """Collect the records of logger ``name`` (workers' records by default)."""
+    h = LogCollector()
+    lg = logging.getLogger(name)
+    old = lg.level
+    lg.addHandler(h)
+    lg.setLevel(level)
+    try:
+        yield h
+    finally:
+        lg.removeHandler(h)
+        lg.setLevel(old)
