@@ -44,7 +44,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from dpshm.errors import DpshmError
+from dpshm.errors import ConfigError, DpshmError
+from dpshm.server import DefaultServer, is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +221,83 @@ class Frontend:
     def _guard(self, run: Callable[[], str]) -> str:
         """Run a command; turn an expected refusal into an ``ERROR`` line."""
         try:
-            return run()
+            return run() + "\n"
         except (DpshmError, LookupError, ValueError, TypeError) as exc:
             log.warning("command refused: %s", exc)
-            return error_line(str(exc))
+            return error_line(str(exc)) + "\n"
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse a non-loopback bind without a token.
+
+    Raises
+    ------
+    ConfigError
+        When ``host`` is reachable from other machines and no token is set.
+    """
+    if not token and not is_loopback(host):
+        raise ConfigError(
+            f"refusing to serve the supervisor's commands on {host!r} without a token: "
+            "anyone who can reach that address could start and stop workers. Set "
+            '[server] token = "..." in the config (clients then send AUTH|<token> once '
+            "per connection), or bind to 127.0.0.1."
+        )
+
+
+class SupervisorServer(DefaultServer):
+    """The supervisor's :class:`~dpshm.server.DefaultServer`.
+
+    Serves ``frontend.pcommand_map``; ``STOP`` also stops every worker; when
+    the server stops listening (``CLOSE`` or :meth:`shutdown`) the workers are
+    stopped and ``on_close`` is called, so the supervisor can shut down. Run it
+    as any DefaultServer: ``init_server()`` then ``start_listening()`` (e.g.
+    in a thread).
+
+    Parameters
+    ----------
+    frontend : Frontend
+        The commands.
+    port : int
+        TCP port (0: any free port; read ``port`` after ``init_server()``).
+    ip : str
+        Address to bind; a non-loopback address needs ``token``.
+    token : str, optional
+        Shared secret; clients send ``AUTH|<token>`` once per connection.
+    on_close : callable, optional
+        Called once the server has stopped listening.
+    **kwargs
+        Passed to :class:`~dpshm.server.DefaultServer`.
+
+    Raises
+    ------
+    ConfigError
+        A non-loopback ``ip`` without ``token`` (see :func:`check_bind`).
+    """
+
+    def __init__(
+        self,
+        frontend: Frontend,
+        port: int = 8080,
+        ip: str = "127.0.0.1",
+        *,
+        token: str | None = None,
+        on_close: Callable[[], None] | None = None,
+        name: str = "dpshm",
+        **kwargs: Any,
+    ):
+        check_bind(ip, token)
+        super().__init__(
+            port, ip, name=name, pcommand_map=frontend.pcommand_map, token=token or None, **kwargs
+        )
+        self.frontend = frontend
+        self._on_close = on_close
+
+    def close_threads(self) -> None:
+        """Stop what the server started, then every worker (the ``STOP`` built-in)."""
+        super().close_threads()
+        self.frontend.stop_all()
+
+    def _on_listen_stop(self) -> None:
+        super()._on_listen_stop()
+        if self._on_close is not None:
+            self._on_close()

@@ -197,7 +197,7 @@ class WorkerManager:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._monitor = threading.Thread(
-            target=self._monitor_loop, name="dpshm-worker-monitor", daemon=True
+            target=self._monitor_loop, name="dpshm-workers-monitor", daemon=True
         )
         self._monitor.start()
 

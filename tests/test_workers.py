@@ -196,7 +196,7 @@ def test_stop_all_and_close_leave_nothing():
     m.close()
     m.close()  # idempotent
     assert not _worker_threads()
-    assert not [t for t in threading.enumerate() if t.name == "dpshm-worker-monitor"]
+    assert not [t for t in threading.enumerate() if t.name == "dpshm-workers-monitor"]
     for pid in pids:
         assert not psutil.pid_exists(pid)
     with pytest.raises(WorkerError, match="closed"):
