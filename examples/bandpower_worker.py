@@ -3,14 +3,14 @@ frequency band, per channel, published as an LSL stream.
 
 As a supervisor worker (see examples/workers.toml)::
 
-    dpshm mock &                                   # a 64 ch signal + markers
+    dpshm mock --channels 64 --rate 1000 &        # a 64 ch signal + markers
     dpshm up --config examples/workers.toml &
-    printf 'START_WORKER|{"worker": "bandpower", "streams": ["mock_signal"]};' \\
+    printf 'START_WORKER|{"worker": "bandpower", "streams": ["MockEEG"]};' \\
         | nc -q1 127.0.0.1 8080
 
 Standalone, against a running supervisor (Ctrl-C stops it)::
 
-    python examples/bandpower_worker.py --stream mock_signal
+    python examples/bandpower_worker.py --stream MockEEG
 
 The target is ``run(ctx)``: ``ctx.streams`` holds exactly one stream, read
 zero-copy from shared memory (no LSL inlet); ``ctx.kwargs`` may set ``band``
@@ -86,7 +86,7 @@ def main() -> None:
     from dpshm.worker_proc import WorkerContext
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--stream", default="mock_signal", help="stream to read (default: %(default)s)")
+    p.add_argument("--stream", default="MockEEG", help="stream to read (default: %(default)s)")
     p.add_argument("--band", type=float, nargs=2, default=(8.0, 12.0), metavar=("LO", "HI"))
     p.add_argument("--seconds", type=float, default=None, help="stop after this long")
     args = p.parse_args()

@@ -6,12 +6,12 @@ As a supervisor worker (see examples/workers.toml)::
 
     dpshm mock &                                   # a signal + a marker stream
     dpshm up --config examples/workers.toml &
-    printf 'START_WORKER|{"worker": "epochs", "streams": ["mock_signal", "mock_markers"]};' \\
+    printf 'START_WORKER|{"worker": "epochs", "streams": ["MockEEG", "MockMarkers"]};' \\
         | nc -q1 127.0.0.1 8080
 
 Standalone, against a running supervisor (Ctrl-C stops it)::
 
-    python examples/epoch_worker.py --signal mock_signal --markers mock_markers
+    python examples/epoch_worker.py --signal MockEEG --markers MockMarkers
 
 The target is ``run(ctx)``: ``ctx.streams`` holds the signal and the marker
 stream (the marker stream is the one with string samples). ``ctx.kwargs``:
@@ -112,8 +112,8 @@ def main() -> None:
     from dpshm.worker_proc import WorkerContext
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--signal", default="mock_signal", help="signal stream (default: %(default)s)")
-    p.add_argument("--markers", default="mock_markers", help="marker stream (default: %(default)s)")
+    p.add_argument("--signal", default="MockEEG", help="signal stream (default: %(default)s)")
+    p.add_argument("--markers", default="MockMarkers", help="marker stream (default: %(default)s)")
     p.add_argument("--seconds", type=float, default=None, help="stop after this long")
     p.add_argument("--out", default=None, help="save the epochs to this .npz file")
     args = p.parse_args()
