@@ -1,5 +1,5 @@
-"""What runs inside a worker: the ``ctx`` object, target loading and the
-process-worker entry point.
+"""What a worker runs with: the ``ctx`` object, target loading, and both ends
+of a process worker (the child's entry point and the parent's handle).
 
 A worker is a declared function ``target(ctx)``. Both modes (thread and
 process) hand it the same :class:`WorkerContext`. A process worker runs
@@ -27,12 +27,15 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import signal
 import sys
 import threading
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import psutil
 
 from dpshm.errors import WorkerError
 
@@ -245,3 +248,122 @@ def process_main(payload: dict[str, Any], conn: Any) -> None:
         root.removeHandler(handler)
     if code:
         sys.exit(code)
+
+
+# -- parent side --------------------------------------------------------------------
+
+
+def describe_exit(code: int | None) -> str:
+    """``exited with code 3`` / ``was killed by signal SIGKILL`` / unknown."""
+    if code is None:
+        return "exited with an unknown exit code"
+    if code < 0:
+        try:
+            return f"was killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+class ProcessHandle:
+    """The supervisor's end of one process worker: process, pipe and tree.
+
+    Only the manager's monitor thread calls :meth:`drain` and :meth:`reap`
+    (it waits on :meth:`waitables`); any thread may call :meth:`request_stop`
+    and :meth:`signal_tree`.
+
+    Parameters
+    ----------
+    mp_context : multiprocessing context
+        The spawn context.
+    payload : dict
+        What :func:`process_main` needs (see there).
+    """
+
+    def __init__(self, mp_context: Any, payload: dict[str, Any]):
+        parent, child = mp_context.Pipe(duplex=True)
+        self.proc = mp_context.Process(
+            target=process_main,
+            args=(payload, child),
+            name=f"dpshm-worker-{payload['id']}",
+            daemon=True,
+        )
+        try:
+            self.proc.start()
+        except BaseException:
+            parent.close()
+            child.close()
+            raise
+        child.close()
+        self.pid: int = self.proc.pid
+        self.conn = parent
+        self.conn_open = True
+        self.started = False
+        self.traceback: str | None = None
+        self._conn_lock = threading.Lock()
+
+    @property
+    def sentinel(self) -> int:
+        return self.proc.sentinel
+
+    def waitables(self) -> list[Any]:
+        """Objects for ``multiprocessing.connection.wait``: pipe (while open), sentinel."""
+        return [self.conn, self.sentinel] if self.conn_open else [self.sentinel]
+
+    def request_stop(self) -> None:
+        """Ask the worker to stop (sets its ``ctx.stop_event``)."""
+        with self._conn_lock, contextlib.suppress(OSError, EOFError, ValueError):
+            if self.conn_open:
+                self.conn.send(("stop",))
+
+    def drain(
+        self,
+        on_record: Callable[[logging.LogRecord], None],
+        on_started: Callable[[], None] | None = None,
+    ) -> None:
+        """Handle every message waiting on the pipe, in order; close it at end of file."""
+        try:
+            while self.conn_open and self.conn.poll():
+                kind, data = self.conn.recv()
+                if kind == "log":
+                    on_record(logging.makeLogRecord(data))
+                elif kind == "error":
+                    self.traceback = data
+                elif kind == "started":
+                    self.started = True
+                    if on_started is not None:
+                        on_started()
+        except (EOFError, OSError):
+            self._close_conn()
+
+    def reap(self, on_record: Callable[[logging.LogRecord], None]) -> int | None:
+        """After the sentinel fired: read what is left, reap, return the exit code."""
+        self.drain(on_record)  # records sent just before the exit; "started" is moot now
+        self.proc.join(1.0)  # the sentinel closes a moment before the child is reapable
+        self._close_conn()
+        return self.proc.exitcode
+
+    def _close_conn(self) -> None:
+        with self._conn_lock:
+            if self.conn_open:
+                self.conn_open = False
+                self.conn.close()
+
+    def signal_tree(self, sig: int, grace_s: float) -> list[psutil.Process]:
+        """Send ``sig`` to the worker and its descendants; wait up to ``grace_s``
+        for the descendants; return those still alive.
+
+        The worker itself is reaped by the monitor (through multiprocessing),
+        never by psutil: a ``waitpid`` by psutil would leave multiprocessing
+        without the exit code and with a stale pid.
+        """
+        try:
+            root = psutil.Process(self.pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return []
+        for p in tree:
+            with contextlib.suppress(psutil.Error):
+                p.send_signal(sig)
+        _gone, alive = psutil.wait_procs(tree[1:], timeout=grace_s)
+        return alive

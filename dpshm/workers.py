@@ -33,7 +33,7 @@ so a process killed from outside is noticed at once, without polling. With
 after ``backoff_s * 2**k`` seconds (``k`` = restarts so far, capped at
 :data:`MAX_BACKOFF_S`), at most ``max_restarts`` times.
 
-States: ``running``, ``stopping``, ``stopped`` (on request), ``finished``
+States: ``starting`` (a process worker until its target is called), ``running``, ``stopping``, ``stopped`` (on request), ``finished``
 (the target returned / exit code 0), ``failed``, ``restarting`` (waiting for
 its backoff), ``stuck`` (a thread that ignored its stop event).
 """
@@ -41,6 +41,7 @@ its backoff), ``stuck`` (a thread that ignored its stop event).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import multiprocessing
 import multiprocessing.connection as mpc
@@ -54,16 +55,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import psutil
-
 from dpshm.errors import DpshmTimeoutError, WorkerError
 from dpshm.worker_proc import (
+    ProcessHandle,
     WorkerContext,
     attach_all,
     attach_view,
     close_all,
+    describe_exit,
     load_target,
-    process_main,
     worker_logger_name,
 )
 
@@ -100,9 +100,7 @@ class _Worker:
     thread: threading.Thread | None = None
     stop_event: threading.Event | None = None
     # process mode
-    proc: Any = None
-    conn: Any = None
-    conn_open: bool = False
+    handle: ProcessHandle | None = None
     pid: int | None = None
 
     @property
@@ -295,10 +293,10 @@ class WorkerManager:
             with self._lock:
                 w.stop_requested = True
                 w.next_restart_at = None
-            if w.stop_event is not None:
+            if w.mode == "thread" and w.stop_event is not None:
                 w.stop_event.set()
-            if w.mode == "process":
-                self._send_stop(w)
+            elif w.handle is not None:
+                w.handle.request_stop()
         for wid in ids:
             self.stop(wid)
         return ids
@@ -398,7 +396,6 @@ class WorkerManager:
                 self._set_ended(w, "stopped" if w.stop_requested else "finished")
 
     def _launch_process(self, w: _Worker) -> None:
-        parent, child = self._mp.Pipe(duplex=True)
         payload = {
             "id": w.id,
             "name": w.spec.name,
@@ -409,17 +406,9 @@ class WorkerManager:
             "log_level": logging.getLogger(worker_logger_name(w.id)).getEffectiveLevel(),
             "attach": self._attach,
         }
-        proc = self._mp.Process(
-            target=process_main, args=(payload, child), name=f"dpshm-worker-{w.id}", daemon=True
-        )
-        try:
-            proc.start()
-        except BaseException:
-            parent.close()
-            child.close()
-            raise
-        child.close()
-        w.proc, w.conn, w.conn_open, w.pid = proc, parent, True, proc.pid
+        w.handle = ProcessHandle(self._mp, payload)
+        w.pid = w.handle.pid
+        w.state = "starting"
         self._wake()
 
     # -- stopping -------------------------------------------------------------
@@ -438,35 +427,17 @@ class WorkerManager:
                 )
             logging.getLogger(worker_logger_name(w.id)).error("worker %s: %s", w.id, w.error)
 
-    def _send_stop(self, w: _Worker) -> None:
-        try:
-            with self._lock:
-                if w.conn_open:
-                    w.conn.send(("stop",))
-        except (OSError, EOFError, ValueError):
-            pass
-
     def _stop_process(self, w: _Worker) -> None:
-        self._send_stop(w)
-        if w.ended.wait(self.grace_s):
+        handle = w.handle
+        if handle is not None:
+            handle.request_stop()
+        if w.ended.wait(self.grace_s) or handle is None:
             return
-        pid = w.pid
-        try:
-            tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-        except psutil.Error:
-            tree = []
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            for p in tree:
-                with contextlib.suppress(psutil.Error):
-                    p.send_signal(sig)
-            # the monitor reaps our direct child; others are waited for by psutil
-            # (psutil must not waitpid() our child, or multiprocessing loses its exit code)
-            others = [p for p in tree if p.pid != pid]
-            _gone, alive = psutil.wait_procs(others, timeout=self.grace_s)
+            alive = handle.signal_tree(sig, self.grace_s)
             if w.ended.wait(self.grace_s) and not alive:
                 return
-        if not w.ended.wait(self.grace_s):
-            log.error("worker %s (pid %s) did not end after SIGKILL", w.id, pid)
+        log.error("worker %s (pid %s) or its children did not end after SIGKILL", w.id, w.pid)
 
     # -- monitoring -----------------------------------------------------------
 
@@ -479,78 +450,65 @@ class WorkerManager:
             with self._lock:
                 if self._closed:
                     return
-                procs = [w for w in self._workers.values() if w.proc is not None]
+                procs = [w for w in self._workers.values() if w.handle is not None]
                 objs: list[Any] = [self._wake_r]
                 for w in procs:
-                    if w.conn_open:
-                        objs.append(w.conn)
-                    objs.append(w.proc.sentinel)
+                    objs.extend(w.handle.waitables())  # type: ignore[union-attr]
                 due = [w.next_restart_at for w in self._workers.values() if w.next_restart_at]
             timeout = _MONITOR_TICK_S
             if due:
                 timeout = max(0.0, min(timeout, min(due) - time.time()))
             try:
-                ready = mpc.wait(objs, timeout)
-            except OSError:  # a connection closed under us; rebuild the set
-                ready = []
-            for obj in ready:
-                if obj is self._wake_r:
-                    self._drain_wake()
+                ready = set(mpc.wait(objs, timeout))
+            except OSError:  # a pipe closed under us; rebuild the set
+                ready = set()
+            if self._wake_r in ready:
+                self._drain_wake()
             for w in procs:
-                if w.conn_open and w.conn in ready:
-                    self._read_conn(w)
-                if w.proc is not None and w.proc.sentinel in ready:
-                    self._reap(w)
+                h = w.handle
+                if h is None:
+                    continue
+                emit = functools.partial(self._emit, w.id)
+                if h.sentinel in ready:
+                    self._reaped(w, h.reap(emit))
+                    continue
+                if h.conn_open and h.conn in ready:
+                    h.drain(emit, functools.partial(self._running, w))
             self._restart_due()
 
     def _drain_wake(self) -> None:
         try:
             while self._wake_r.recv(4096):
                 pass
-        except (BlockingIOError, OSError):
+        except OSError:  # BlockingIOError: drained
             pass
 
-    def _read_conn(self, w: _Worker) -> None:
-        """Handle every message waiting on a worker's pipe."""
-        try:
-            while w.conn.poll():
-                kind, data = w.conn.recv()
-                if kind == "log":
-                    rec = logging.makeLogRecord(data)
-                    target = logging.getLogger(worker_logger_name(w.id))
-                    if target.isEnabledFor(rec.levelno):
-                        target.handle(rec)
-                elif kind == "error":
-                    w.error = data
-        except (EOFError, OSError):
-            with self._lock:
-                w.conn_open = False
-                w.conn.close()
-
-    def _reap(self, w: _Worker) -> None:
-        if w.conn_open:
-            self._read_conn(w)  # records sent just before the exit
-        w.proc.join(1.0)  # the sentinel closes a moment before the child is reapable
-        code = w.proc.exitcode
+    def _running(self, w: _Worker) -> None:
+        """A process worker attached its streams and called its target."""
         with self._lock:
-            if w.conn_open:
-                w.conn_open = False
-                w.conn.close()
-            w.proc = None
+            if w.state == "starting":
+                w.state = "running"
+
+    @staticmethod
+    def _emit(worker_id: str, record: logging.LogRecord) -> None:
+        """Re-emit a process worker's record on ``dpshm.worker.<id>``."""
+        target = logging.getLogger(worker_logger_name(worker_id))
+        if target.isEnabledFor(record.levelno):
+            target.handle(record)
+
+    def _reaped(self, w: _Worker, code: int | None) -> None:
+        h = w.handle
+        assert h is not None
+        with self._lock:
+            w.handle = None
             w.exitcode = code
             if w.stop_requested:
                 self._set_ended(w, "stopped")
             elif code == 0:
                 self._set_ended(w, "finished")
             else:
-                if code is None:
-                    reason = "exited with an unknown exit code"
-                elif code < 0:
-                    reason = f"was killed by signal {signal.Signals(-code).name}"
-                else:
-                    reason = f"exited with code {code}"
-                tb = w.error if w.error and w.error.startswith("Traceback") else ""
-                w.error = f"process {w.pid} {reason}" + (f"\n{tb}" if tb else "")
+                reason = describe_exit(code)
+                w.error = f"process {w.pid} {reason}" + (f"\n{h.traceback}" if h.traceback else "")
                 logging.getLogger(worker_logger_name(w.id)).error(
                     "worker %s: process %s %s", w.id, w.pid, reason
                 )

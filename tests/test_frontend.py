@@ -145,7 +145,11 @@ def test_control_room_session(served, rings, tmp_path):
     assert by_id[t_id]["kwargs"] == {"x": 1, "y": 2}
     assert by_id[p_id]["streams"] == ["eeg", "markers"]
 
-    status = c.ask_json("STATUS")
+    def all_running():
+        status = c.ask_json("STATUS")
+        return all(w["state"] == "running" for w in status["workers"]) and status
+
+    status = wait_until(all_running, timeout=20)
     assert status["supervisor"] == {"pid": 1234, "namespace": "test"}
     assert {s["name"] for s in status["streams"]} == {"eeg", "markers"}
     assert {w["id"]: w["state"] for w in status["workers"]} == {

@@ -67,6 +67,7 @@ def test_raising_worker_reported_with_traceback_others_carry_on(mode, logs):
     )
     with manager(*specs) as m:
         good = m.start("good")
+        wait_until(lambda: m.get(good)["state"] == "running", timeout=20)
         bad = m.start("bad")
         st = m.wait(bad, timeout=20)
         assert st["state"] == "failed"
