@@ -33,7 +33,8 @@ so a process killed from outside is noticed at once, without polling. With
 after ``backoff_s * 2**k`` seconds (``k`` = restarts so far, capped at
 :data:`MAX_BACKOFF_S`), at most ``max_restarts`` times.
 
-States: ``starting`` (a process worker until its target is called), ``running``, ``stopping``, ``stopped`` (on request), ``finished``
+States: ``starting`` (a process worker until its target is called),
+``running``, ``stopping``, ``stopped`` (on request), ``finished``
 (the target returned / exit code 0), ``failed``, ``restarting`` (waiting for
 its backoff), ``stuck`` (a thread that ignored its stop event).
 """
