@@ -37,15 +37,20 @@ tested (and reused) without it:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
-from dpshm.errors import ConfigError, DpshmError
+from dpshm.errors import AmbiguousStreamError, ConfigError, DpshmError, StreamNotFoundError
 from dpshm.server import DefaultServer, is_loopback
+from dpshm.worker_proc import attach_view
+from dpshm.workers import WorkerManager
 
 log = logging.getLogger(__name__)
 
@@ -301,3 +306,114 @@ class SupervisorServer(DefaultServer):
         super()._on_listen_stop()
         if self._on_close is not None:
             self._on_close()
+
+
+class SupervisorFrontend:
+    """Workers, commands and server of a running supervisor (what ``dpshm up`` runs).
+
+    Builds a :class:`~dpshm.workers.WorkerManager` from ``config.workers``
+    (targets imported from the config file's directory first), resolves
+    stream names through the supervisor's status (workers attach by registry
+    key, so their views follow generation changes), and serves the commands
+    on ``config.server`` (``port`` overrides its port) in a background
+    thread. ``CLOSE`` calls ``supervisor.stop()``.
+
+    Parameters
+    ----------
+    supervisor : Supervisor
+        Needs ``status()`` (``{"streams": {key: {...}}, ...}``) and ``stop()``.
+    config : SupervisorConfig
+        ``server``, ``workers``, ``namespace`` and ``source`` are used.
+    port : int, optional
+        Overrides ``config.server.port`` (``dpshm up --port``).
+
+    Raises
+    ------
+    ConfigError
+        A non-loopback host without a token (nothing is started then).
+    OSError
+        The port cannot be bound.
+    """
+
+    def __init__(self, supervisor: Any, config: Any, port: int | None = None, **server_kwargs):
+        self._sup = supervisor
+        srv = config.server
+        token = srv.token or None
+        check_bind(srv.host, token)
+        source = Path(str(config.source))
+        search = str(source.resolve().parent) if source.is_file() else None
+        self.manager = WorkerManager(
+            config.workers,
+            resolve=self.resolve,
+            attach=functools.partial(attach_view, namespace=config.namespace),
+            search_path=search,
+        )
+        try:
+            self.frontend = Frontend(self.manager, self.streams_status, self.supervisor_status)
+            self.server = SupervisorServer(
+                self.frontend,
+                srv.port if port is None else int(port),
+                srv.host,
+                token=token,
+                on_close=supervisor.stop,
+                **server_kwargs,
+            )
+            self.server.init_server()
+        except BaseException:
+            self.manager.close()
+            raise
+        self._thread = threading.Thread(
+            target=self.server.start_listening, name="dpshm-server", daemon=True
+        )
+        self._thread.start()
+        log.info(
+            "supervisor commands on %s:%d (workers: %s)",
+            srv.host, self.server.port, self.manager.declared,
+        )  # fmt: skip
+
+    @property
+    def port(self) -> int:
+        """The TCP port the commands are served on."""
+        return self.server.port
+
+    def streams_status(self) -> list[dict[str, Any]]:
+        """One status dict per stream (the supervisor's, with its ``key``)."""
+        streams = self._sup.status().get("streams", {})
+        return [{"key": k, **v} for k, v in streams.items()]
+
+    def supervisor_status(self) -> dict[str, Any]:
+        """The supervisor's own status, plus where its commands are served."""
+        st = {k: v for k, v in self._sup.status().items() if k != "streams"}
+        st.update(host=self.server.ip, port=self.server.port, workers=self.manager.declared)
+        return st
+
+    def resolve(self, stream: str) -> str:
+        """Stream name (or registry key / source_id) -> registry key."""
+        streams = self.streams_status()
+        hits = [s for s in streams if s.get("name") == stream] or [
+            s for s in streams if stream in (s["key"], s.get("source_id"), s.get("ring"))
+        ]
+        if len(hits) == 1:
+            return hits[0]["key"]
+        if not hits:
+            known = sorted({str(s.get("name")) for s in streams})
+            raise StreamNotFoundError(
+                f"no stream {stream!r} is shared by this supervisor; known streams: {known}. "
+                "Check the name (LIST_STREAMS) or start its outlet."
+            )
+        keys = sorted(s["key"] for s in hits)
+        raise AmbiguousStreamError(
+            f"{len(hits)} streams are named {stream!r}; send one of their keys instead: {keys}."
+        )
+
+    def close(self) -> None:
+        """Stop serving and stop every worker. Idempotent."""
+        self.server.shutdown()
+        self._thread.join(10)
+        self.manager.close()
+
+    def __enter__(self) -> SupervisorFrontend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

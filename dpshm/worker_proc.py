@@ -121,12 +121,22 @@ def load_target(target: str, search_path: str | None = None) -> Callable[[Worker
     return obj
 
 
-def attach_view(ring_name: str) -> Any:
-    """Attach a :class:`~dpshm.view.SharedStreamView` to a ring (the default
-    way workers attach)."""
+def attach_view(name: str, namespace: str | None = None) -> Any:
+    """Attach a :class:`~dpshm.view.SharedStreamView` (the default way workers attach).
+
+    Parameters
+    ----------
+    name : str
+        A ring name, or (with ``namespace``) a stream's registry key, so the
+        view follows the stream across generations and supervisor restarts.
+    namespace : str, optional
+        The supervisor's namespace.
+    """
     from dpshm.view import SharedStreamView
 
-    return SharedStreamView(ring_name)
+    if namespace is None:
+        return SharedStreamView(name)
+    return SharedStreamView(name, namespace=namespace)
 
 
 def attach_all(rings: Mapping[str, str], attach: Callable[[str], Any]) -> dict[str, Any]:
