@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from pathlib import Path
 
@@ -12,52 +11,13 @@ import psutil
 import pytest
 from dpshm.ring import SharedRing
 from helpers import wait_until
-from worker_targets import make_spec
+from worker_targets import Client, make_spec
 
 from dpshm.errors import ConfigError, StreamNotFoundError
 from dpshm.frontend import Frontend, SupervisorServer
 from dpshm.workers import WorkerManager
 
 TESTS = Path(__file__).parent
-
-
-class Client:
-    """A control-room-style client: one command per send, ';'-terminated."""
-
-    def __init__(self, port: int):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.buf = b""
-        self.banner = self.line()
-
-    def line(self) -> str:
-        while b"\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("server closed the connection")
-            self.buf += chunk
-        out, self.buf = self.buf.split(b"\n", 1)
-        return out.decode()
-
-    def raw(self, n_min: int = 1) -> str:
-        while len(self.buf) < n_min:
-            self.buf += self.sock.recv(65536)
-        out, self.buf = self.buf, b""
-        return out.decode()
-
-    def send(self, cmd: str) -> None:
-        self.sock.sendall(cmd.encode() + b";")
-
-    def ask(self, cmd: str) -> str:
-        self.send(cmd)
-        return self.line()
-
-    def ask_json(self, cmd: str):
-        reply = self.ask(cmd)
-        assert not reply.startswith("ERROR"), reply
-        return json.loads(reply)
-
-    def close(self):
-        self.sock.close()
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """Worker targets used by the worker and frontend tests (imported by name, also
-inside spawned worker processes)."""
+inside spawned worker processes), and the tests' helpers."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import sys
 import time
 
@@ -120,3 +121,42 @@ def collect_logs(name="dpshm.worker", level=logging.INFO):
     finally:
         lg.removeHandler(h)
         lg.setLevel(old)
+
+
+class Client:
+    """A control-room-style client: one command per send, ';'-terminated."""
+
+    def __init__(self, port: int):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.buf = b""
+        self.banner = self.line()
+
+    def line(self) -> str:
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("server closed the connection")
+            self.buf += chunk
+        out, self.buf = self.buf.split(b"\n", 1)
+        return out.decode()
+
+    def raw(self, n_min: int = 1) -> str:
+        while len(self.buf) < n_min:
+            self.buf += self.sock.recv(65536)
+        out, self.buf = self.buf, b""
+        return out.decode()
+
+    def send(self, cmd: str) -> None:
+        self.sock.sendall(cmd.encode() + b";")
+
+    def ask(self, cmd: str) -> str:
+        self.send(cmd)
+        return self.line()
+
+    def ask_json(self, cmd: str):
+        reply = self.ask(cmd)
+        assert not reply.startswith("ERROR"), reply
+        return json.loads(reply)
+
+    def close(self):
+        self.sock.close()
