@@ -49,7 +49,6 @@ def outlet(unique_name):
     yield unique_name
     stop.set()
     th.join(5)
-    del out
 
 
 def _start_supervisor(tmp_path, stream, extra_toml=""):
