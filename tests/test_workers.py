@@ -138,6 +138,19 @@ def test_restart_visible_while_backing_off():
         assert m.get(wid)["next_restart_in"] is None
 
 
+def test_process_ignoring_stop_is_killed_with_its_tree(logs):
+    spec = make_spec("stubborn", "worker_targets:spawn_and_ignore_stop", "process")
+    with manager(spec, grace_s=0.3) as m:
+        wid = m.start("stubborn")
+        msg = wait_until(lambda: logs.messages(f"dpshm.worker.{wid}"), timeout=20)[0]
+        grandchild = psutil.Process(int(msg.split()[-1]))
+        st = m.stop(wid)
+        assert st["state"] == "stopped"
+        assert st["exitcode"] == -15  # SIGTERM after the grace period
+        grandchild.wait(5)  # raises TimeoutExpired if it survived
+        assert not psutil.pid_exists(st["pid"])
+
+
 def test_stuck_thread_reported_not_leaked(logs):
     spec = make_spec("stubborn", "worker_targets:ignore_stop", "thread", kwargs={"sleep_s": 0.6})
     with manager(spec, stop_timeout_s=0.2) as m:

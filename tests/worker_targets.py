@@ -34,6 +34,15 @@ def ignore_stop(ctx):
     time.sleep(ctx.kwargs["sleep_s"])
 
 
+def spawn_and_ignore_stop(ctx):
+    """Start a child process, then ignore the stop event (needs the tree kill)."""
+    import subprocess
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    ctx.logger.info("child pid %d", child.pid)
+    time.sleep(60)
+
+
 def finish(ctx):
     """Return at once (a worker that finishes by itself)."""
     ctx.logger.info("done")
