@@ -51,8 +51,11 @@ def outlet(unique_name):
     th.join(5)
 
 
-def _start_supervisor(tmp_path, stream, extra_toml=""):
-    ns = f"t{os.getpid()}{tmp_path.name[-6:]}".replace("_", "")[:30]
+def _namespace(tmp_path):
+    return f"t{os.getpid()}{tmp_path.name[-6:]}".replace("_", "")[:30]
+
+
+def _write_config(tmp_path, stream):
     cfg = tmp_path / "dpshm.toml"
     cfg.write_text(
         f"""
@@ -69,20 +72,21 @@ mode = "thread"
 [workers.reader]
 target = "worker_targets:read_windows"
 mode = "process"
-{extra_toml}
 """
     )
+    return cfg
+
+
+def _start_supervisor(cfg, ns, *args):
+    """`dpshm up --config cfg --port 0 ARGS`; returns (process, port)."""
     env = {
         **os.environ,
         "DPSHM_NAMESPACE": ns,
         "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)]),
     }
+    cmd = [sys.executable, "-m", "dpshm", "up", "--config", str(cfg), "--quiet", "--port", "0"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dpshm", "up", "--config", str(cfg), "--quiet", "--port", "0"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        [*cmd, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     port = None
     lines = []
@@ -97,11 +101,12 @@ mode = "process"
         proc.wait(10)
         raise AssertionError("dpshm up did not report its port:\n" + "".join(lines))
     threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep draining
-    return proc, port, ns
+    return proc, port
 
 
 def test_control_room_drives_dpshm_up(outlet, tmp_path):
-    proc, port, ns = _start_supervisor(tmp_path, outlet)
+    ns = _namespace(tmp_path)
+    proc, port = _start_supervisor(_write_config(tmp_path, outlet), ns)
     try:
         c = Client(port)
         assert c.banner == "Connected to dpshm"
@@ -191,3 +196,71 @@ def test_non_loopback_without_token_refused(outlet, tmp_path):
     )
     assert res.returncode != 0
     assert "'0.0.0.0' without a token" in res.stderr + res.stdout
+
+
+def test_examples_run_against_mock(unique_name, tmp_path):
+    from dpshm.mock import MockOutlets, MockSpec
+
+    spec = MockSpec(
+        name=f"{unique_name}_eeg",
+        channels=64,
+        rate=1000.0,
+        marker_name=f"{unique_name}_mk",
+        marker_every_s=0.25,
+    )
+    eeg, mk, bp_name = spec.name, spec.marker_name, f"{unique_name}_bp"
+    with MockOutlets(spec):
+        cfg = ROOT / "examples" / "workers.toml"
+        proc, port = _start_supervisor(cfg, _namespace(tmp_path), "--stream", eeg, "--stream", mk)
+        try:
+            c = Client(port)
+
+            def both_flowing():
+                heads = {s["name"]: s["head"] for s in c.ask_json("LIST_STREAMS")}
+                return heads.get(eeg, 0) > 1000 and heads.get(mk, 0) > 0
+
+            wait_until(both_flowing, timeout=30)
+            bp = c.ask(
+                "START_WORKER|"
+                + json.dumps(
+                    {"worker": "bandpower", "streams": [eeg], "kwargs": {"outlet": bp_name}}
+                )
+            )
+            out = tmp_path / "epochs.npz"
+            ep = c.ask(
+                "START_WORKER|"
+                + json.dumps(
+                    {
+                        "worker": "epochs",
+                        "streams": [eeg, mk],
+                        "kwargs": {"max_epochs": 2, "out": str(out)},
+                    }
+                )  # fmt: skip
+            )
+            assert (bp, ep) == ("bandpower-1", "epochs-2")
+            found = pylsl.resolve_byprop("name", bp_name, 1, 10.0)
+            assert found, "the band-power worker's outlet did not appear"
+            inlet = pylsl.StreamInlet(found[0])
+            try:
+                power, _ = inlet.pull_sample(timeout=10.0)
+            finally:
+                inlet.close_stream()
+            # mock channel c is a sine of (c % 10) + 5 Hz: channel 5 (10 Hz) is in 8-12 Hz
+            assert len(power) == 64 and power[5] > 10 * power[0]
+
+            def epochs_done():
+                ws = {w["id"]: w for w in c.ask_json("STATUS")["workers"]}
+                return ws[ep]["state"] in ("finished", "failed") and ws[ep]
+
+            st = wait_until(epochs_done, timeout=30)
+            assert st["state"] == "finished", st["error"]
+            got = np.load(out)
+            assert got["epochs"].shape == (2, 700, 64)
+            assert set(got["labels"]) <= {"trial_start", "stimulus", "response"}
+            c.send("CLOSE")
+            assert proc.wait(20) == 0
+            c.close()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
