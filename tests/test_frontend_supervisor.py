@@ -220,23 +220,12 @@ def test_examples_run_against_mock(unique_name, tmp_path):
                 return heads.get(eeg, 0) > 1000 and heads.get(mk, 0) > 0
 
             wait_until(both_flowing, timeout=30)
-            bp = c.ask(
-                "START_WORKER|"
-                + json.dumps(
-                    {"worker": "bandpower", "streams": [eeg], "kwargs": {"outlet": bp_name}}
-                )
-            )
+            bp_args = {"worker": "bandpower", "streams": [eeg], "kwargs": {"outlet": bp_name}}
+            bp = c.ask("START_WORKER|" + json.dumps(bp_args))
             out = tmp_path / "epochs.npz"
-            ep = c.ask(
-                "START_WORKER|"
-                + json.dumps(
-                    {
-                        "worker": "epochs",
-                        "streams": [eeg, mk],
-                        "kwargs": {"max_epochs": 2, "out": str(out)},
-                    }
-                )  # fmt: skip
-            )
+            ep_kwargs = {"max_epochs": 2, "out": str(out)}
+            ep_args = {"worker": "epochs", "streams": [eeg, mk], "kwargs": ep_kwargs}
+            ep = c.ask("START_WORKER|" + json.dumps(ep_args))
             assert (bp, ep) == ("bandpower-1", "epochs-2")
             found = pylsl.resolve_byprop("name", bp_name, 1, 10.0)
             assert found, "the band-power worker's outlet did not appear"
