@@ -21,8 +21,48 @@ def build_parser() -> argparse.ArgumentParser:
         description="Share LSL streams between processes through shared memory.",
     )
     parser.add_argument("--version", action="version", version=f"dpshm {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_logserver(sub)
     return parser
+
+
+def _add_logserver(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "logserver",
+        help="receive Dareplane JSON log records and write one log file",
+        description="Receive Dareplane JSON log records (port 9020) from any number of "
+        "modules and write them to one log file and the console. Ctrl-C stops.",
+    )
+    p.add_argument("--logfile", default="default_socket.log", help="log file (appended)")
+    p.add_argument("--host", default="localhost", help="address to bind (default: localhost)")
+    p.add_argument("--port", type=int, default=9020, help="port; 0 picks a free one")
+    p.add_argument("--quiet", action="store_true", help="do not echo records to the console")
+    p.set_defaults(func=_cmd_logserver)
+
+
+def _cmd_logserver(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from dpshm.logserver import LogRecordSocketReceiver
+
+    rcv = LogRecordSocketReceiver(
+        host=args.host, port=args.port, logfile=args.logfile, console=not args.quiet
+    )
+    print(f"dpshm logserver listening on {rcv.host}:{rcv.port}, writing {args.logfile}", flush=True)
+
+    def _stop(signum: int, frame: object) -> None:
+        threading.Thread(target=rcv.stop, daemon=True).start()
+
+    old = signal.signal(signal.SIGTERM, _stop)
+    try:
+        rcv.serve_until_stopped()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        rcv.close()
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -58,3 +58,7 @@ class StreamLostError(DpshmError, ConnectionError):
 
 class WorkerError(DpshmError, RuntimeError):
     """A worker could not be started, or failed."""
+
+
+class RingOwnershipError(DpshmError, PermissionError):
+    """Only the creator of a ring may write or unlink it (or its writer is still alive)."""

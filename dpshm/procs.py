@@ -1,0 +1,106 @@
+"""Stopping a process and everything it started.
+
+One function, :func:`stop_process_tree`: SIGTERM to the whole tree, a grace
+period, SIGKILL to whatever is left, and a bounded wait. Used by the command
+server's ``STOP`` and by the supervisor's workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import subprocess
+import time
+
+import psutil
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["stop_process_tree"]
+
+
+def _alive(p: psutil.Process) -> bool:
+    # a zombie is dead: its parent (or init, for orphans) reaps it, we cannot
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait up to ``timeout`` until no process of ``procs`` is alive; return the living."""
+    deadline = time.monotonic() + timeout
+    alive = [p for p in procs if _alive(p)]
+    delay = 0.001
+    while alive and time.monotonic() < deadline:
+        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 2, 0.05)
+        alive = [p for p in alive if _alive(p)]
+    return alive
+
+
+def stop_process_tree(
+    proc_or_pid: subprocess.Popen | psutil.Process | int,
+    grace_s: float = 2.0,
+    kill_timeout_s: float = 2.0,
+) -> bool:
+    """Stop a process and all its descendants; return when they are gone.
+
+    The tree (the process and its recursive children, collected *before*
+    signalling, so children that get re-parented are not lost) receives
+    SIGTERM; whatever is still alive after ``grace_s`` receives SIGKILL and is
+    waited for up to ``kill_timeout_s``. A ``Popen`` is reaped so it leaves no
+    zombie.
+
+    Parameters
+    ----------
+    proc_or_pid : subprocess.Popen | psutil.Process | int
+        The root of the tree.
+    grace_s : float
+        Seconds the tree gets to exit after SIGTERM.
+    kill_timeout_s : float
+        Seconds to wait for the processes to disappear after SIGKILL.
+
+    Returns
+    -------
+    bool
+        ``True`` if no process of the tree is alive any more.
+    """
+    if grace_s < 0 or kill_timeout_s < 0:
+        raise ValueError(
+            f"grace_s and kill_timeout_s must be >= 0, got {grace_s!r} and {kill_timeout_s!r}"
+        )
+    popen = proc_or_pid if isinstance(proc_or_pid, subprocess.Popen) else None
+    pid = proc_or_pid if isinstance(proc_or_pid, int) else proc_or_pid.pid
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        tree = []
+    if popen is not None and popen.poll() is not None:
+        # the root already exited (pid may be recycled): only its former children matter
+        tree = [p for p in tree if p.pid != pid]
+    for p in tree:
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+    if popen is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            popen.wait(timeout=grace_s)
+    alive = _wait_gone(tree, grace_s)
+    if alive:
+        logger.warning(
+            "%d process(es) ignored SIGTERM for %.1f s, sending SIGKILL: %s",
+            len(alive),
+            grace_s,
+            [p.pid for p in alive],
+        )
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        alive = _wait_gone(alive, kill_timeout_s)
+    if popen is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            popen.wait(timeout=kill_timeout_s)
+    if alive:
+        logger.error("processes %s survived SIGKILL", [p.pid for p in alive])
+    return not alive
