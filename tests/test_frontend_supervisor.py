@@ -82,7 +82,9 @@ def _start_supervisor(cfg, ns, *args):
     env = {
         **os.environ,
         "DPSHM_NAMESPACE": ns,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)]),
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (os.environ.get("PYTHONPATH"), str(ROOT), str(TESTS)) if p
+        ),
     }
     cmd = [sys.executable, "-m", "dpshm", "up", "--config", str(cfg), "--quiet", "--port", "0"]
     proc = subprocess.Popen(
@@ -186,7 +188,8 @@ def test_control_room_drives_dpshm_up(outlet, tmp_path):
 def test_non_loopback_without_token_refused(outlet, tmp_path):
     cfg = tmp_path / "open.toml"
     cfg.write_text('[server]\nhost = "0.0.0.0"\nport = 0\n')
-    env = {**os.environ, "DPSHM_NAMESPACE": f"r{os.getpid()}", "PYTHONPATH": str(ROOT)}
+    path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p)
+    env = {**os.environ, "DPSHM_NAMESPACE": f"r{os.getpid()}", "PYTHONPATH": path}
     res = subprocess.run(
         [sys.executable, "-m", "dpshm", "up", "--config", str(cfg), "--quiet"],
         env=env,
