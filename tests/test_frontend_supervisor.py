@@ -12,13 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+import pylsl
 import pytest
 from helpers import wait_until
+from worker_targets import Client
 
-pylsl = pytest.importorskip("pylsl")
-
-from dpshm.view import SharedStreamView  # noqa: E402
-from worker_targets import Client  # noqa: E402
+from dpshm.view import SharedStreamView
 
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent
@@ -118,6 +117,18 @@ def test_control_room_drives_dpshm_up(outlet, tmp_path):
             return [s for s in streams if s["name"] == outlet and s["head"] >= N_SAMPLES]
 
         (listed,) = wait_until(stream_complete, timeout=30)
+        # the supervisor's ZeroMQ log stream, as `dpshm logs` follows it
+        from dpshm.bus import LogSubscriber
+
+        from dpshm import registry
+
+        logs = LogSubscriber(registry.read_registry(ns).endpoints["logs"])
+        records: list[dict] = []
+
+        def worker_logged():
+            records.extend(logs.recv(0.1))
+            return [r for r in records if r.get("name") == "dpshm.worker.reader-2"]
+
         assert listed == {"name": outlet, "type": "EEG", "channels": 4, "rate": 100.0,
                           "head": N_SAMPLES, "stale": False}  # fmt: skip
 
@@ -141,6 +152,11 @@ def test_control_room_drives_dpshm_up(outlet, tmp_path):
 
         # ... from shared memory: no LSL inlet in the worker (pylsl not even imported)
         facts = json.loads(out.read_text())
+        # the process worker's ctx.logger reached the supervisor's log stream
+        (rec,) = wait_until(worker_logged, timeout=10)
+        assert rec["msg"] == "reader reader-2 wrote its windows"
+        assert rec["process"] == facts["pid"]
+        logs.close()
         assert facts["pylsl_loaded"] is False
         worker = psutil.Process(facts["pid"])
         assert worker.net_connections(kind="inet") == []

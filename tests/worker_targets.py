@@ -70,6 +70,7 @@ def read_windows(ctx):
     with open(tmp, "w") as f:
         json.dump(result, f)
     os.replace(tmp, ctx.kwargs["out"])
+    ctx.logger.info("reader %s wrote its windows", ctx.id)
     ctx.stop_event.wait(ctx.kwargs.get("linger_s", 0))
 
 
