@@ -20,6 +20,7 @@ Run: ``python benchmarks/bench_workers.py [--quick] [--seconds S]``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import multiprocessing as mp
@@ -233,6 +234,7 @@ def bench_start_latency(reps: int) -> dict[str, list[float]]:
 def bench_cpu(seconds: float, use_supervisor: bool) -> dict[str, float]:
     from types import MappingProxyType, SimpleNamespace
 
+    from dpshm.worker_proc import attach_view
     from dpshm.workers import WorkerManager
 
     ctx = mp.get_context("spawn")
@@ -246,14 +248,17 @@ def bench_cpu(seconds: float, use_supervisor: bool) -> dict[str, float]:
         ring_name = f"{name}_ring"
         bstop, ready = ctx.Event(), ctx.Event()
         sup = None
+        attach = attach_view
         if use_supervisor:
-            ring_name = name
-            env = {**os.environ, "DPSHM_NAMESPACE": f"bench{uuid.uuid4().hex[:6]}"}
+            ring_name = name  # attach by LSL name through the supervisor's registry
+            ns = f"bench{uuid.uuid4().hex[:6]}"
+            attach = functools.partial(attach_view, namespace=ns)
+            cmd = [sys.executable, "-m", "dpshm", "up", "--quiet", "--port", "0", "--stream", name]
             sup = subprocess.Popen(
-                [sys.executable, "-m", "dpshm", "up", "--quiet", "--stream", name], env=env
+                cmd, env={**os.environ, "DPSHM_NAMESPACE": ns}, stdout=subprocess.DEVNULL
             )
             writer = psutil.Process(sup.pid)
-            _wait_ring(ring_name)
+            _wait_ring(ns)
         else:
             bridge = ctx.Process(target=_bridge_proc, args=(name, ring_name, ready, bstop))
             bridge.start()
@@ -266,7 +271,7 @@ def bench_cpu(seconds: float, use_supervisor: bool) -> dict[str, float]:
             kwargs=MappingProxyType({}), restart=restart,
         )  # fmt: skip
         with WorkerManager(
-            {"c": spec}, resolve=lambda s: ring_name, search_path=str(HERE)
+            {"c": spec}, resolve=lambda s: ring_name, attach=attach, search_path=str(HERE)
         ) as manager:
             ids = [manager.start("c", ["s"]) for _ in range(N_CONSUMERS)]
             time.sleep(1.0)  # let them import and settle
