@@ -390,8 +390,9 @@ class WorkerManager:
         with self._lock:
             if w.thread is not threading.current_thread():
                 return  # a restarted instance owns the record now
-            if error is not None and not w.stop_requested:
+            if error is not None:
                 w.error = error
+            if error is not None and not w.stop_requested:
                 self._failed(w)
             else:
                 self._set_ended(w, "stopped" if w.stop_requested else "finished")
