@@ -41,7 +41,7 @@ def band_power(window: np.ndarray, srate: float, band: tuple[float, float]) -> n
 
 def run(ctx) -> None:
     """Worker target: publish band power until ``ctx.stop_event`` is set."""
-    import pylsl  # only to publish; the input comes from shared memory
+    from dpshm.lsl import Outlet  # only to publish; the input comes from shared memory
 
     if len(ctx.streams) != 1:
         raise ValueError(f"bandpower needs exactly one stream, got {sorted(ctx.streams)}")
@@ -53,15 +53,15 @@ def run(ctx) -> None:
     window_s = float(ctx.kwargs.get("window_s", 1.0))
     period_s = float(ctx.kwargs.get("period_s", 0.1))
     n = round(window_s * srate)
-    info = pylsl.StreamInfo(
+    outlet = Outlet(
         ctx.kwargs.get("outlet", "bandpower"),
         "BandPower",
         view.n_channels,
         1.0 / period_s,
         "float32",
-        f"dpshm-bandpower-{ctx.id}",
+        source_id=f"dpshm-bandpower-{ctx.id}",
+        channel_names=view.channel_names,
     )
-    outlet = pylsl.StreamOutlet(info)
     ctx.logger.info(
         "band power %s Hz of %r (%d ch, %g Hz): %g s window every %g s",
         band, name, view.n_channels, srate, window_s, period_s,
@@ -74,10 +74,10 @@ def run(ctx) -> None:
                 data, ts = view.get_window(n_samples=n)  # zero-copy, read-only
                 outlet.push_sample(band_power(data, srate, band), float(ts[-1]))
                 windows += 1
-            deadline += period_s
-            ctx.stop_event.wait(max(0.0, deadline - time.perf_counter()))
+            deadline = max(deadline + period_s, time.perf_counter())  # no catch-up bursts
+            ctx.stop_event.wait(deadline - time.perf_counter())
     finally:
-        del outlet
+        outlet.close()
         ctx.logger.info("band power worker %s published %d windows", ctx.id, windows)
 
 
