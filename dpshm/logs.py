@@ -282,7 +282,10 @@ def _shared_handlers() -> tuple[JsonSocketHandler, logging.Handler]:
 
 
 def get_logger(
-    name: str, add_console_handler: bool = False, no_socket_handler: bool = False
+    name: str,
+    add_console_handler: bool = False,
+    colors: dict[str, str] | None = None,
+    no_socket_handler: bool = False,
 ) -> logging.Logger:
     """Return a logger that forwards to the Dareplane log server on 127.0.0.1:9020.
 
@@ -299,6 +302,9 @@ def get_logger(
         Logger name.
     add_console_handler : bool
         Also log to stderr.
+    colors : dict, optional
+        Accepted for compatibility (the original's third parameter: colorlog
+        colours per level) and ignored: the console handler is not coloured.
     no_socket_handler : bool
         Do not forward to the log server (removes the shared socket handler).
 

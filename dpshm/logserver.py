@@ -49,6 +49,8 @@ def _to_record(obj: dict[str, Any]) -> logging.LogRecord:
         args = ()  # e.g. "()" from senders that stringified everything
     elif isinstance(args, list):
         args = tuple(args)
+    if len(args) == 1 and isinstance(args[0], dict) and args[0]:
+        args = args[0]  # mapping args, log.info("%(x)s", {"x": 1}): as LogRecord does
     record.args = args
     if not isinstance(record.msg, str):
         record.msg = str(record.msg)

@@ -121,6 +121,16 @@ def _channel_labels(root: ET.Element, n_channels: int) -> tuple[str, ...]:
     return tuple(names)
 
 
+def info_to_dict(info: pylsl.StreamInfo) -> dict[str, Any]:
+    """A :class:`pylsl.StreamInfo`'s XML as a nested dict, ``{"info": {...}}``.
+
+    Leaves are strings, repeated elements (e.g. ``channel``) lists, as
+    ``xmltodict.parse(info.as_xml())`` gives (empty elements are ``""`` here).
+    """
+    root = ET.fromstring(info.as_xml())
+    return {root.tag: _element_to_obj(root)}
+
+
 def _element_to_obj(el: ET.Element) -> Any:
     """XML element -> ``str`` (leaf) or ``dict`` (repeated children become lists)."""
     children = list(el)
@@ -184,6 +194,11 @@ class StreamSpec:
     def is_string(self) -> bool:
         """Whether this is a string (marker) stream."""
         return self.channel_format == "string"
+
+    @property
+    def info(self) -> pylsl.StreamInfo | None:
+        """The :class:`pylsl.StreamInfo` this spec was built from (``None`` if none)."""
+        return self._info
 
     @property
     def is_irregular(self) -> bool:
@@ -298,7 +313,8 @@ def find_stream(
         pred = " and ".join(f"{k}={lit}" for k, lit in literals.items())
         found = [StreamSpec.from_info(i) for i in pylsl.resolve_bypred(pred, 1, timeout)]
         if len(found) == 1 and settle > 0:
-            found = [StreamSpec.from_info(i) for i in pylsl.resolve_bypred(pred, 2, settle)]
+            # a second resolve may miss the first match (short settle, loaded machine): merge
+            found += [StreamSpec.from_info(i) for i in pylsl.resolve_bypred(pred, 2, settle)]
     else:  # values no XPath literal can hold: filter everything visible
         found = [s for s in resolve_streams(timeout) if _matches(s, crit)]
     found = list({s.uid: s for s in found}.values())
@@ -560,6 +576,16 @@ class Inlet:
             ) from None
         except pylsl.util.LostError:
             raise self._lost_error(self.spec) from None
+
+    def info(self, timeout: float | None = None) -> pylsl.StreamInfo:
+        """The full :class:`pylsl.StreamInfo` (with ``<desc>``), as ``pylsl.StreamInlet.info``.
+
+        Fetched once when the inlet opened, so this never blocks; ``timeout`` is
+        accepted for compatibility and ignored. Dareplane modules call
+        ``sw.inlet.info().nominal_srate()``.
+        """
+        self._check_open()
+        return self.spec.info
 
     def samples_available(self) -> int:
         """Number of samples queued for immediate pickup (may be 1/0 only)."""

@@ -80,13 +80,15 @@ def stop_process_tree(
     if popen is not None and popen.poll() is not None:
         # the root already exited (pid may be recycled): only its former children matter
         tree = [p for p in tree if p.pid != pid]
+    deadline = time.monotonic() + grace_s
     for p in tree:
         with contextlib.suppress(psutil.Error):
             p.terminate()
     if popen is not None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             popen.wait(timeout=grace_s)
-    alive = _wait_gone(tree, grace_s)
+    # one grace period in total (a root ignoring SIGTERM used up the first one)
+    alive = _wait_gone(tree, max(0.0, deadline - time.monotonic()))
     if alive:
         logger.warning(
             "%d process(es) ignored SIGTERM for %.1f s, sending SIGKILL: %s",

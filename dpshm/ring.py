@@ -77,6 +77,7 @@ writer pid (:func:`ring_info`) and removable with :func:`unlink_ring`.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import mmap
@@ -190,6 +191,26 @@ def unlink_ring(name: str, force: bool = False) -> bool:
     return True
 
 
+def _exists_message(seg: str) -> str:
+    name = ring_name(seg)
+    try:
+        info = ring_info(name)
+    except (RingNotFoundError, RingFormatError):
+        return (
+            f"shared-memory segment {seg!r} exists but is not a usable dpshm ring: remove it "
+            f"with dpshm.ring.unlink_ring({name!r}, force=True) or choose another name"
+        )
+    if info["writer_alive"]:
+        return (
+            f"ring {name!r} already exists and is written by live pid {info['writer_pid']}: "
+            "attach to it with SharedRing.attach / SharedStreamView, or choose another name"
+        )
+    return (
+        f"ring {name!r} already exists, left behind by dead pid {info['writer_pid']}: remove it "
+        f"with dpshm.ring.unlink_ring({name!r}) and create it again"
+    )
+
+
 class SharedRing:
     """A mirrored sample + timestamp ring in POSIX shared memory.
 
@@ -272,7 +293,8 @@ class SharedRing:
         Raises
         ------
         FileExistsError
-            A segment of that name exists (see :func:`unlink_ring`).
+            A segment of that name exists; the message says whether its writer
+            is alive and what to do (see :func:`unlink_ring`).
         RingSpaceError
             ``/dev/shm`` cannot hold the ring.
         """
@@ -307,7 +329,10 @@ class SharedRing:
         ts_off = _align(data_off + data_len)
         ts_len = 2 * capacity * 8
         total = ts_off + ts_len
-        mm = create_segment(seg, total)
+        try:
+            mm = create_segment(seg, total)
+        except FileExistsError:
+            raise FileExistsError(errno.EEXIST, _exists_message(seg), seg) from None
         try:
             gen = time.time_ns() if generation is None else int(generation)
             _STATIC.pack_into(

@@ -105,8 +105,14 @@ class RingBuffer:
         rows = samples
         if not isinstance(rows, np.ndarray):
             rows = np.asarray(samples, dtype=self._data.dtype)
-        if rows.shape[1:] != self._data.shape[1:]:
-            rows = rows.reshape((k, *self._data.shape[1:]))
+        sample_shape = self._data.shape[1:]
+        if rows.shape[1:] != sample_shape:
+            if rows.size != k * int(np.prod(sample_shape)):
+                raise ValueError(
+                    f"RingBuffer holds samples of shape {sample_shape}; got a chunk of shape "
+                    f"{rows.shape}: pass ({k}, {', '.join(map(str, sample_shape))})"
+                )
+            rows = rows.reshape((k, *sample_shape))  # e.g. (k,) into a 1-channel buffer
         if k > self.capacity:
             self.n_dropped += k - self.capacity
             self.logger.debug(

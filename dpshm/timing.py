@@ -246,14 +246,20 @@ def sleep_s(
     Raises
     ------
     ValueError
-        If ``s`` is NaN, or ``spin_s`` is negative or not finite.
+        If ``s`` is NaN or infinite, or ``spin_s`` is negative or not finite.
+    TypeError
+        If ``s`` is not a number.
 
     Examples
     --------
     >>> sleep_s(0.002)  # returns 2 ms later, typically within a few µs
     """
-    if s != s:  # NaN
-        raise ValueError("sleep_s got s=nan; pass a number of seconds")
+    try:
+        finite = math.isfinite(s)
+    except TypeError:
+        raise TypeError(f"sleep_s needs a number of seconds, got {s!r:.60}") from None
+    if not finite:
+        raise ValueError(f"sleep_s got s={s!r}; pass a finite number of seconds")
     if nsteps is not None:
         warnings.warn(
             "sleep_s(nsteps=...) is ignored by dpshm (one coarse sleep, then a learned "

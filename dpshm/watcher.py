@@ -17,12 +17,18 @@ from typing import Any
 import numpy as np
 
 from dpshm.errors import DpshmError
-from dpshm.lsl import Inlet, StreamSpec, find_stream, resolve_streams
+from dpshm.lsl import Inlet, StreamSpec, find_stream, info_to_dict, resolve_streams
 from dpshm.ringbuffer import RingBuffer
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["StreamWatcher", "StreamWatcherNotConnected", "get_streams_names"]
+__all__ = [
+    "StreamWatcher",
+    "StreamWatcherNotConnected",
+    "get_channel_names",
+    "get_streams_names",
+    "pylsl_xmlelement_to_dict",
+]
 
 #: Ring size (samples) for irregular streams (nominal rate 0), as in dareplane-utils.
 IRREGULAR_BUFFER_SAMPLES = 1000
@@ -39,6 +45,50 @@ class StreamWatcherNotConnected(DpshmError, ValueError):
 def get_streams_names(timeout: float = 1.0) -> list[str]:
     """Names of all LSL streams visible within ``timeout`` seconds."""
     return [s.name for s in resolve_streams(timeout)]
+
+
+def pylsl_xmlelement_to_dict(inf: Any) -> dict[str, Any]:
+    """A ``pylsl.StreamInfo`` as a nested dict ``{"info": {...}}`` (dareplane-utils name).
+
+    Modules use it as ``pylsl_xmlelement_to_dict(sw.inlet.info())["info"]["nominal_srate"]``.
+    """
+    return info_to_dict(inf)
+
+
+def get_channel_names(inf: Any) -> list[str]:
+    """Channel labels of a ``pylsl.StreamInfo`` (``ch_<i>`` where missing), as the original."""
+    return list(StreamSpec.from_info(inf).channel_names)
+
+
+def _ring_attr(attr: str, empty: Any, doc: str) -> property:
+    """A StreamWatcher attribute that follows ``ring_buffer.<attr>`` (always current).
+
+    The original's ``buffer``, ``buffer_t``, ``curr_i`` and ``last_t`` are plain
+    attributes, and modules re-link them after replacing ``ring_buffer``
+    (``sw.buffer = sw.ring_buffer.buffer``): assigning the ring's own value keeps
+    the attribute live; assigning anything else pins that value, as in the original.
+    """
+
+    def fget(self: StreamWatcher) -> Any:
+        if attr in self._pinned:
+            return self._pinned[attr]
+        rb = self.ring_buffer
+        return empty if rb is None else getattr(rb, attr)
+
+    def fset(self: StreamWatcher, value: Any) -> None:
+        rb = self.ring_buffer
+        if rb is not None:
+            own = getattr(rb, attr)
+            if value is own or (
+                not isinstance(own, np.ndarray)
+                and not isinstance(value, np.ndarray)
+                and value == own
+            ):
+                self._pinned.pop(attr, None)
+                return
+        self._pinned[attr] = value
+
+    return property(fget, fset, doc=doc)
 
 
 class StreamWatcher:
@@ -79,6 +129,10 @@ class StreamWatcher:
         From the stream's metadata, ``ch_1..`` where missing.
     chunk_buffer_size : int
         Most rows pulled from LSL per call (set before connecting).
+    streams : list of pylsl.StreamInfo
+        The connected stream's full info (as in the original), after connecting.
+    spec : dpshm.lsl.StreamSpec or None
+        The same as a :class:`~dpshm.lsl.StreamSpec` (name, srate, channel names...).
     """
 
     inlet: Inlet | None = None
@@ -111,11 +165,13 @@ class StreamWatcher:
         self.recover = recover
         self.chunk_buffer_size = 1024 * 32
         self.logger = logger or _logger
-        self.streams: list[StreamSpec] = []
+        self.streams: list[Any] = []  # pylsl.StreamInfo, as the original
+        self.spec: StreamSpec | None = None
         self.stream = None  # unused; kept because the original has it
         self.channel_names: list[str] = []
         self._last_k = 0  # rows received by the last update that pulled data
         self._samples: Any = None  # explicit override (assigned by the user)
+        self._pinned: dict[str, Any] = {}  # buffer/buffer_t/curr_i/last_t set by the user
         self._times: Any = None
         self.n_new = 0
         self.n_new_clipped = 0
@@ -163,7 +219,9 @@ class StreamWatcher:
             inlet.close()
             raise
         self.inlet = inlet
-        self.streams = [inlet.spec]
+        self.spec = inlet.spec
+        # pylsl objects, as in the original (modules call streams[0].nominal_srate())
+        self.streams = [inlet.spec.info]
         self.logger.debug("connected to LSL stream %s", inlet.spec.describe())
         self.update()
 
@@ -181,6 +239,7 @@ class StreamWatcher:
         self._chunk_t = np.zeros(len(self.chunk_buffer), dtype=np.float64)
         self._last_k = 0
         self._samples = self._times = None
+        self._pinned.clear()
         self.n_new = 0
         self.n_new_clipped = 0
 
@@ -294,25 +353,14 @@ class StreamWatcher:
 
     # -- buffer access (always current) ------------------------------------------------
 
-    @property
-    def buffer(self) -> np.ndarray:
-        """Ring data in storage order (see :class:`~dpshm.ringbuffer.RingBuffer`)."""
-        return np.array([]) if self.ring_buffer is None else self.ring_buffer.buffer
-
-    @property
-    def buffer_t(self) -> np.ndarray:
-        """Ring timestamps in storage order."""
-        return np.array([]) if self.ring_buffer is None else self.ring_buffer.buffer_t
-
-    @property
-    def curr_i(self) -> int:
-        """Row the next sample goes to; always current."""
-        return 0 if self.ring_buffer is None else self.ring_buffer.curr_i
-
-    @property
-    def last_t(self) -> float:
-        """Timestamp of the newest sample."""
-        return 0 if self.ring_buffer is None else self.ring_buffer.last_t
+    buffer = _ring_attr(
+        "buffer",
+        np.array([]),
+        "Ring data in storage order (see :class:`~dpshm.ringbuffer.RingBuffer`).",
+    )
+    buffer_t = _ring_attr("buffer_t", np.array([]), "Ring timestamps in storage order.")
+    curr_i = _ring_attr("curr_i", 0, "Row the next sample goes to; always current.")
+    last_t = _ring_attr("last_t", 0, "Timestamp of the newest sample.")
 
     def unfold_buffer(self) -> np.ndarray:
         """Copy of the ring data in chronological order (newest last)."""

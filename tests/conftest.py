@@ -1,15 +1,26 @@
 """Session-wide guards: no test may leave a dpshm shared-memory segment in
-/dev/shm or a child process running. Both make the session fail."""
+/dev/shm or a child process running. Both make the session fail.
+
+Logging: importing dareplane-utils reconfigures logging for the whole process
+(``dictConfig``: existing loggers disabled, root handlers incl. a socket handler
+to port 9020). That happens once, at configure time, inside
+``preserved_logging``; and every test runs inside ``preserved_logging`` too, so
+neither an import nor a test can change logging for the tests that follow, and
+test order cannot change outcomes.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
+import struct
 import uuid
 from pathlib import Path
 
 import psutil
 import pytest
+from helpers import preserved_logging
 
 SHM_DIR = Path("/dev/shm")
 
@@ -20,6 +31,18 @@ def _dpshm_segments() -> set[str]:
     return {p.name for p in SHM_DIR.iterdir() if "dpshm" in p.name.lower()}
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # run dareplane-utils' one-time dictConfig now, and undo it (see module docstring)
+    with preserved_logging(), contextlib.suppress(ImportError):
+        importlib.import_module("dareplane_utils.general.ringbuffer")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_logging() -> object:
+    with preserved_logging():
+        yield
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     session.config._dpshm_shm_before = _dpshm_segments()  # type: ignore[attr-defined]
 
@@ -27,7 +50,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     problems = []
     before = getattr(session.config, "_dpshm_shm_before", set())
-    leaked = sorted(_dpshm_segments() - before)
+    leaked = sorted(seg for seg in _dpshm_segments() - before if not _foreign(seg))
     if leaked:
         problems.append(f"shared-memory segments left in /dev/shm: {leaked}")
     children = psutil.Process(os.getpid()).children(recursive=True)
@@ -51,6 +74,31 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             if tr is not None:
                 tr.write_line(f"dpshm hygiene FAILED: {p}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _foreign(seg: str) -> bool:
+    """Whether ``seg`` is a ring written by a live process outside this session.
+
+    Other sessions (engineers, CI jobs) run tests on the same machine at the
+    same time; their live rings are not this session's leaks. A ring whose
+    writer is this process, one of its children or dead is counted.
+    """
+    try:
+        with open(SHM_DIR / seg, "rb") as f:
+            head = f.read(88)
+    except OSError:
+        return True  # gone meanwhile
+    if len(head) < 88 or head[:8] != b"DPSHMRNG":
+        return False
+    (pid,) = struct.unpack_from("<Q", head, 80)  # writer pid (layout: dpshm/ring.py)
+    me = os.getpid()
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False  # writer dead: a leak
+        return pid != me and me not in {p.pid for p in proc.parents()}
+    except psutil.Error:
+        return False  # writer dead: a leak
 
 
 def _cmdline(proc: psutil.Process) -> list[str]:

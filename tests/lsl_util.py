@@ -14,12 +14,8 @@ the test fails::
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import itertools
-import logging
-from collections.abc import Iterator, Sequence
-from types import ModuleType
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -83,39 +79,3 @@ def ramp(start: int, n: int, n_channels: int, dtype: object = np.float32) -> np.
         info = np.iinfo(dt)
         values = values % (int(info.max) + 1)
     return values.astype(dt)
-
-
-@contextlib.contextmanager
-def preserved_logging() -> Iterator[None]:
-    """Undo what importing dareplane-utils does to logging.
-
-    Its ``get_logger`` runs ``logging.config.dictConfig`` at import time, which
-    disables every existing logger and installs console and socket handlers on
-    the root logger, for the rest of the test session. Restore all of that.
-    """
-    root = logging.getLogger()
-    root_state = (root.handlers[:], root.level)
-    loggers = {
-        name: (lg.disabled, lg.level, lg.handlers[:], lg.propagate)
-        for name, lg in logging.Logger.manager.loggerDict.items()
-        if isinstance(lg, logging.Logger)
-    }
-    try:
-        yield
-    finally:
-        for h in root.handlers:
-            if h not in root_state[0]:
-                root.removeHandler(h)
-                h.close()
-        root.setLevel(root_state[1])
-        for name, (disabled, level, handlers, propagate) in loggers.items():
-            lg = logging.getLogger(name)
-            lg.disabled, lg.propagate = disabled, propagate
-            lg.setLevel(level)
-            lg.handlers[:] = handlers
-
-
-def import_original(module: str) -> ModuleType:
-    """Import a dareplane-utils module without its logging side effects."""
-    with preserved_logging():
-        return importlib.import_module(module)

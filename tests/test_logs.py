@@ -153,10 +153,11 @@ def test_receiver_writes_file_and_survives_bad_senders(receiver, tmp_path: Path)
         _record("too few %s %s", ("only",)),
         _record("plain", ()),
         _record("obj %s", (Unserialisable(),)),
+        _record("map %(a)s/%(b)s", ({"a": 1, "b": Unserialisable()},)),
     ]
     for rec in weird:
         good.sendall(encode_record(rec))
-    wait_until(lambda: len(receiver.records) == 5, 5)
+    wait_until(lambda: len(receiver.records) == 6, 5)
     good.close()
     msgs = [r.getMessage() for r in receiver.records]
     assert msgs == [
@@ -165,6 +166,7 @@ def test_receiver_writes_file_and_survives_bad_senders(receiver, tmp_path: Path)
         "too few %s %s ['only']",
         "plain",
         "obj <Unserialisable>",
+        "map 1/<Unserialisable>",
     ]
     receiver._handlers[0].flush()
     text = (tmp_path / "all.log").read_text()
@@ -178,6 +180,8 @@ def test_get_logger_installs_handlers_only_on_call() -> None:
         kinds = sorted(type(h).__name__ for h in log.handlers)
         assert kinds == ["JsonSocketHandler", "StreamHandler"] and log.propagate is False
         assert get_logger(name).handlers == log.handlers  # no duplicates
+        # the original's positional order: (name, add_console_handler, colors, no_socket_handler)
+        assert get_logger(name, True, {"DEBUG": "cyan"}).handlers == log.handlers
         assert not any(
             isinstance(h, JsonSocketHandler)
             for h in get_logger(name, no_socket_handler=True).handlers

@@ -66,6 +66,14 @@ def test_not_found_lists_visible_streams(outlets, unique_name):
     assert isinstance(ei.value, LookupError)
 
 
+def test_short_settle_never_loses_the_first_match(outlets):
+    """The settle resolve may miss the stream found first; the match must still count."""
+    out = outlets.make()
+    find_stream(source_id=out.spec.source_id, timeout=3.0)  # visible now
+    for _ in range(5):
+        assert find_stream(name=out.spec.name, timeout=3.0, settle=1e-6).uid == out.spec.uid
+
+
 def test_ambiguous_lists_candidates(outlets, unique_name):
     a = outlets.make(name=unique_name)
     b = outlets.make(name=unique_name)

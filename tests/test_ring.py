@@ -198,8 +198,8 @@ def test_create_argument_errors(make_ring, unique_name):
             make_ring(name=unique_name, **kwargs)
         assert not _seg_exists(unique_name)
     ring = make_ring(name=unique_name)
-    with pytest.raises(FileExistsError):
-        SharedRing.create(unique_name, 1, 4)
+    with pytest.raises(FileExistsError, match=f"ring '{unique_name}' already exists and is "):
+        SharedRing.create(unique_name, 1, 4)  # names the ring, its live writer and the fix
     assert ring.head == 0
 
 
@@ -223,6 +223,8 @@ def test_foreign_segment_wrong_magic(unique_name):
         assert unique_name not in list_rings()
         with pytest.raises(RingFormatError):
             unlink_ring(unique_name)
+        with pytest.raises(FileExistsError, match=r"not a usable dpshm ring.*force=True"):
+            SharedRing.create(unique_name, 1, 4)
         assert unlink_ring(unique_name, force=True)
     finally:
         os.close(fd)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from dpshm.ring import SharedRing, ring_info, segment_name, unlink_ring
 from dpshm.view import SharedStreamView
@@ -113,6 +114,8 @@ def test_dead_writer_leaves_segment_that_unlink_ring_removes(unique_name):
         p.join(10)
         info = ring_info(unique_name)
         assert not info["writer_alive"]
+        with pytest.raises(FileExistsError, match=rf"dead pid {p.pid}.*unlink_ring"):
+            SharedRing.create(unique_name, 2, 8)
         assert unlink_ring(unique_name)
         assert not os.path.exists(f"/dev/shm/{segment_name(unique_name)}")
     finally:

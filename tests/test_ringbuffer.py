@@ -6,9 +6,9 @@ import logging
 
 import numpy as np
 import pytest
+from helpers import import_original
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lsl_util import import_original
 
 from dpshm.ringbuffer import RingBuffer
 
@@ -144,6 +144,16 @@ def test_string_samples():
 def test_invalid_shape(shape):
     with pytest.raises(ValueError, match="n_samples"):
         RingBuffer(shape)
+
+
+def test_chunk_of_wrong_sample_shape_names_both_shapes():
+    rb = RingBuffer((4, 2))
+    with pytest.raises(ValueError, match=r"shape \(2,\); got a chunk of shape \(3, 3\)"):
+        rb.add_samples(np.zeros((3, 3)), [1.0, 2.0, 3.0])
+    assert rb.head == 0
+    one = RingBuffer((4, 1))
+    one.add_samples(np.arange(3.0), [1.0, 2.0, 3.0])  # (k,) into one channel still works
+    np.testing.assert_array_equal(one.unfold_buffer()[:, 0], [0.0, 0.0, 1.0, 2.0])
 
 
 def test_length_mismatch():

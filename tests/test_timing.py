@@ -69,6 +69,7 @@ def test_sleep_s_nonpositive_returns() -> None:
     ("kwargs", "match"),
     [
         ({"s": float("nan")}, "s=nan"),
+        ({"s": float("inf")}, "s=inf; pass a finite number"),
         ({"s": 0.001, "spin_s": -1e-4}, "spin_s must be"),
         ({"s": 0.001, "spin_s": float("inf")}, "spin_s must be"),
     ],
@@ -76,6 +77,11 @@ def test_sleep_s_nonpositive_returns() -> None:
 def test_sleep_s_rejects_bad_input(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         sleep_s(**kwargs)
+
+
+def test_sleep_s_rejects_non_numbers() -> None:
+    with pytest.raises(TypeError, match=r"number of seconds, got '0\.1'"):
+        sleep_s("0.1")
 
 
 def test_sleep_until_rejects_bad_spin() -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import gc
-import logging
 
 import numpy as np
 import pytest
+from helpers import import_original
 from test_ring import make_ring  # noqa: F401  (fixture)
 
 from dpshm.view import SharedStreamView
@@ -59,25 +59,11 @@ def test_update_n_new_accumulates_until_reset(eeg):
         sv.close()
 
 
-def _import_without_logging_side_effects(module: str):
-    """dareplane-utils' logger runs ``dictConfig`` on import, which disables every
-    existing logger (ours included); undo that for the rest of the session."""
-    state = {n: lg.disabled for n, lg in logging.Logger.manager.loggerDict.items()
-             if isinstance(lg, logging.Logger)}  # fmt: skip
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        return pytest.importorskip(module)
-    finally:
-        for n, disabled in state.items():
-            logging.getLogger(n).disabled = disabled
-        root.handlers[:], root.level = handlers, level
-
-
 @pytest.mark.interop
 def test_matches_dareplane_ringbuffer(eeg):
     """Same chunks into dareplane-utils' RingBuffer and our ring: same StreamWatcher view."""
-    rb_mod = _import_without_logging_side_effects("dareplane_utils.general.ringbuffer")
+    pytest.importorskip("dareplane_utils")
+    rb_mod = import_original("dareplane_utils.general.ringbuffer")
     rb = rb_mod.RingBuffer((10, 3), dtype=np.float32)
     with SharedStreamView(eeg.name) as sv:
         start = 0

@@ -6,11 +6,18 @@ import logging
 
 import numpy as np
 import pytest
-from helpers import wait_until
-from lsl_util import OutletFactory, import_original, ramp
+from helpers import import_original, wait_until
+from lsl_util import OutletFactory, ramp
 
 from dpshm.errors import AmbiguousStreamError, StreamNotFoundError
-from dpshm.watcher import StreamWatcher, StreamWatcherNotConnected, get_streams_names
+from dpshm.ringbuffer import RingBuffer
+from dpshm.watcher import (
+    StreamWatcher,
+    StreamWatcherNotConnected,
+    get_channel_names,
+    get_streams_names,
+    pylsl_xmlelement_to_dict,
+)
 
 pytestmark = pytest.mark.lsl
 
@@ -39,7 +46,13 @@ def test_connect_attributes_and_ramp_through_wraparound(outlets, caplog, unique_
     log = logging.getLogger(f"test_watcher.{unique_name}")
     with StreamWatcher(out.spec.name, 0.5, log, resolve_timeout=3.0) as sw:
         sw.connect_to_stream()
-        assert sw.inlet is not None and sw.streams[0].uid == out.spec.uid
+        assert sw.inlet is not None and sw.spec.uid == out.spec.uid
+        # pylsl StreamInfo, as the original: modules call streams[0].nominal_srate()
+        assert sw.streams[0].nominal_srate() == 100.0 and sw.streams[0].uid() == out.spec.uid
+        assert sw.streams[0].channel_count() == 4
+        info = sw.inlet.info()  # modules call sw.inlet.info().nominal_srate()
+        assert info.nominal_srate() == 100.0
+        assert info.desc().child("channels").child("channel").child_value("label") == "a"
         assert sw.channel_names == ["a", "b", "c", "d"]
         assert sw.buffer.shape == (50, 4) and sw.buffer.dtype == np.float32
         assert sw.buffer_t.shape == (50,) and sw.chunk_buffer_size == 32768
@@ -125,6 +138,36 @@ def test_resolve_timeout_lists_visible(outlets, unique_name):
     assert sw.curr_i == 0 and sw.buffer.size == 0
 
 
+def test_module_code_that_relinks_the_buffer(outlets):
+    """What Dareplane modules do after connect_to_stream() (e.g. a passthrough decoder):
+    replace ring_buffer, re-link buffer/buffer_t/last_t/curr_i, read the info dict."""
+    out = outlets.make(n_channels=3, srate=100.0, channel_names=["x", "y", "z"])
+    with StreamWatcher(out.spec.name, buffer_size_s=1, resolve_timeout=3.0) as sw:
+        sw.connect_to_stream()
+        inlet_info = pylsl_xmlelement_to_dict(sw.inlet.info())
+        assert float(inlet_info["info"]["nominal_srate"]) == 100.0
+        assert get_channel_names(sw.inlet.info()) == ["x", "y", "z"]
+        sw.ring_buffer = RingBuffer((20, len(sw.channel_names)))
+        sw.buffer = sw.ring_buffer.buffer
+        sw.buffer_t = sw.ring_buffer.buffer_t
+        sw.last_t = sw.ring_buffer.last_t
+        sw.curr_i = sw.ring_buffer.curr_i
+        sent = ramp(0, 25, 3)
+        out.push_chunk(sent)
+        receive(sw, 25)
+        # re-linked attributes stay live (curr_i too: the original's went stale)
+        assert sw.buffer is sw.ring_buffer.buffer and sw.curr_i == 25 % 20
+        np.testing.assert_array_equal(sw.unfold_buffer(), sent[-20:])
+        assert sw.last_t == sw.unfold_buffer_t()[-1] > 0
+        # anything else assigned is kept as given, as the original's plain attributes
+        sw.curr_i = 7
+        assert sw.curr_i == 7
+        sw.buffer = [[1, 2, 3]]
+        assert sw.buffer == [[1, 2, 3]]
+        sw.connect_to_stream()  # a new connection follows its new ring again
+        assert sw.curr_i == sw.ring_buffer.curr_i and sw.buffer.shape == (100, 3)
+
+
 def test_selection_by_type_source_id_and_identifier(outlets, unique_name):
     a = outlets.make(name=unique_name, type=f"{unique_name}_A")
     b = outlets.make(name=unique_name, type=f"{unique_name}_B")
@@ -132,10 +175,10 @@ def test_selection_by_type_source_id_and_identifier(outlets, unique_name):
         StreamWatcher(unique_name, resolve_timeout=3.0).connect_to_stream()
     with StreamWatcher(stream_type=f"{unique_name}_B", resolve_timeout=3.0) as sw:
         sw.connect_to_stream()
-        assert sw.streams[0].uid == b.spec.uid
+        assert sw.spec.uid == b.spec.uid
     with StreamWatcher("other", resolve_timeout=3.0) as sw:
         sw.connect_to_stream({"name": unique_name, "source_id": a.spec.source_id})
-        assert sw.name == unique_name and sw.streams[0].uid == a.spec.uid
+        assert sw.name == unique_name and sw.streams[0].uid() == a.spec.uid
     with pytest.raises(ValueError, match="no stream to look for"):
         StreamWatcher().connect_to_stream()
 
