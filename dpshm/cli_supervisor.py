@@ -92,6 +92,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     p.add_argument("--quiet", "-q", action="store_true", help="no live status")
     p.add_argument("--log-level", default="INFO", help="console log level")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="TCP port of the supervisor's command server (LIST_STREAMS, START_WORKER, ...; "
+        f"overrides [server] port, default {C.DEFAULT_SERVER_PORT}; 0 = any free port)",
+    )
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser(
@@ -204,6 +211,7 @@ def _load(args: argparse.Namespace, **extra: Any) -> C.SupervisorConfig:
             "irregular_samples": getattr(args, "irregular_samples", None),
             "transport": getattr(args, "transport", None),
             "resolve_interval_s": getattr(args, "resolve_interval_s", None),
+            "server_port": getattr(args, "port", None),
             **extra,
         },
     )
@@ -238,11 +246,18 @@ class _LiveStatus:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """``dpshm up``."""
+    from dpshm.frontend import SupervisorFrontend, check_bind
     from dpshm.supervisor import Supervisor
 
     _setup_logging(args.log_level)
     cfg = _load(args)
-    with Supervisor(cfg) as sup:
+    check_bind(cfg.server.host, cfg.server.token)  # refuse before sharing anything
+    with Supervisor(cfg) as sup, SupervisorFrontend(sup, cfg) as commands:
+        print(
+            f"dpshm: commands on {cfg.server.host}:{commands.port} "
+            f"(workers: {', '.join(commands.manager.declared) or 'none declared'})",
+            flush=True,
+        )
         if not args.quiet:
             print(
                 f"dpshm supervisor on namespace {cfg.namespace!r} (pid {os.getpid()}); "
