@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from dpshm.ring import SharedRing
-from dpshm.view import SharedStreamView
 from helpers import wait_until
 from worker_targets import collect_logs, make_spec
 
+from dpshm.ring import SharedRing
+from dpshm.view import SharedStreamView
 from dpshm.workers import WorkerManager
 
 TESTS = Path(__file__).parent
