@@ -246,18 +246,34 @@ class _LiveStatus:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """``dpshm up``."""
+    import contextlib
+
+    from dpshm.errors import DpshmError
     from dpshm.frontend import SupervisorFrontend, check_bind
     from dpshm.supervisor import Supervisor
 
     _setup_logging(args.log_level)
     cfg = _load(args)
     check_bind(cfg.server.host, cfg.server.token)  # refuse before sharing anything
-    with Supervisor(cfg) as sup, SupervisorFrontend(sup, cfg) as commands:
-        print(
-            f"dpshm: commands on {cfg.server.host}:{commands.port} "
-            f"(workers: {', '.join(commands.manager.declared) or 'none declared'})",
-            flush=True,
-        )
+    # a port the user chose must work; the implicit default may be taken (another namespace)
+    explicit_port = args.port is not None or cfg.server != C.ServerConfig()
+    with Supervisor(cfg) as sup, contextlib.ExitStack() as stack:
+        try:
+            commands = stack.enter_context(SupervisorFrontend(sup, cfg))
+        except OSError as exc:
+            if explicit_port:
+                raise DpshmError(str(exc)) from None
+            logging.getLogger("dpshm.frontend").warning(
+                "the supervisor's commands (LIST_STREAMS, START_WORKER, ...) are NOT served: "
+                "%s. Set [server] port in the config or pass --port (0 = any free port).",
+                exc,
+            )
+        else:
+            print(
+                f"dpshm: commands on {cfg.server.host}:{commands.port} "
+                f"(workers: {', '.join(commands.manager.declared) or 'none declared'})",
+                flush=True,
+            )
         if not args.quiet:
             print(
                 f"dpshm supervisor on namespace {cfg.namespace!r} (pid {os.getpid()}); "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -121,9 +122,8 @@ def test_control_room_drives_dpshm_up(outlet, tmp_path):
 
         (listed,) = wait_until(stream_complete, timeout=30)
         # the supervisor's ZeroMQ log stream, as `dpshm logs` follows it
-        from dpshm.bus import LogSubscriber
-
         from dpshm import registry
+        from dpshm.bus import LogSubscriber
 
         logs = LogSubscriber(registry.read_registry(ns).endpoints["logs"])
         records: list[dict] = []
@@ -275,3 +275,25 @@ def test_examples_run_against_mock(unique_name, tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+
+
+def test_busy_port_refused_with_the_fix(tmp_path):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p)
+        env = {**os.environ, "DPSHM_NAMESPACE": f"b{os.getpid()}", "PYTHONPATH": path}
+        port = str(busy.getsockname()[1])
+        res = subprocess.run(
+            [sys.executable, "-m", "dpshm", "up", "--quiet", "--stream", "none", "--port", port],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        busy.close()
+    assert res.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in res.stderr
+    assert "choose another --port" in res.stderr
