@@ -48,8 +48,9 @@ from pathlib import Path
 from typing import Any
 
 from dpshm.errors import AmbiguousStreamError, ConfigError, DpshmError, StreamNotFoundError
+from dpshm.logs import DEFAULT_LOG_PORT, JsonSocketHandler
 from dpshm.server import DefaultServer, is_loopback
-from dpshm.worker_proc import attach_view
+from dpshm.worker_proc import WORKER_LOGGER_PREFIX, attach_view
 from dpshm.workers import WorkerManager
 
 log = logging.getLogger(__name__)
@@ -326,6 +327,13 @@ class SupervisorFrontend:
         ``server``, ``workers``, ``namespace`` and ``source`` are used.
     port : int, optional
         Overrides ``config.server.port`` (``dpshm up --port``).
+    log_port : int or None
+        The workers' records (logger ``dpshm.worker``) are also sent to a
+        Dareplane log server on ``127.0.0.1:log_port`` whenever one listens
+        (default 9020; never blocks, buffers a bounded number of records
+        while none listens). ``None``: don't.
+    **server_kwargs
+        Passed to :class:`SupervisorServer`.
 
     Raises
     ------
@@ -335,7 +343,16 @@ class SupervisorFrontend:
         The port cannot be bound.
     """
 
-    def __init__(self, supervisor: Any, config: Any, port: int | None = None, **server_kwargs):
+    _log_handler: logging.Handler | None = None
+
+    def __init__(
+        self,
+        supervisor: Any,
+        config: Any,
+        port: int | None = None,
+        log_port: int | None = DEFAULT_LOG_PORT,
+        **server_kwargs: Any,
+    ):
         self._sup = supervisor
         srv = config.server
         token = srv.token or None
@@ -362,6 +379,9 @@ class SupervisorFrontend:
         except BaseException:
             self.manager.close()
             raise
+        if log_port is not None:
+            self._log_handler = JsonSocketHandler("127.0.0.1", log_port)
+            logging.getLogger(WORKER_LOGGER_PREFIX).addHandler(self._log_handler)
         self._thread = threading.Thread(
             target=self.server.start_listening, name="dpshm-server", daemon=True
         )
@@ -411,6 +431,10 @@ class SupervisorFrontend:
         self.server.shutdown()
         self._thread.join(10)
         self.manager.close()
+        handler, self._log_handler = self._log_handler, None
+        if handler is not None:
+            logging.getLogger(WORKER_LOGGER_PREFIX).removeHandler(handler)
+            handler.close()
 
     def __enter__(self) -> SupervisorFrontend:
         return self

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from pathlib import Path
 
 import numpy as np
 import psutil
 import pytest
-from dpshm.ring import SharedRing
 from helpers import wait_until
-from worker_targets import Client, make_spec
+from worker_targets import Client, collect_logs, make_spec
 
 from dpshm.errors import ConfigError, StreamNotFoundError
 from dpshm.frontend import Frontend, SupervisorServer
+from dpshm.ring import SharedRing
 from dpshm.workers import WorkerManager
 
 TESTS = Path(__file__).parent
@@ -189,3 +190,65 @@ def test_non_loopback_bind_needs_token(served):
         c.close()
     th.join(10)
     assert not th.is_alive()
+
+
+class _SupervisorStandIn:
+    """The two calls SupervisorFrontend needs from a supervisor, over real rings."""
+
+    def __init__(self, rings):
+        self.rings = rings
+        self.stopped = threading.Event()
+
+    def status(self):
+        streams = {
+            r.name: {"name": n, "type": "EEG", "source_id": f"{n}-sid", "ring": r.name,
+                     "channels": r.n_channels, "srate": r.srate, "head": r.head, "stale": False}
+            for n, r in self.rings.items()
+        }  # fmt: skip
+        return {"namespace": "x", "pid": 42, "streams": streams}
+
+    def stop(self):
+        self.stopped.set()
+
+
+def test_supervisor_frontend_worker_logs_reach_a_dareplane_log_server(rings, tmp_path, unique_name):
+    from dpshm.config import parse_toml
+    from dpshm.frontend import SupervisorFrontend
+    from dpshm.logserver import LogRecordSocketReceiver
+
+    received: list[logging.LogRecord] = []
+    rcv = LogRecordSocketReceiver(
+        "127.0.0.1", 0, logfile=tmp_path / "all.log", console=False, record_callback=received.append
+    )
+    rcv_thread = threading.Thread(target=rcv.serve_until_stopped, daemon=True)
+    rcv_thread.start()
+    cfg = parse_toml(
+        f'[supervisor]\nnamespace = "{unique_name}"\n[server]\nport = 0\n'
+        '[workers.idle]\ntarget = "worker_targets:wait_for_stop"\nmode = "process"\n',
+        source=str(tmp_path / "dpshm.toml"),
+    )
+    sup = _SupervisorStandIn(rings)
+    try:
+        with (
+            collect_logs(level=logging.INFO),
+            SupervisorFrontend(sup, cfg, log_port=rcv.port) as fe,
+        ):
+            c = Client(fe.port)
+            assert c.ask_json("STATUS")["supervisor"]["port"] == fe.port
+            wid = c.ask('START_WORKER|{"worker": "idle", "streams": ["eeg"]}')
+            assert c.ask('START_WORKER|{"worker": "idle", "streams": ["nope"]}').startswith(
+                "ERROR no stream 'nope' is shared by this supervisor; known streams: ['eeg', "
+            )
+
+            def got():
+                return [r for r in received if r.name == f"dpshm.worker.{wid}"]
+
+            (rec,) = wait_until(got, timeout=20)
+            assert "up in pid" in rec.getMessage()
+            c.send("CLOSE")
+            assert sup.stopped.wait(10)
+            c.close()
+        assert fe.manager.get(wid)["state"] == "stopped"
+    finally:
+        rcv.close()
+        rcv_thread.join(5)
