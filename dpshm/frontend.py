@@ -40,6 +40,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -61,8 +62,25 @@ _ALIASES = {"channels": ("channels", "n_channels"), "rate": ("rate", "srate", "n
 
 
 def to_json_line(obj: Any) -> str:
-    """Serialise ``obj`` as one compact JSON line (non-JSON values as strings)."""
-    return json.dumps(obj, separators=(",", ":"), default=str, allow_nan=False)
+    """Serialise ``obj`` as one compact JSON line.
+
+    Values JSON cannot hold become strings (``default=str``); NaN and
+    infinities become ``null``, so strict parsers accept every reply.
+    """
+    try:
+        return json.dumps(obj, separators=(",", ":"), default=str, allow_nan=False)
+    except ValueError:  # a NaN or an infinity somewhere
+        return json.dumps(_finite(obj), separators=(",", ":"), default=str, allow_nan=False)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def error_line(problem: str) -> str:
@@ -144,8 +162,8 @@ class Frontend:
     def start_worker(self, *args: Any, **kwargs: Any) -> str:
         """``START_WORKER|{"worker": NAME, "streams": [...], "kwargs": {...}}``.
 
-        Replies the worker id. ``START_WORKER|NAME`` (positional) also works
-        for a worker that needs no streams.
+        Replies the worker id. The positional form ``START_WORKER|NAME|``
+        also works, for a worker that needs no streams.
         """
 
         def run() -> str:

@@ -252,3 +252,11 @@ def test_supervisor_frontend_worker_logs_reach_a_dareplane_log_server(rings, tmp
     finally:
         rcv.close()
         rcv_thread.join(5)
+
+
+def test_json_replies_are_strict_json():
+    from dpshm.frontend import to_json_line
+
+    line = to_json_line({"rate": float("nan"), "lag": [float("inf"), 1.5], "p": Path("/x")})
+    assert json.loads(line) == {"rate": None, "lag": [None, 1.5], "p": "/x"}
+    assert "\n" not in line
