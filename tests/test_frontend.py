@@ -260,3 +260,12 @@ def test_json_replies_are_strict_json():
     line = to_json_line({"rate": float("nan"), "lag": [float("inf"), 1.5], "p": Path("/x")})
     assert json.loads(line) == {"rate": None, "lag": [None, 1.5], "p": "/x"}
     assert "\n" not in line
+
+
+def test_positional_start_for_old_clients(served):
+    server, manager, _closed, _th = served
+    c = Client(server.port)
+    wid = c.ask("START_WORKER|idle_t|")  # the 0.0.21 positional form, no streams
+    assert wid == "idle_t-1" and manager.get(wid)["kwargs"] == {"x": 1}
+    assert c.ask("STOP_WORKER|idle_t-1|").startswith('{"id":"idle_t-1"')
+    c.close()
