@@ -98,11 +98,6 @@ def mirrored_write(
     return head + k
 
 
-def window_start(head: int, n: int, capacity: int) -> int:
-    """Position in the doubled array where the newest ``n`` samples begin."""
-    return (head - n) % capacity
-
-
 def mirrored_window(buf: np.ndarray, head: int, n: int) -> np.ndarray:
     """Return a view of the newest ``n`` samples (oldest first, newest last).
 
@@ -113,5 +108,5 @@ def mirrored_window(buf: np.ndarray, head: int, n: int) -> np.ndarray:
     capacity = buf.shape[0] // 2
     if not 0 <= n <= capacity:
         raise ValueError(f"window of {n} samples does not fit a ring of capacity {capacity}")
-    start = window_start(head, n, capacity)
+    start = (head - n) % capacity  # where the newest n samples begin
     return buf[start : start + n]
