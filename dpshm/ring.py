@@ -56,7 +56,8 @@ sample ``capacity`` later, and no sample ``>= pending`` has been touched. A copy
 is therefore exact iff ``pending_after - a <= capacity``; otherwise the oldest
 ``pending_after - capacity - a`` rows are dropped and counted as lost.
 
-This relies on the 8-byte aligned stores of ``head``/``pending`` being atomic and
+This relies on the 8-byte aligned stores of ``head``/``pending`` (item stores into
+a ``memoryview`` cast to ``"Q"``: one 8-byte move, as numpy's) being atomic and
 on stores (writer) and loads (reader) not being reordered with each other, which
 x86-64 (TSO) guarantees. On a weakly ordered CPU (ARM, POWER) the writer would
 need a release barrier between the ``pending`` store and the row stores and
