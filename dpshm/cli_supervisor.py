@@ -92,6 +92,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     p.add_argument("--quiet", "-q", action="store_true", help="no live status")
     p.add_argument("--log-level", default="INFO", help="console log level")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="TCP port of the supervisor's command server (LIST_STREAMS, START_WORKER, ...; "
+        f"overrides [server] port, default {C.DEFAULT_SERVER_PORT}; 0 = any free port)",
+    )
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser(
@@ -204,6 +211,7 @@ def _load(args: argparse.Namespace, **extra: Any) -> C.SupervisorConfig:
             "irregular_samples": getattr(args, "irregular_samples", None),
             "transport": getattr(args, "transport", None),
             "resolve_interval_s": getattr(args, "resolve_interval_s", None),
+            "server_port": getattr(args, "port", None),
             **extra,
         },
     )
@@ -238,11 +246,34 @@ class _LiveStatus:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """``dpshm up``."""
+    import contextlib
+
+    from dpshm.errors import DpshmError
+    from dpshm.frontend import SupervisorFrontend, check_bind
     from dpshm.supervisor import Supervisor
 
     _setup_logging(args.log_level)
     cfg = _load(args)
-    with Supervisor(cfg) as sup:
+    check_bind(cfg.server.host, cfg.server.token)  # refuse before sharing anything
+    # a port the user chose must work; the implicit default may be taken (another namespace)
+    explicit_port = args.port is not None or cfg.server != C.ServerConfig()
+    with Supervisor(cfg) as sup, contextlib.ExitStack() as stack:
+        try:
+            commands = stack.enter_context(SupervisorFrontend(sup, cfg))
+        except OSError as exc:
+            if explicit_port:
+                raise DpshmError(str(exc)) from None
+            logging.getLogger("dpshm.frontend").warning(
+                "the supervisor's commands (LIST_STREAMS, START_WORKER, ...) are NOT served: "
+                "%s. Set [server] port in the config or pass --port (0 = any free port).",
+                exc,
+            )
+        else:
+            print(
+                f"dpshm: commands on {cfg.server.host}:{commands.port} "
+                f"(workers: {', '.join(commands.manager.declared) or 'none declared'})",
+                flush=True,
+            )
         if not args.quiet:
             print(
                 f"dpshm supervisor on namespace {cfg.namespace!r} (pid {os.getpid()}); "

@@ -56,7 +56,8 @@ sample ``capacity`` later, and no sample ``>= pending`` has been touched. A copy
 is therefore exact iff ``pending_after - a <= capacity``; otherwise the oldest
 ``pending_after - capacity - a`` rows are dropped and counted as lost.
 
-This relies on the 8-byte aligned stores of ``head``/``pending`` being atomic and
+This relies on the 8-byte aligned stores of ``head``/``pending`` (item stores into
+a ``memoryview`` cast to ``"Q"``: one 8-byte move, as numpy's) being atomic and
 on stores (writer) and loads (reader) not being reordered with each other, which
 x86-64 (TSO) guarantees. On a weakly ordered CPU (ARM, POWER) the writer would
 need a release barrier between the ``pending`` store and the row stores and
@@ -83,12 +84,13 @@ import logging
 import mmap
 import os
 import struct
+import sys
 import time
 from typing import Any
 
 import numpy as np
 
-from dpshm._mirror import mirrored_window, mirrored_write
+from dpshm._mirror import mirror_halves, mirrored_window, mirrored_write
 from dpshm.errors import RingFormatError, RingNotFoundError, RingOwnershipError
 from dpshm.formats import (
     _CODE_TO_FORMAT,
@@ -131,6 +133,7 @@ FLAG_STALE = 1
 _STATIC = struct.Struct("<8sIIII16sQII d Q d Q QQ QQ QQ Q")
 _HOT_OFFSET = 192  # head, pending, flags, time_offset, last_write, n_truncated
 _H_HEAD, _H_PENDING, _H_FLAGS, _H_TOFF, _H_LASTW, _H_TRUNC = range(6)
+_F8 = np.dtype(np.float64)
 
 
 def _align(n: int) -> int:
@@ -240,7 +243,10 @@ class SharedRing:
 
     # class-level defaults: close() is safe after a failed __init__
     _mm: mmap.mmap | None = None
-    _hot: np.ndarray | None = None
+    _hot: memoryview | None = None
+    _hot_f: memoryview | None = None
+    _data_mv: memoryview | None = None
+    _ts_mv: memoryview | None = None
     _closed = True
     owner = False
 
@@ -427,12 +433,28 @@ class SharedRing:
             ) from None
         self._data = np.frombuffer(mm, self.dtype, 2 * cap * n_ch, data_off).reshape(2 * cap, n_ch)
         self._ts = np.frombuffer(mm, "<f8", 2 * cap, ts_off)
-        self._hot = np.frombuffer(mm, "<u8", 8, _HOT_OFFSET)
-        self._hot_f = np.frombuffer(mm, "<f8", 8, _HOT_OFFSET)
-        self._head = int(self._hot[_H_HEAD])
+        self._data_h, self._ts_h = mirror_halves(self._data), mirror_halves(self._ts)
+        # the hot header words as memoryviews: an item load/store costs a quarter of a
+        # numpy scalar access, and it is the same single aligned 8-byte load/store
+        if sys.byteorder != "little":
+            raise RingFormatError("dpshm rings are little-endian; this host is big-endian")
+        whole = memoryview(mm)
+        hot = whole[_HOT_OFFSET : _HOT_OFFSET + 64]
+        self._hot, self._hot_f = hot.cast("Q"), hot.cast("d")
+        # byte view of the data region and float64 view of the timestamps for write()'s
+        # fast path: a memoryview slice assignment costs a fraction of numpy's
+        self._row_bytes = n_ch * self.dtype.itemsize
+        self._data_mv = whole[data_off : data_off + 2 * cap * self._row_bytes]
+        ts_bytes = whole[ts_off : ts_off + 2 * cap * 8]
+        self._ts_mv = ts_bytes.cast("d")
+        for view in (hot, ts_bytes, whole):
+            view.release()
+        self._head = self._hot[_H_HEAD]
+        # write() takes arrays of exactly this dtype without further checks (None: strings)
+        self._fast_dtype = None if self.string_width else self.dtype
 
     # -- header fields ------------------------------------------------------------------
-    def _live(self) -> np.ndarray:
+    def _live(self) -> memoryview:
         hot = self._hot
         if hot is None:
             raise ValueError(f"ring {self.name!r} is closed")
@@ -442,13 +464,13 @@ class SharedRing:
     def head(self) -> int:
         """Total samples ever published (monotonic)."""
         hot = self._hot
-        return int((hot if hot is not None else self._live())[_H_HEAD])
+        return (hot if hot is not None else self._live())[_H_HEAD]
 
     @property
     def pending(self) -> int:
         """``head + k`` while a chunk of ``k`` rows is being written, else ``head``."""
         hot = self._hot
-        return int((hot if hot is not None else self._live())[_H_PENDING])
+        return (hot if hot is not None else self._live())[_H_PENDING]
 
     @property
     def writer_pid(self) -> int:
@@ -598,17 +620,29 @@ class SharedRing:
         """
         if self._closed or not self.owner:
             self._require_owner("write")
-        data = self._coerce(samples)
+        if (
+            type(samples) is np.ndarray
+            and samples.dtype is self._fast_dtype
+            and samples.ndim == 2
+            and samples.shape[1] == self.n_channels
+        ):
+            data = samples  # the common case (e.g. pull_chunk's dest_obj): nothing to convert
+            try:
+                src = samples.data.cast("B")  # its raw bytes, for the fast path below
+            except TypeError:  # not C-contiguous: numpy copies it below
+                src = None
+        else:
+            data, src = self._coerce(samples), None
         k = len(data)
         ts = timestamps
-        if type(ts) is not np.ndarray or ts.dtype != np.float64:
+        if type(ts) is not np.ndarray or ts.dtype is not _F8:
             try:
                 ts = np.asarray(timestamps, dtype=np.float64)
             except (TypeError, ValueError):
                 raise ValueError(
                     f"timestamps must be {k} numbers (float seconds); got {timestamps!r:.80}"
                 ) from None
-        if ts.shape != (k,):
+        if ts.ndim != 1 or len(ts) != k:
             raise ValueError(
                 f"ring {self.name!r}: expected {k} timestamps (shape ({k},)) for {k} samples; "
                 f"got shape {ts.shape}"
@@ -618,14 +652,28 @@ class SharedRing:
             return head
         if self._n_trunc:
             self._count_truncations()
+        # consistency protocol: pending, then the rows, then head (see the module docstring)
         hot = self._hot
         hot[_H_PENDING] = head + k
-        mirrored_write(self._data, head, data)
-        mirrored_write(self._ts, head, ts)
-        hot[_H_HEAD] = head + k
+        cap = self.capacity
+        start = head % cap
+        end = start + k
+        if src is not None and end <= cap:
+            # fast path, the chunk does not wrap: row and mirror as four memoryview copies
+            # (the layout of dpshm._mirror, spelled out: a call to it costs more than a copy)
+            a, b, m = start * self._row_bytes, end * self._row_bytes, cap * self._row_bytes
+            dmv, tmv, tsrc = self._data_mv, self._ts_mv, ts.data
+            dmv[a:b] = src
+            dmv[a + m : b + m] = src
+            tmv[start:end] = tsrc
+            tmv[start + cap : end + cap] = tsrc
+        else:
+            mirrored_write(self._data_h, head, data, self._ts_h, ts)
+        head += k
+        hot[_H_HEAD] = head
         self._hot_f[_H_LASTW] = time.time()
-        self._head = head + k
-        return head + k
+        self._head = head
+        return head
 
     # -- reading ------------------------------------------------------------------------
     def window(self, n: int, head: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -675,7 +723,12 @@ class SharedRing:
         if self._closed:
             return
         self._closed = True
-        self._data = self._ts = self._hot = self._hot_f = None  # type: ignore[assignment]
+        views = (self._hot, self._hot_f, self._data_mv, self._ts_mv)
+        self._data = self._ts = self._data_h = self._ts_h = None  # type: ignore[assignment]
+        self._hot = self._hot_f = self._data_mv = self._ts_mv = None
+        for view in views:
+            if view is not None:
+                view.release()  # else the mmap counts it as an export and cannot close
         mm, self._mm = self._mm, None
         if mm is not None:
             try:

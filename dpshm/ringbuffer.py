@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from dpshm._mirror import mirrored_window, mirrored_write
+from dpshm._mirror import mirror_halves, mirrored_window, mirrored_write
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ class RingBuffer:
         self._t = np.zeros(2 * capacity, dtype=np.float64)
         if self._data.dtype.kind == "O":
             self._data.fill("")  # not None, so string consumers see str
+        self._data_h, self._t_h = mirror_halves(self._data), mirror_halves(self._t)
         self.buffer = self._data[:capacity]
         self.buffer_t = self._t[:capacity]
         self.capacity = capacity
@@ -122,8 +123,8 @@ class RingBuffer:
             )
         if not (isinstance(times, np.ndarray) and times.dtype == np.float64):
             times = np.asarray(times, dtype=np.float64)
-        mirrored_write(self._t, self.head, times)
-        self.head = mirrored_write(self._data, self.head, rows)
+        mirrored_write(self._t_h, self.head, times)
+        self.head = mirrored_write(self._data_h, self.head, rows)
         self.last_t = times[-1]
 
     def view(self, n: int | None = None) -> np.ndarray:

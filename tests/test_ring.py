@@ -157,6 +157,44 @@ def test_write_larger_than_capacity_keeps_newest(make_ring):
     np.testing.assert_array_equal(ring.window(5)[1], np.arange(10.0, 15.0))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "int16", "double64"])
+def test_every_write_path_keeps_both_mirror_halves_exact(make_ring, dtype):
+    """Fast path (C-contiguous rows of the ring dtype) and general path store the same."""
+    cap, n_ch = 7, 3
+    ring = make_ring(n_channels=n_ch, capacity=cap, dtype=dtype)
+    rng = np.random.default_rng(7)
+    model: list[np.ndarray] = []
+    forms = ["c", "fortran", "strided", "list", "cast", "ts_strided", "ts_list"]
+    for step in range(120):
+        k = int(rng.integers(0, 2 * cap + 3))
+        h = len(model)
+        rows = ((np.arange(h, h + k)[:, None] * n_ch + np.arange(n_ch)) % 1000).astype(ring.dtype)
+        ts = np.arange(h, h + k, dtype=np.float64) + 0.5
+        form = forms[step % len(forms)]
+        samples, times = rows, ts
+        if form == "fortran":
+            samples = np.asfortranarray(rows)
+        elif form == "strided":
+            samples = np.repeat(rows, 2, axis=1)[:, ::2]
+        elif form == "list":
+            samples = rows.tolist()
+        elif form == "cast":
+            samples = rows.astype(np.int8 if dtype == "int16" else np.float32)
+            rows = samples.astype(ring.dtype)
+        elif form == "ts_strided":
+            times = np.repeat(ts, 2)[::2]
+        elif form == "ts_list":
+            times = ts.tolist()
+        assert ring.write(samples, times) == h + k == ring.head == ring.pending
+        model.extend(rows)
+        for p in range(cap):  # both halves hold the newest sample congruent to p
+            i = max((j for j in range(len(model)) if j % cap == p), default=None)
+            want = np.zeros(n_ch, ring.dtype) if i is None else model[i]
+            np.testing.assert_array_equal(ring._data[p], want)
+            np.testing.assert_array_equal(ring._data[p + cap], want)
+            assert ring._ts[p] == ring._ts[p + cap] == (0.0 if i is None else i + 0.5)
+
+
 def test_write_shape_and_dtype_errors(make_ring):
     ring = make_ring(n_channels=3, capacity=4, dtype="int16")
     with pytest.raises(ValueError, match=r"shape \(k, 3\).*got shape \(2, 4\)"):
