@@ -28,6 +28,9 @@ def main() -> int:
     args = parser.parse_args()
 
     with SharedStreamView(args.stream, namespace=args.namespace) as sv:
+        if sv.srate <= 0 or sv.format == "string":
+            print(f"{args.stream!r} is an irregular/marker stream: use marker_consumer.py")
+            return 2
         print(
             f"attached to {args.stream!r}: {sv.n_channels} ch {sv.format} at {sv.srate:g} Hz, "
             f"ring of {sv.capacity} samples"
@@ -36,6 +39,9 @@ def main() -> int:
         while time.monotonic() < end:
             time.sleep(0.5)  # a display's pace; see waiting_consumer.py to wake per chunk
             n = min(sv.head, round(sv.srate))  # at most one second, fewer right after start
+            if n == 0:
+                print("no samples yet")
+                continue
             window, ts = sv.get_window(n_samples=n)  # zero-copy, oldest first
             rms = np.sqrt(np.mean(np.square(window, dtype=np.float64), axis=0))
             print(f"newest {n} samples up to t={ts[-1]:.3f}: RMS {np.round(rms[:4], 3)}")
