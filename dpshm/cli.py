@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dpshm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_logserver(sub)
+    from dpshm.bench.cli import add_command as add_bench_command
+
+    add_bench_command(sub)
     return parser
 
 
