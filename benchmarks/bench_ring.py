@@ -2,82 +2,26 @@
 
     python benchmarks/bench_ring.py [--repeat 7]
 
-For 64 ch float32 x 5 s at 1 kHz and 256 ch x 5 s at 2 kHz it prints the cost of
-writing a 10 ms chunk (baseline: copying the chunk twice, i.e. row + mirror),
-``get_window(copy=False)`` for a short and a full window (baseline: slicing a
-numpy array), ``unfold_buffer()`` (baseline: ``np.copy`` of the same bytes),
-and, as the peer, dareplane-utils' RingBuffer doing the same (if installed).
-Each figure is the best of ``--repeat`` runs; ratios are to the baseline.
+For 64 ch float32 x 5 s at 1 kHz and 256 ch x 5 s at 2 kHz it prints the copy
+rows of ``dpshm bench`` (measuring code: :mod:`dpshm.bench.copies`): writing a
+10 ms chunk (baseline: copying it twice, i.e. row + mirror), ``get_window``
+zero-copy (numpy slice) and copying (``np.copy``), ``unfold_buffer()``
+(``np.copy`` of the same bytes) and, when dareplane-utils is installed, the
+original StreamWatcher/RingBuffer. Each figure is the best of ``--repeat``
+runs; ratios are to the baseline, with the project's targets.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import timeit
-from collections.abc import Callable
+import sys
+from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from dpshm.ring import SharedRing
-from dpshm.view import SharedStreamView
+from dpshm.bench import copies
 
-TARGETS = {"write": 3.0, "unfold_buffer()": 1.5}
-
-
-def best_us(func: Callable[[], object], repeat: int, budget_s: float = 0.05) -> float:
-    """Best per-call time in microseconds."""
-    timer = timeit.Timer(func)
-    number, _ = timer.autorange()
-    number = max(1, int(number * budget_s / 0.2))
-    return min(timer.repeat(repeat=repeat, number=number)) / number * 1e6
-
-
-def bench(n_ch: int, srate: float, seconds: float, repeat: int) -> list[tuple]:
-    capacity = int(srate * seconds)
-    chunk_n = int(srate * 0.010)
-    rng = np.random.default_rng(0)
-    chunk = rng.standard_normal((chunk_n, n_ch)).astype(np.float32)
-    ts = np.arange(chunk_n, dtype=np.float64)
-    name = f"bench_{os.getpid()}_{n_ch}"
-    rows = []
-    with SharedRing.create(name, n_ch, capacity, "float32", srate=srate) as ring:
-        for _ in range(capacity // chunk_n + 1):
-            ring.write(chunk, ts)
-        with SharedStreamView(name) as sv:
-            dst = np.empty((2, chunk_n, n_ch), np.float32)
-
-            def copy_twice() -> None:
-                dst[0] = chunk
-                dst[1] = chunk
-
-            base_w = best_us(copy_twice, repeat)
-            rows.append(("write 10 ms chunk", best_us(lambda: ring.write(chunk, ts), repeat),
-                         "chunk copied twice", base_w, "write"))  # fmt: skip
-            plain = np.zeros((2 * capacity, n_ch), np.float32)
-            for n in (chunk_n * 10, capacity):
-                label = f"get_window({n}, copy=False)"
-                t_view = best_us(lambda n=n: sv.get_window(n), repeat)
-                t_slice = best_us(lambda n=n: plain[5 : 5 + n], repeat)
-                rows.append((label, t_view, "numpy slice", t_slice, None))
-            window = sv.get_window(capacity)[0]
-            base_u = best_us(lambda: np.copy(window), repeat)
-            rows.append(("unfold_buffer()", best_us(sv.unfold_buffer, repeat),
-                         "np.copy same bytes", base_u, "unfold_buffer()"))  # fmt: skip
-            rows.append(("get_window(copy=True)", best_us(lambda: sv.get_window(copy=True), repeat),
-                         "np.copy same bytes", base_u, None))  # fmt: skip
-    try:
-        from dareplane_utils.general.ringbuffer import RingBuffer
-    except ImportError:
-        return rows
-    rb = RingBuffer((capacity, n_ch), dtype=np.float32)
-    for _ in range(capacity // chunk_n + 1):
-        rb.add_samples(chunk, ts)
-    rows.append(("peer RingBuffer.add_samples", best_us(lambda: rb.add_samples(chunk, ts), repeat),
-                 "chunk copied twice", base_w, None))  # fmt: skip
-    rows.append(("peer RingBuffer.unfold_buffer", best_us(rb.unfold_buffer, repeat),
-                 "np.copy same bytes", base_u, None))  # fmt: skip
-    return rows
+TARGETS = {"ring_write": "<= 3x", "unfold_buffer": "<= 1.5x", "get_window_view": "< 20 us"}
 
 
 def main() -> None:
@@ -86,12 +30,14 @@ def main() -> None:
     args = parser.parse_args()
     for n_ch, srate in ((64, 1000.0), (256, 2000.0)):
         print(f"\n{n_ch} ch float32 x 5 s at {srate:g} Hz ({n_ch * srate * 5 * 4 / 2**20:.2f} MiB)")
-        print(f"{'operation':32s} {'us':>9s}   {'baseline':20s} {'us':>9s} {'ratio':>7s}  target")
-        for label, t, base_label, base, target_key in bench(n_ch, srate, 5.0, args.repeat):
-            target = f"<= {TARGETS[target_key]}x" if target_key else ""
-            if label.startswith("get_window(") and "copy=False" in label:
-                target = "< 20 us"
-            print(f"{label:32s} {t:9.2f}   {base_label:20s} {base:9.2f} {t / base:7.2f}  {target}")
+        print(f"{'operation':52s} {'us':>8s}   {'baseline':46s} {'us':>8s} {'ratio':>6s}  target")
+        for r in copies.measure(n_ch, srate, 5.0, repeat=args.repeat):
+            base = "-" if r.baseline is None else f"{r.baseline:8.2f}"
+            ratio = "-" if r.ratio is None else f"{r.ratio:6.2f}"
+            print(
+                f"{r.label:52s} {r.value:8.2f}   {r.baseline_label:46s} {base:>8s} {ratio:>6s}  "
+                f"{TARGETS.get(r.key, r.needs or '')}"
+            )
 
 
 if __name__ == "__main__":
