@@ -27,8 +27,9 @@ QUICK_KEYS = {
     "watcher_add_vs_original",
     "eventloop_err/1ms", "eventloop_cpu/1ms", "eventloop_err/10ms/busy", "eventloop_cpu/10ms/busy",
     "up_roundtrip/p50", "up_roundtrip/p99",
-    *(f"{kind}/64ch@1kHz/N={n}" for kind in ("fanout_cpu", "latency_p50", "latency_p99")
-      for n in (1, 4)),
+    *(f"{kind}/64ch@1kHz/N={n}" for n in (1, 4) for kind in (
+        "fanout_cpu", "fanout_cpu_total", "latency_p50", "latency_p99",
+        "latency_p50_vs_original", "latency_p99_vs_original")),
 }  # fmt: skip
 
 

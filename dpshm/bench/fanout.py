@@ -322,22 +322,35 @@ def config_tag(channels: int, rate: float) -> str:
 
 
 def rows(channels: int, rate: float, ns: Sequence[int], res: dict[str, Any]) -> list[Row]:
-    """Suite rows (CPU, latency p50/p99 per N) from the result of :func:`run`."""
+    """Suite rows from the result of :func:`run`, per N: CPU of the consumers (+ supervisor),
+    the same plus the outlet's, and latency p50/p99 against the direct inlet and
+    against the original StreamWatchers."""
     tag = config_tag(channels, rate)
     need_sup = None if res["dpshm"] else NEEDS_SUPERVISOR
     need_orig = None if res["dareplane"] else NEEDS_ORIGINAL
     direct = res["direct"]
+    both = "; ".join(x for x in (need_sup, need_orig) if x) or None
+    sw = "N original StreamWatchers"
     out = []
     for n in ns:
         a, b = res["dpshm"].get(n), res["dareplane"].get(n)
-        cpu_needs = "; ".join(x for x in (need_sup, need_orig) if x) or None
-        out.append(Row(f"fanout_cpu/{tag}/N={n}", f"fan-out CPU, {tag}, N={n}", "% core",
-                       a and a["cpu"], "N LSL inlets (original StreamWatcher)", b and b["cpu"],
-                       cpu_needs, {"dpshm": a, "dareplane": b}))  # fmt: skip
+        total_a = a and a["cpu"] + a["outlet_cpu"]
+        total_b = b and b["cpu"] + b["outlet_cpu"]
+        out += [
+            Row(f"fanout_cpu/{tag}/N={n}", f"fan-out CPU, {tag}, N={n}", "% core",
+                a and a["cpu"], f"{sw} (an LSL inlet each)", b and b["cpu"], both,
+                {"dpshm": a, "dareplane": b}),
+            Row(f"fanout_cpu_total/{tag}/N={n}", f"fan-out CPU incl. outlet, {tag}, N={n}",
+                "% core", total_a, f"{sw} + outlet", total_b, both),
+        ]  # fmt: skip
         for q in ("p50", "p99"):
+            lat_a = a and a[f"{q}_ms"]
             out.append(Row(f"latency_{q}/{tag}/N={n}", f"latency {q}, {tag}, N={n}", "ms",
-                           a and a[f"{q}_ms"], "direct LSL inlet", direct[f"{q}_ms"], need_sup,
-                           {"dareplane_ms": b and b[f"{q}_ms"]}))  # fmt: skip
+                           lat_a, "direct LSL inlet", direct[f"{q}_ms"], need_sup))  # fmt: skip
+        for q in ("p50", "p99"):
+            out.append(Row(f"latency_{q}_vs_original/{tag}/N={n}", f"latency {q}, {tag}, N={n}",
+                           "ms", a and a[f"{q}_ms"], f"{sw} (10 ms update loop)",
+                           b and b[f"{q}_ms"], both))  # fmt: skip
     return out
 
 
