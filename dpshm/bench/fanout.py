@@ -169,13 +169,21 @@ ROLES["direct"] = role_direct
 class _Child:
     """One benchmark process: started, awaited ready, CPU sampled, stopped."""
 
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], what: str) -> None:
         import psutil
 
+        self.what = repr(what)
+        # a pipe could fill up with liblsl's log lines; closed by stop()
+        self.err = tempfile.TemporaryFile()  # noqa: SIM115
         self.proc = subprocess.Popen(
-            args, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            args, env=env, stdout=subprocess.PIPE, stderr=self.err, text=True
         )
         self.ps = psutil.Process(self.proc.pid)
+
+    def _stderr_tail(self) -> str:
+        self.err.seek(0)
+        lines = self.err.read().decode(errors="replace").strip().splitlines()
+        return "\n".join(lines[-8:]) or "(nothing on stderr)"
 
     def ready(self, timeout: float = READY_TIMEOUT_S) -> None:
         import selectors
@@ -188,16 +196,17 @@ class _Child:
                 left = deadline - time.monotonic()
                 if left <= 0 or not sel.select(left):
                     raise TimeoutError(
-                        f"benchmark process {' '.join(self.proc.args[3:6])} not ready within "
-                        f"{timeout} s (a loaded machine? try again)"
+                        f"benchmark process {self.what} not ready within {timeout} s (a "
+                        f"loaded machine? try again); its stderr:\n{self._stderr_tail()}"
                     )
                 line = self.proc.stdout.readline()
                 if line.strip() == "ready":
                     return
                 if not line:
+                    code = self.proc.wait(5)
                     raise RuntimeError(
-                        f"benchmark process {self.proc.args[3:6]} exited with code "
-                        f"{self.proc.wait(5)}; run it by hand to see why"
+                        f"benchmark process {self.what} exited with code {code}; its "
+                        f"stderr:\n{self._stderr_tail()}"
                     )
 
     def cpu(self) -> float:
@@ -218,6 +227,8 @@ class _Child:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             out, _ = self.proc.communicate(timeout=5)
+        finally:
+            self.err.close()
         return out or ""
 
 
@@ -248,7 +259,7 @@ def _case(
     lat: list[float] = []
     try:
         for _ in range(n):
-            consumers.append(_Child(_role_args(role, **kw), env))
+            consumers.append(_Child(_role_args(role, **kw), env, role))
         for c in consumers:
             c.ready()
         time.sleep(WARMUP_S)  # let the consumers settle into their loop
@@ -293,7 +304,7 @@ def run(channels: int, rate: float, ns: Sequence[int], seconds: float) -> dict[s
     with tempfile.TemporaryDirectory(prefix="dpshm-bench-") as runtime:
         # a private runtime dir and namespace: the benchmark's supervisor meets no other
         env = child_env(XDG_RUNTIME_DIR=runtime, DPSHM_NAMESPACE=f"bench{uid}")
-        outlet = _Child(_role_args("outlet", **kw), env)
+        outlet = _Child(_role_args("outlet", **kw), env, "outlet")
         try:
             outlet.ready()
             res["direct"] = _case("direct", 1, seconds, env, outlet, kw)
@@ -301,7 +312,7 @@ def run(channels: int, rate: float, ns: Sequence[int], seconds: float) -> dict[s
                 sup = _Child(
                     [sys.executable, "-m", "dpshm", "up", "--quiet", "--stream", name,
                      "--resolve-interval-s", "0.5", "--buffer-s", "5"],
-                    env,
+                    env, "dpshm up",
                 )  # fmt: skip
                 try:
                     for n in ns:
