@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from dpshm._version import __version__
+from dpshm.errors import DpshmError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dpshm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_logserver(sub)
+    from dpshm.cli_supervisor import add_commands as add_supervisor_commands
+
+    add_supervisor_commands(sub)
     from dpshm.bench.cli import add_command as add_bench_command
 
     add_bench_command(sub)
@@ -76,7 +80,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help(sys.stderr)
         return 2
-    return int(func(args) or 0)
+    try:
+        return int(func(args) or 0)
+    except DpshmError as exc:
+        print(f"dpshm {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

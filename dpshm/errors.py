@@ -62,3 +62,7 @@ class WorkerError(DpshmError, RuntimeError):
 
 class RingOwnershipError(DpshmError, PermissionError):
     """Only the creator of a ring may write or unlink it (or its writer is still alive)."""
+
+
+class NoSupervisorError(SupervisorNotRunningError, RingNotFoundError):
+    """A stream was asked for by name, but no supervisor runs and no ring has that name."""

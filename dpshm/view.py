@@ -23,10 +23,12 @@ What readers get
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import numpy as np
 
+from dpshm.follow import StreamLink
 from dpshm.formats import decode_strings
 from dpshm.ring import SharedRing
 
@@ -41,15 +43,35 @@ class SharedStreamView:
     Parameters
     ----------
     name : str
-        Ring name (``"eeg"`` for the segment ``dpshm_eeg``).
+        LSL stream name as shared by the supervisor (``dpshm up``), or a ring
+        name (``"eeg"`` for the segment ``dpshm_eeg``) for rings created
+        without a supervisor. A registry key or a source_id also work.
     buffer_size_s : float, optional
         Length of :meth:`unfold_buffer` in seconds (StreamWatcher's
         parameter). Defaults to the whole ring; clamped to the ring's capacity.
+    source_id : str, optional
+        Chooses among supervised streams sharing ``name``.
+    namespace : str, optional
+        Supervisor namespace (default ``$DPSHM_NAMESPACE`` or ``"default"``).
+
+    Notes
+    -----
+    A supervised view follows its stream: when the supervisor bumps the
+    stream's generation (its outlet came back with another format) or is
+    restarted, the next :meth:`wait`, :meth:`update` or :meth:`read_new`
+    re-attaches to the new ring and reads it from its first sample; no retry
+    code is needed. :attr:`generation` tells which ring is attached.
 
     Raises
     ------
-    RingNotFoundError
-        No such ring (the message lists the existing ones).
+    StreamNotFoundError
+        A supervisor runs but shares no such stream (the message lists them).
+    AmbiguousStreamError
+        Several shared streams have that name (the message lists their
+        source_ids; pass ``source_id``).
+    NoSupervisorError
+        No supervisor runs and no ring has that name (also a
+        ``RingNotFoundError`` and a ``SupervisorNotRunningError``).
 
     Examples
     --------
@@ -59,8 +81,16 @@ class SharedStreamView:
     """
 
     _ring: SharedRing | None = None
+    _link: StreamLink | None = None
 
-    def __init__(self, name: str, buffer_size_s: float | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        buffer_size_s: float | None = None,
+        *,
+        source_id: str | None = None,
+        namespace: str | None = None,
+    ) -> None:
         self.name = name
         self.buffer_size_s = buffer_size_s
         self.n_new = 0
@@ -68,12 +98,23 @@ class SharedStreamView:
         self.samples: np.ndarray = np.empty((0, 0))
         self.times: np.ndarray = np.empty(0)
         self.last_t = 0.0
-        self._attach(name)
+        self._link = StreamLink(name, source_id, namespace)
+        try:
+            self._attach(name)
+        except BaseException:
+            self._link.close()
+            raise
 
     # -- attaching (one place; the supervisor layer extends it) ---------------------------
     def _attach(self, name: str) -> None:
-        """Attach to ring ``name`` and reset the read cursor to its current head."""
-        ring = SharedRing.attach(name)
+        """Attach to stream/ring ``name`` and reset the read cursor to its current head."""
+        link = self._link
+        if link is None or link.name != name:  # connect_to_stream() with another name
+            ns = link.namespace if link is not None else None
+            if link is not None:
+                link.close()
+            link = self._link = StreamLink(name, namespace=ns)
+        ring = SharedRing.attach(link.resolve().ring)
         old, self._ring = self._ring, ring
         if old is not None:
             old.close()
@@ -235,7 +276,10 @@ class SharedStreamView:
             Samples that were overwritten before they could be read (also
             added to :attr:`lost_samples`). Over all calls,
             ``sum(k) + sum(lost)`` equals the samples written meanwhile.
+            After a re-attach (see the class notes) reading starts at the new
+            ring's first sample; what the old ring had not delivered is lost.
         """
+        self._follow()
         r = self.ring
         h = r.head
         start = max(self._cursor, h - r.capacity)
@@ -245,13 +289,21 @@ class SharedStreamView:
         self.lost_samples += lost
         return self._decode(d), t, lost  # type: ignore[return-value]
 
-    def update(self) -> int:
+    def update(self, wait: float | None = None) -> int:
         """Take in what is new (StreamWatcher API); returns the number of new samples.
 
         Sets :attr:`samples`/:attr:`times` to the new rows (if any) and adds
         the number of new samples, lost ones included, to :attr:`n_new`, which
         accumulates until you reset it. Shares its cursor with :meth:`read_new`.
+
+        Parameters
+        ----------
+        wait : float, optional
+            First block up to ``wait`` seconds until new samples exist (see
+            :meth:`wait`); ``None`` or 0 returns at once, as StreamWatcher does.
         """
+        if wait:
+            self.wait(wait)
         d, t, lost = self.read_new()
         if len(t):
             self.samples, self.times = d, t
@@ -270,6 +322,57 @@ class SharedStreamView:
     def unfold_buffer_t(self) -> np.ndarray:
         """Timestamps matching :meth:`unfold_buffer`, oldest first."""
         return self._checked_window(self._n_buffer, data=False, pad=True)[1]  # type: ignore[return-value]
+
+    # -- following the supervisor ----------------------------------------------------------
+    def wait(self, timeout: float = 1.0) -> bool:
+        """Block until samples newer than the read cursor exist, at most ``timeout`` s.
+
+        A supervised view sleeps on its ZeroMQ head notifications (no
+        polling) and drains every queued one on waking; a ring without a
+        supervisor is checked every 2 ms. Re-attaches when the stream moved
+        (see the class notes).
+
+        Returns
+        -------
+        bool
+            ``True`` if new samples are ready (read them with :meth:`read_new`
+            or :meth:`update`), ``False`` on timeout.
+        """
+        deadline = time.monotonic() + max(0.0, float(timeout))
+        link = self._link
+        if link is None:
+            raise ValueError(f"SharedStreamView {self.name!r} is closed")
+        self._follow()
+        while True:
+            if self.ring.head > self._cursor:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            got = link.wait(remaining, lambda: self.ring.head > self._cursor, self.generation)
+            if got == "moved":
+                self._follow(force=True)
+            elif got == "timeout":
+                return self.ring.head > self._cursor
+
+    def _follow(self, force: bool = False) -> None:
+        """Re-attach if the supervisor moved the stream to another ring."""
+        link = self._link
+        if link is None or self._ring is None:
+            return
+        if link.moved(force) is None:
+            return
+        try:
+            self._attach(self.name)  # resolves the new ring; resets the cursor to its head
+        except LookupError as exc:  # it moved again meanwhile: keep the old ring, retry
+            logger.debug("SharedStreamView %r: re-attach failed (%s); retrying", self.name, exc)
+            link.invalidate()
+            return
+        self._cursor = 0  # ... but a moved stream is read from its new ring's first sample
+        logger.info(
+            "SharedStreamView %r re-attached to ring %r (generation %d)",
+            self.name, self.ring.name, self.ring.generation,
+        )  # fmt: skip
 
     # -- StreamWatcher compatibility ------------------------------------------------------
     def connect_to_stream(self, identifier: dict | None = None) -> None:
@@ -292,6 +395,9 @@ class SharedStreamView:
         ring, self._ring = self._ring, None
         if ring is not None:
             ring.close()
+        link, self._link = self._link, None
+        if link is not None:
+            link.close()
 
     def __enter__(self) -> SharedStreamView:
         return self

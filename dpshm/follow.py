@@ -1,0 +1,214 @@
+"""How a consumer finds and follows a supervised stream (used by SharedStreamView).
+
+A :class:`StreamLink` turns what the user asked for (an LSL stream name, a
+source_id, or a plain ring name) into the ring to attach, subscribes to that
+stream's head updates on the bus, and tells the view when to re-attach:
+
+* the supervisor bumped the stream's generation (its format changed), or
+* the supervisor was restarted (its rings are new),
+
+both seen as a changed ``registry.json`` (one ``stat()`` per check) or as a
+notification carrying another generation. Waiting blocks on the ZeroMQ socket;
+only rings that no supervisor announces fall back to watching the head with
+short sleeps (documented in docs/supervisor.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+from dpshm import registry
+from dpshm.bus import HeadSubscriber
+from dpshm.config import namespace_from_env
+from dpshm.errors import (
+    NoSupervisorError,
+    RingNotFoundError,
+    StreamNotFoundError,
+    SupervisorNotRunningError,
+)
+from dpshm.ring import list_rings
+
+log = logging.getLogger(__name__)
+
+POLL_FALLBACK_S = 0.002  # head polling period for rings without a supervisor
+CHECK_EVERY_S = 0.25  # registry stat() throttle; notifications of a new generation force it
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to attach to: a ring name, and the registry entry when supervised."""
+
+    ring: str
+    entry: registry.StreamEntry | None = None
+    endpoint: str | None = None
+
+
+class StreamLink:
+    """Registry lookup + head-update subscription for one consumer.
+
+    Parameters
+    ----------
+    name : str
+        LSL stream name, registry key, source_id or ring name.
+    source_id : str, optional
+        Disambiguates streams sharing a name.
+    namespace : str, optional
+        Supervisor namespace (default ``$DPSHM_NAMESPACE`` or ``"default"``).
+    """
+
+    _sub: HeadSubscriber | None = None
+
+    def __init__(self, name: str, source_id: str | None = None, namespace: str | None = None):
+        self.name = name
+        self.source_id = source_id
+        self.namespace = namespace_from_env() if namespace is None else namespace
+        self.target: Target | None = None
+        self.key: str | None = None  # registry key, fixed by the first lookup
+        self._reg_stamp: tuple[int, int] | None = None
+        self._sub_endpoint: str | None = None
+        self._reg_path = registry.namespace_dir(self.namespace, create=False) / "registry.json"
+        self._next_check = 0.0
+
+    # -- lookup -------------------------------------------------------------------------
+    def resolve(self) -> Target:
+        """Find the ring to attach now (see the class docstring for the order).
+
+        Raises
+        ------
+        StreamNotFoundError, AmbiguousStreamError
+            A supervisor runs but knows no such stream (the message lists the
+            known ones) or several of that name.
+        NoSupervisorError
+            No supervisor runs and no ring has that name.
+        """
+        self._reg_stamp = self._stamp()
+        try:
+            reg = registry.read_registry(self.namespace)
+        except SupervisorNotRunningError as exc:
+            if self.source_id is None and self.name in list_rings():
+                return self._set(Target(self.name))
+            raise NoSupervisorError(
+                f"cannot open stream {self.name!r}: {exc} (No shared-memory ring of that name "
+                f"exists either; existing rings: {list_rings()}.)"
+            ) from None
+        if self.key is not None:  # once found, follow that stream (not a same-named one)
+            entry = reg.streams.get(self.key)
+            if entry is None:
+                raise StreamNotFoundError(
+                    f"stream {self.name!r} ({self.key}) is not shared any more by the "
+                    f"supervisor of namespace {self.namespace!r}"
+                )
+            return self._set(Target(entry.ring, entry, reg.endpoints.get("heads")))
+        try:
+            entry = reg.find(self.name, self.source_id)
+        except StreamNotFoundError:
+            if self.source_id is None and self.name in list_rings():
+                return self._set(Target(self.name))
+            raise
+        self.key = entry.key
+        return self._set(Target(entry.ring, entry, reg.endpoints.get("heads")))
+
+    def _set(self, target: Target) -> Target:
+        self.target = target
+        if target.endpoint != self._sub_endpoint:
+            self._close_sub()
+            if target.endpoint and target.entry is not None:
+                self._sub = HeadSubscriber(target.endpoint, [target.entry.key])
+            self._sub_endpoint = target.endpoint
+        return target
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self._reg_path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns)
+
+    @property
+    def supervised(self) -> bool:
+        """True when a supervisor announced the attached stream."""
+        return self.target is not None and self.target.entry is not None
+
+    # -- change detection ---------------------------------------------------------------
+    def moved(self, force: bool = False) -> Target | None:
+        """Return the new target if the stream moved to another ring, else None.
+
+        Cheap when nothing changed: at most one ``stat()`` per
+        :data:`CHECK_EVERY_S`; ``force`` reads the registry now even if its
+        file looks unchanged (a notification carried another generation).
+        """
+        if not self.supervised:
+            return None
+        now = time.monotonic()
+        if not force and now < self._next_check:
+            return None
+        self._next_check = now + CHECK_EVERY_S
+        stamp = self._stamp()
+        if stamp == self._reg_stamp and not force:
+            return None
+        if stamp is None:  # supervisor gone: keep reading the old ring until one is back
+            self._reg_stamp = None
+            return None
+        old = self.target
+        try:
+            new = self.resolve()
+        except (SupervisorNotRunningError, StreamNotFoundError, RingNotFoundError):
+            self._reg_stamp = None  # try again next time
+            self.target = old
+            return None
+        if old is not None and new.ring == old.ring:
+            return None
+        log.info("stream %r moved from ring %r to %r", self.name, old and old.ring, new.ring)
+        return new
+
+    def invalidate(self) -> None:
+        """Make the next :meth:`moved` read the registry again."""
+        self._reg_stamp = None
+        self._next_check = 0.0
+
+    # -- waiting ------------------------------------------------------------------------
+    def wait(self, timeout: float, head_now, generation: int) -> str:
+        """Block until the stream's head passes ``head_now()`` or it moves.
+
+        Returns ``"data"``, ``"moved"`` or ``"timeout"``. ``head_now`` is a
+        callable returning the reader's current head target.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        sub = self._sub
+        while True:
+            remaining = deadline - time.monotonic()
+            if sub is None:
+                if head_now():
+                    return "data"
+                if remaining <= 0:
+                    return "timeout"
+                time.sleep(min(POLL_FALLBACK_S, remaining))
+                continue
+            updates = sub.wait(max(remaining, 0.0))
+            if not updates:
+                if self.moved() is not None:  # e.g. a new generation that sends nothing yet
+                    return "moved"
+                if head_now():
+                    return "data"
+                if time.monotonic() >= deadline:
+                    return "timeout"
+                continue
+            u = next(iter(updates.values()))
+            if u.generation != generation:
+                return "moved"
+            if head_now():
+                return "data"
+
+    # -- lifetime -----------------------------------------------------------------------
+    def _close_sub(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            sub.close()
+
+    def close(self) -> None:
+        """Close the subscription (idempotent)."""
+        self._close_sub()
+        self._sub_endpoint = None
