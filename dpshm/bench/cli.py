@@ -18,7 +18,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
         "EventLoop period error and CPU, and the UP round trip (vs dareplane-utils). Every "
         "figure is printed beside its baseline, measured in the same run, with the ratio "
         "dpshm/baseline. Baselines from dareplane-utils need: pip install 'dpshm[bench]'.",
-        epilog="The full suite takes about 4 minutes; close other programs for steadier "
+        epilog="The full suite takes about 3 minutes; close other programs for steadier "
         "figures. See docs/performance.md.",
     )
     p.add_argument(
