@@ -2,6 +2,9 @@
 
 Run: ``PYTHONPATH=. python benchmarks/bench_watcher.py``
 
+The ring-buffer figures at the end come from :mod:`dpshm.bench.copies` (the
+copy rows of ``dpshm bench``).
+
 Both watchers read the same loopback LSL outlet (64 channels, float32, 1 kHz
 nominal, 5 s buffer). Figures are medians (and p90) over many calls, measured
 interleaved in one run; ratios are ours / original (< 1 = we are faster). The
@@ -45,12 +48,15 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=10, help="rows per pushed chunk")
     args = ap.parse_args()
 
-    from dareplane_utils.general.ringbuffer import RingBuffer as OrigRing
-    from dareplane_utils.stream_watcher.lsl_stream_watcher import StreamWatcher as OrigSW
-
+    from dpshm.bench import copies
+    from dpshm.bench._common import import_original
     from dpshm.lsl import Outlet
-    from dpshm.ringbuffer import RingBuffer
     from dpshm.watcher import StreamWatcher
+
+    mod = import_original("dareplane_utils.stream_watcher.lsl_stream_watcher")
+    if mod is None:
+        raise SystemExit("the original needs dareplane-utils: pip install 'dpshm[bench]'")
+    OrigSW = mod.StreamWatcher
 
     silent = logging.Logger("silent", level=logging.CRITICAL)
     name = f"bench_{uuid.uuid4().hex[:8]}"
@@ -110,35 +116,13 @@ def main() -> None:
             ours.disconnect()
             orig.disconnect()
 
-    shape = (int(SRATE * BUF_S), N_CH)
-    rb, ob = RingBuffer(shape), OrigRing(shape)
-    ob.logger = silent
-    data = rng.standard_normal((shape[0] + 1234, N_CH)).astype(np.float32)
-    times = np.arange(len(data), dtype=np.float64)
-    rb.add_samples(data, times)
-    ob.add_samples(data, times)
-    assert np.array_equal(rb.unfold_buffer(), ob.unfold_buffer())
-    plain = np.ascontiguousarray(data[: shape[0]])
-    row(
-        "RingBuffer.unfold_buffer() 64x5000",
-        time_call(rb.unfold_buffer, args.reps * 3),
-        time_call(ob.unfold_buffer, args.reps * 3),
-    )
-    row(
-        "  baseline np.copy(5000x64) vs orig",
-        time_call(plain.copy, args.reps * 3),
-        time_call(ob.unfold_buffer, args.reps * 3),
-    )
-    row(
-        "RingBuffer.view() (zero-copy)",
-        time_call(rb.view, args.reps * 3),
-        time_call(ob.unfold_buffer, args.reps * 3),
-    )
-    row(
-        f"RingBuffer.add_samples({args.chunk} rows)",
-        time_call(lambda: rb.add_samples(chunk, times[: args.chunk]), args.reps * 3),
-        time_call(lambda: ob.add_samples(chunk, times[: args.chunk]), args.reps * 3),
-    )
+    # ring-buffer copies: the measuring code of `dpshm bench` (best-of timings)
+    print(f"\n{'figure (us per call, best of 5)':<44} {'ours':>9} {'baseline':>9} {'ratio':>7}")
+    for r in copies.measure(N_CH, SRATE, BUF_S):
+        if r.key.startswith("watcher_"):
+            base = "-" if r.baseline is None else f"{r.baseline:9.1f}"
+            ratio = "-" if r.ratio is None else f"{r.ratio:7.2f}"
+            print(f"{r.label:<44} {r.value:9.1f} {base:>9} {ratio:>7}  {r.needs or ''}")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def _dpshm_errors() -> set[str]:
     }
     classes = [
         node
-        for path in (ROOT / "dpshm").glob("*.py")
+        for path in (ROOT / "dpshm").rglob("*.py")
         for node in ast.walk(ast.parse(path.read_text()))
         if isinstance(node, ast.ClassDef)
     ]
@@ -73,7 +73,7 @@ def _module_constants(tree: ast.Module) -> dict[str, ast.AST]:
 def _raised_messages() -> list[tuple[str, str, str]]:
     """(location, error class, longest literal fragment) of every DpshmError constructed."""
     found = []
-    for path in sorted((ROOT / "dpshm").glob("*.py")):
+    for path in sorted((ROOT / "dpshm").rglob("*.py")):
         tree = ast.parse(path.read_text(), str(path))
         consts = _module_constants(tree)
         for node in ast.walk(tree):  # every construction, raised at once or returned
@@ -97,7 +97,7 @@ def _raised_messages() -> list[tuple[str, str, str]]:
 def _server_error_replies() -> list[tuple[str, str]]:
     """(location, longest literal fragment) of every ``self._error(conn, ...)`` text."""
     found = []
-    for path in sorted((ROOT / "dpshm").glob("*.py")):
+    for path in sorted((ROOT / "dpshm").rglob("*.py")):
         tree = ast.parse(path.read_text(), str(path))
         for node in ast.walk(tree):
             if (

@@ -1,0 +1,140 @@
+"""What every benchmark of :mod:`dpshm.bench` shares: the result row, timing
+statistics and the import of the original dareplane-utils (an optional extra).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import math
+import os
+import timeit
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+#: Shown instead of a baseline that needs the original dareplane-utils.
+NEEDS_ORIGINAL = "baseline needs: pip install 'dpshm[bench]'"
+
+
+@dataclass
+class Row:
+    """One line of the ``dpshm bench`` table.
+
+    Attributes
+    ----------
+    key : str
+        Stable identifier (``"fanout_cpu/64ch@1kHz/N=4"``), also the JSON key.
+    label : str
+        What is measured, as printed.
+    unit : str
+        Unit of ``value`` and ``baseline`` (``"us"``, ``"ms"``, ``"%"``).
+    value : float or None
+        The dpshm figure (``None`` when it could not be measured: see ``needs``).
+    baseline_label : str
+        What the baseline is.
+    baseline : float or None
+        The baseline figure, measured in the same run.
+    needs : str or None
+        Why a figure is missing and how to get it (printed in its place).
+    extra : dict
+        Further raw figures (JSON only).
+    """
+
+    key: str
+    label: str
+    unit: str
+    value: float | None
+    baseline_label: str
+    baseline: float | None
+    needs: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        """``value / baseline`` (absolute values), or ``None`` if either is missing."""
+        if self.value is None or self.baseline is None:
+            return None
+        v, b = abs(self.value), abs(self.baseline)
+        if b == 0 or math.isnan(v) or math.isnan(b):
+            return None
+        return v / b
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (the ratio included)."""
+        return {**asdict(self), "ratio": self.ratio}
+
+
+def best_us(func: Callable[[], object], repeat: int, budget_s: float = 0.05) -> float:
+    """Best per-call time of ``func`` in microseconds over ``repeat`` runs.
+
+    Each run calls ``func`` as often as fits into about ``budget_s`` seconds
+    (estimated from a few calibration calls, which also warm the caches).
+    """
+    timer = timeit.Timer(func)
+    probe = min(timer.repeat(repeat=3, number=1))
+    number = max(1, int(budget_s / max(probe, 1e-7)))
+    return min(timer.repeat(repeat=repeat, number=number)) / number * 1e6
+
+
+def percentiles(samples: Any, scale: float = 1.0) -> tuple[float, float]:
+    """``(p50, p99)`` of ``samples`` times ``scale`` (``nan`` when empty)."""
+    a = np.asarray(samples, dtype=np.float64)
+    if a.size == 0:
+        return float("nan"), float("nan")
+    p50, p99 = np.percentile(a, [50, 99]) * scale
+    return float(p50), float(p99)
+
+
+@contextlib.contextmanager
+def _logging_untouched() -> Iterator[None]:
+    """Undo what ``logging.config.dictConfig`` changes (root handlers and level,
+    every logger's ``disabled`` flag); handlers added meanwhile are closed."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    disabled = {
+        name: lg.disabled
+        for name, lg in logging.Logger.manager.loggerDict.items()
+        if isinstance(lg, logging.Logger)
+    }
+    try:
+        yield
+    finally:
+        for h in root.handlers[:]:
+            if h not in handlers:
+                root.removeHandler(h)
+                h.close()
+        for h in handlers:
+            if h not in root.handlers:
+                root.addHandler(h)
+        root.setLevel(level)
+        for name, lg in list(logging.Logger.manager.loggerDict.items()):
+            if isinstance(lg, logging.Logger):
+                lg.disabled = disabled.get(name, False)
+
+
+def import_original(module: str) -> ModuleType | None:
+    """Import a module of the original dareplane-utils, or ``None`` if it is absent.
+
+    The original configures the root logger when imported (a console handler, a
+    socket handler to port 9020, every existing logger disabled); that is undone
+    here so that importing the baseline changes nothing for the caller.
+    """
+    with _logging_untouched():
+        try:
+            return importlib.import_module(module)
+        except ImportError:
+            return None
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """Environment for benchmark subprocesses: they import this very ``dpshm``
+    (also from a checkout that is not installed), plus ``extra`` variables."""
+    root = str(Path(__file__).resolve().parents[2])
+    pp = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": root + (os.pathsep + pp if pp else ""), **extra}
