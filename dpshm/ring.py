@@ -381,9 +381,10 @@ class SharedRing:
                 f"ring {ring_name(seg)!r} is still being created; retry"
             ) from None
         if len(mm) < HEADER_SIZE:
+            size = len(mm)
             mm.close()
             raise RingFormatError(
-                f"segment {seg!r} ({len(mm)} bytes) is too small to be a dpshm ring; remove it "
+                f"segment {seg!r} ({size} bytes) is too small to be a dpshm ring; remove it "
                 f"with dpshm.ring.unlink_ring({ring_name(seg)!r}, force=True)"
             )
         try:

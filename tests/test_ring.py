@@ -270,6 +270,19 @@ def test_foreign_segment_wrong_magic(unique_name):
             _posixshmem.shm_unlink("/" + seg)
 
 
+def test_segment_too_small_to_be_a_ring(unique_name):
+    seg = segment_name(unique_name)
+    fd = _posixshmem.shm_open("/" + seg, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        os.write(fd, b"\x00" * 100)
+        with pytest.raises(RingFormatError, match=r"\(100 bytes\) is too small.*force=True"):
+            SharedRing.attach(unique_name)
+    finally:
+        os.close(fd)
+        if _seg_exists(unique_name):
+            _posixshmem.shm_unlink("/" + seg)
+
+
 def test_wrong_layout_version(make_ring):
     ring = make_ring()
     path = f"/dev/shm/{segment_name(ring.name)}"
