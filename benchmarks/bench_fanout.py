@@ -3,7 +3,8 @@
 Compares, in one run and side by side:
 
 (a) dpshm: ``dpshm up`` + N processes with ``SharedStreamView`` (wake on the
-    ZeroMQ notification, take in the new rows, copy a 1 s window);
+    doorbell -- or ZeroMQ with ``--wake zmq`` -- take in the new rows, copy a
+    1 s window: ``get_window(copy=True)``, or a zero-copy view with ``--window view``);
 (b) Dareplane: N processes, each with the ORIGINAL ``dareplane_utils``
     ``StreamWatcher`` (its own LSL inlet), calling ``update()`` and copying a
     1 s window every 10 ms;
@@ -20,6 +21,7 @@ Usage::
 
     python benchmarks/bench_fanout.py            # 64ch@1kHz and 256ch@2kHz, N=1,2,4,8
     python benchmarks/bench_fanout.py --quick    # 64ch@1kHz, N=1,8, short runs
+    python benchmarks/bench_fanout.py --repeat 3 --wake both   # medians; + a ZeroMQ arm
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def role_dpshm(a: argparse.Namespace) -> None:
             if not v.wait(0.1):
                 continue
             v.update()
-            _, ts = v.get_window(seconds=WINDOW_S, copy=True)
+            _, ts = v.get_window(seconds=WINDOW_S, copy=a.window != "view")
             now = lsl.local_clock()
             if now >= a.t_start and len(ts):
                 lat.append(now - float(ts[-1]))
@@ -204,13 +206,29 @@ def _shared(registry, ns: str, name: str) -> bool:
         return False
 
 
-def run_case(mode: str, n: int, channels: int, rate: float, seconds: float, tmp: Path) -> dict:
-    """One measurement: returns CPU % (consumers + supervisor), outlet CPU %, latencies."""
+def run_case(
+    mode: str,
+    n: int,
+    channels: int,
+    rate: float,
+    seconds: float,
+    tmp: Path,
+    wake: str | None = None,
+    window: str = "copy",
+) -> dict:
+    """One measurement: returns CPU % (consumers + supervisor), outlet CPU %, latencies.
+
+    ``wake`` sets ``DPSHM_WAKE`` for dpshm's consumers (None: the default,
+    doorbell on Linux); ``window`` is ``"copy"`` (``get_window(copy=True)``,
+    the same work as the reference's ``unfold_buffer``) or ``"view"``.
+    """
     from dpshm import registry
 
     name = f"bench{uuid.uuid4().hex[:8]}"
     ns = f"bench{uuid.uuid4().hex[:6]}"
     env = dict(os.environ, DPSHM_NAMESPACE=ns, PYTHONPATH=str(REPO))
+    if wake:
+        env["DPSHM_WAKE"] = wake
     children: list[Child] = []
     outlet = Child(_me("outlet", name=name, channels=channels, rate=rate), env)
     try:
@@ -237,7 +255,7 @@ def run_case(mode: str, n: int, channels: int, rate: float, seconds: float, tmp:
             outs.append(out)
             c = Child(
                 _me(mode, name=name, t_start=t_start, t_end=t_end, out=out, channels=channels,
-                    rate=rate),
+                    rate=rate, window=window),
                 env,
             )  # fmt: skip
             children.append(c)
@@ -258,8 +276,10 @@ def run_case(mode: str, n: int, channels: int, rate: float, seconds: float, tmp:
         for o in outs:
             lat += json.loads(o.read_text())["lat"]
         lat_ms = np.asarray(lat) * 1e3
+        sup_cpu = 100 * (cpu1[0] - cpu0[0]) / wall if mode == "dpshm" else 0.0
         return {
             "cpu": 100 * (sum(cpu1) - sum(cpu0)) / wall,
+            "sup_cpu": sup_cpu,
             "outlet_cpu": 100 * (out1 - out0) / wall,
             "p50": float(np.percentile(lat_ms, 50)) if len(lat_ms) else float("nan"),
             "p99": float(np.percentile(lat_ms, 99)) if len(lat_ms) else float("nan"),
@@ -284,6 +304,20 @@ def main() -> None:
     for k in ("t-start", "t-end", "rate"):
         p.add_argument(f"--{k}", type=float, help=argparse.SUPPRESS)
     p.add_argument("--channels", type=int, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--window",
+        choices=("copy", "view"),
+        default="copy",
+        help="dpshm consumers take get_window(copy=True) (default: the reference's work) "
+        "or a zero-copy view",
+    )
+    p.add_argument(
+        "--wake",
+        choices=("doorbell", "zmq", "both"),
+        default="doorbell",
+        help="dpshm consumers' wake path (DPSHM_WAKE); 'both' adds a ZeroMQ column",
+    )
+    p.add_argument("--repeat", type=int, default=1, help="runs per cell; medians are shown")
     a = p.parse_args()
     if a.role:
         ROLES[a.role](a)
@@ -293,23 +327,42 @@ def main() -> None:
     ns = [1, 8] if a.quick else [int(x) for x in a.ns.split(",")]
     seconds = a.seconds or (3.0 if a.quick else 6.0)
     print(f"fan-out benchmark: {seconds:g} s per run, 10 ms chunks, 1 s window per wake/10 ms")
+    copy_arg = "copy=True" if a.window == "copy" else "copy=False"
+    print(
+        f"dpshm consumers: wake {a.wake}, get_window({copy_arg}); "
+        f"medians of {a.repeat} run(s); CPU in % of one core (dpshm: supervisor share in ())"
+    )
     print(f"machine: {psutil.cpu_count()} cores, python {sys.version.split()[0]}\n")
+    zmq_col = f" {'zmq CPU%':>9}" if a.wake == "both" else ""
     hdr = (
-        f"{'stream':<12} {'N':>2} | {'dpshm CPU%':>10} {'dareplane CPU%':>14} {'ratio':>6} | "
-        f"{'dpshm p50/p99 ms':>17} {'dareplane p50/p99':>18} {'direct p50/p99':>15} | "
+        f"{'stream':<12} {'N':>2} | {'dpshm CPU% (sup)':>16}{zmq_col} {'dareplane CPU%':>14} "
+        f"{'ratio':>6} | {'dpshm p50/p99 ms':>17} {'dareplane p50/p99':>18} "
+        f"{'direct p50/p99':>15} | "
         f"{'outlet CPU% dpshm/dp':>20}"
     )
     print(hdr)
     print("-" * len(hdr))
+    wake = None if a.wake == "both" else a.wake
+
+    def med(runs: list[dict]) -> dict:
+        return {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
+
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         for ch, rate in cases:
-            direct = run_case("direct", 1, ch, rate, seconds, tmp)
+            direct = med([run_case("direct", 1, ch, rate, seconds, tmp) for _ in range(a.repeat)])
             for n in ns:
-                r_a = run_case("dpshm", n, ch, rate, seconds, tmp)
-                r_b = run_case("dareplane", n, ch, rate, seconds, tmp)
+                ra, rb, rz = [], [], []
+                for _ in range(a.repeat):  # interleaved, so drifting load hits every arm
+                    ra.append(run_case("dpshm", n, ch, rate, seconds, tmp, wake, a.window))
+                    rb.append(run_case("dareplane", n, ch, rate, seconds, tmp))
+                    if a.wake == "both":
+                        rz.append(run_case("dpshm", n, ch, rate, seconds, tmp, "zmq", a.window))
+                r_a, r_b = med(ra), med(rb)
+                zcell = f" {med(rz)['cpu']:>9.1f}" if rz else ""
                 print(
-                    f"{f'{ch}ch@{rate / 1000:g}kHz':<12} {n:>2} | {r_a['cpu']:>10.1f} "
+                    f"{f'{ch}ch@{rate / 1000:g}kHz':<12} {n:>2} | "
+                    f"{r_a['cpu']:>9.1f} ({r_a['sup_cpu']:>4.1f}){zcell} "
                     f"{r_b['cpu']:>14.1f} {r_a['cpu'] / r_b['cpu']:>6.2f} | "
                     f"{r_a['p50']:>7.2f}/{r_a['p99']:<9.2f} {r_b['p50']:>8.2f}/{r_b['p99']:<9.2f} "
                     f"{direct['p50']:>6.2f}/{direct['p99']:<8.2f} | "
