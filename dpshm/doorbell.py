@@ -109,7 +109,7 @@ class DoorbellServer:
                 f"cannot bind doorbell address {address!r}: {exc}. Is another supervisor "
                 "using this namespace and run id?"
             ) from None
-        sock.settimeout(RECV_TIMEOUT_S)
+        sock.setblocking(False)  # ring() must never wait; the control thread polls
         self._sock = sock
         self._thread = threading.Thread(target=self._serve, name="dpshm-doorbell", daemon=True)
         self._thread.start()
@@ -121,10 +121,14 @@ class DoorbellServer:
     def _serve(self) -> None:
         sock = self._sock
         assert sock is not None
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
         while not self._stop.is_set():
+            if not poller.poll(int(RECV_TIMEOUT_S * 1000)):
+                continue
             try:
                 msg, addr = sock.recvfrom(MAX_MESSAGE)
-            except (TimeoutError, socket.timeout):  # noqa: UP041 (3.10: distinct classes)
+            except BlockingIOError:
                 continue
             except OSError:
                 if self._stop.is_set():
@@ -157,6 +161,8 @@ class DoorbellServer:
                 n += 1
             except BlockingIOError:  # its queue is full: it is awake and will read the ring
                 n += 1
+            except ConnectionRefusedError:  # its process is gone (even by SIGKILL)
+                gone.append(addr)
             except OSError as exc:
                 if exc.errno in _GONE:
                     gone.append(addr)

@@ -92,6 +92,7 @@ class StreamLink:
         self.namespace = namespace_from_env() if namespace is None else namespace
         self.target: Target | None = None
         self.key: str | None = None  # registry key, fixed by the first lookup
+        self.attached: str | None = None  # ring the view attached (set by the view)
         self._reg_stamp: tuple[int, int] | None = None
         self._sub_endpoint: str | None = None
         self._reg_path = registry.namespace_dir(self.namespace, create=False) / "registry.json"
@@ -193,7 +194,10 @@ class StreamLink:
             self._reg_stamp = None  # try again next time
             self.target = old
             return None
-        if old is not None and new.ring == old.ring:
+        # compare with the ring the view holds: an earlier moved() may have seen the
+        # move already (wait() reports it, then the view asks again to re-attach)
+        current = self.attached if self.attached is not None else (old and old.ring)
+        if new.ring == current:
             return None
         log.info("stream %r moved from ring %r to %r", self.name, old and old.ring, new.ring)
         return new
