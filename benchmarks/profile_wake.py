@@ -62,11 +62,29 @@ def consume(name: str, seconds: float, copy: bool) -> dict[str, float]:
             wakes += 1
         proc = time.process_time_ns() - p0
         wall = time.perf_counter() - w0
+        hot = warm_costs(v, copy)
     per = {k: v / max(wakes, 1) / 1e3 for k, v in acc.items()}
     per["process"] = proc / max(wakes, 1) / 1e3
     per["wakes_per_s"] = wakes / wall
     per["cpu_pct"] = 100 * proc / 1e9 / wall
+    per.update(hot)
     return per
+
+
+def warm_costs(v, copy: bool, n: int = 2000) -> dict[str, float]:
+    """The same calls in a hot loop (no sleep between them), µs per call: the
+    Python work itself, without the cache misses of a process that just woke."""
+    out = {}
+    for label, fn in (
+        ("hot_wait", lambda: v.wait(0)),  # head check + registry throttle, no sleep
+        ("hot_update", v.update),  # no new rows: bookkeeping only
+        ("hot_window", lambda: v.get_window(seconds=bf.WINDOW_S, copy=copy)),
+    ):
+        t0 = time.perf_counter_ns()
+        for _ in range(n):
+            fn()
+        out[label] = (time.perf_counter_ns() - t0) / n / 1e3
+    return out
 
 
 def main() -> None:
@@ -97,7 +115,8 @@ def main() -> None:
             time.sleep(0.05)
         print(f"{a.channels} ch @ {a.rate:g} Hz, {a.seconds:g} s per row; µs of CPU per wake")
         print(f"{'wake path':<10} {'window':<7} | {'wait':>6} {'update':>7} {'window':>7} "
-              f"{'thread':>7} {'process':>8} | {'wakes/s':>7} {'CPU %':>6}")  # fmt: skip
+              f"{'thread':>7} {'process':>8} | {'wakes/s':>7} {'CPU %':>6} | "
+              f"hot loop: wait/update/window")  # fmt: skip
         for wake in ("zmq", "doorbell"):
             os.environ["DPSHM_WAKE"] = wake
             for copy in (True, False):
@@ -106,7 +125,8 @@ def main() -> None:
                 print(
                     f"{wake:<10} {'copy' if copy else 'view':<7} | {r['wait']:>6.1f} "
                     f"{r['update']:>7.1f} {r['window']:>7.1f} {thread:>7.1f} "
-                    f"{r['process']:>8.1f} | {r['wakes_per_s']:>7.1f} {r['cpu_pct']:>6.2f}",
+                    f"{r['process']:>8.1f} | {r['wakes_per_s']:>7.1f} {r['cpu_pct']:>6.2f} | "
+                    f"{r['hot_wait']:.1f}/{r['hot_update']:.1f}/{r['hot_window']:.1f}",
                     flush=True,
                 )
     finally:
