@@ -95,6 +95,7 @@ class StreamLink:
         self.attached: str | None = None  # ring the view attached (set by the view)
         self._reg_stamp: tuple[int, int] | None = None
         self._sub_endpoint: str | None = None
+        self._heads: str | None = None  # ZeroMQ head updates (fallback of the doorbell)
         self._reg_path = registry.namespace_dir(self.namespace, create=False) / "registry.json"
         self._next_check = 0.0
         self.wake = wake_path()
@@ -139,21 +140,30 @@ class StreamLink:
         return self._set(Target(entry.ring, entry, self._endpoint(reg)))
 
     def _endpoint(self, reg: registry.Registry) -> str | None:
+        self._heads = reg.endpoints.get("heads")
         if self.wake == "doorbell" and reg.endpoints.get("doorbell"):
             return reg.endpoints["doorbell"]
-        return reg.endpoints.get("heads")
+        return self._heads
 
     def _set(self, target: Target) -> Target:
         self.target = target
         if target.endpoint != self._sub_endpoint:
             self._close_sub()
             if target.endpoint and target.entry is not None:
-                if target.endpoint.startswith(("ipc://", "tcp://")):
-                    self._sub = HeadSubscriber(target.endpoint, [target.entry.key])
-                else:
-                    self._sub = doorbell.Doorbell(target.endpoint, target.entry.key)
+                self._sub = self._subscribe(target.endpoint, target.entry.key)
             self._sub_endpoint = target.endpoint
         return target
+
+    def _subscribe(self, endpoint: str, key: str) -> HeadSubscriber | doorbell.Doorbell | None:
+        if not endpoint.startswith(("ipc://", "tcp://")):
+            try:
+                return doorbell.Doorbell(endpoint, key)
+            except OSError as exc:
+                log.warning("no doorbell for %r (%s); waking on ZeroMQ", self.name, exc)
+                if not self._heads:
+                    return None
+                endpoint = self._heads
+        return HeadSubscriber(endpoint, [key])
 
     def _stamp(self) -> tuple[int, int] | None:
         try:

@@ -96,7 +96,10 @@ class Supervisor:
             self.heads = HeadPublisher(heads_ep)
             self.logs = LogPublisher(logs_ep)
             if DOORBELLS:
-                self.doorbell = DoorbellServer(control_address(ns, self.run_id))
+                try:
+                    self.doorbell = DoorbellServer(control_address(ns, self.run_id))
+                except OSError as exc:  # consumers then wake on ZeroMQ
+                    log.warning("no doorbells (%s); consumers wake on ZeroMQ", exc)
             self._handler = self.logs.handler()
             logging.getLogger("dpshm").addHandler(self._handler)
             self.started = time.time()
