@@ -5,7 +5,7 @@ selected stream. Its thread connects an inlet (``recover=False`` so a vanished
 outlet shows at once), creates the ring from the inlet's full stream info
 (channel labels), then loops: pull with ``dest_obj`` into a preallocated chunk
 buffer (blocking up to :data:`PULL_TIMEOUT_S` for the first sample), write the
-chunk into the ring, publish a head update. It
+chunk into the ring, ring the local consumers' doorbells, publish a head update. It
 
 * marks the stream stale (ring header flag + registry) when the outlet goes,
   keeping the ring, and resumes when the resolver offers an outlet with the
@@ -236,6 +236,9 @@ class Feed:
         ts = self._ts[:n]
         head = ring.write(self._data[:n], ts)
         newest = float(ts[-1])
+        bell = self.sup.doorbell
+        if bell is not None:
+            bell.ring(self.key, self.generation)
         self.sup.heads.publish(self.key, head, self.generation, newest)
         self._count_since += n
         srate = ring.srate

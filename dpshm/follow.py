@@ -2,15 +2,23 @@
 
 A :class:`StreamLink` turns what the user asked for (an LSL stream name, a
 source_id, or a plain ring name) into the ring to attach, subscribes to that
-stream's head updates on the bus, and tells the view when to re-attach:
+stream's wake-ups, and tells the view when to re-attach:
 
 * the supervisor bumped the stream's generation (its format changed), or
 * the supervisor was restarted (its rings are new),
 
-both seen as a changed ``registry.json`` (one ``stat()`` per check) or as a
-notification carrying another generation. Waiting blocks on the ZeroMQ socket;
-only rings that no supervisor announces fall back to watching the head with
-short sleeps (documented in docs/supervisor.md).
+both seen as a changed ``registry.json`` (one ``stat()`` at most every
+:data:`CHECK_EVERY_S`, only while no wake-up comes) or as a wake-up carrying
+another generation.
+
+Wake path (one choice, documented in docs/supervisor.md): on Linux a
+supervised view waits on a :class:`~dpshm.doorbell.Doorbell` (an abstract UNIX
+datagram socket the supervisor rings after each write); elsewhere, or with
+``DPSHM_WAKE=zmq``, on the ZeroMQ head updates. While no bell comes the
+subscription is re-sent every :data:`CHECK_EVERY_S` (the supervisor ignores
+duplicates), so a restarted supervisor or a lost subscription costs latency,
+never data. Rings that no supervisor announces fall back to watching the head
+with short sleeps.
 """
 
 from __future__ import annotations
@@ -20,10 +28,11 @@ import os
 import time
 from dataclasses import dataclass
 
-from dpshm import registry
+from dpshm import doorbell, registry
 from dpshm.bus import HeadSubscriber
 from dpshm.config import namespace_from_env
 from dpshm.errors import (
+    ConfigError,
     NoSupervisorError,
     RingNotFoundError,
     StreamNotFoundError,
@@ -35,6 +44,22 @@ log = logging.getLogger(__name__)
 
 POLL_FALLBACK_S = 0.002  # head polling period for rings without a supervisor
 CHECK_EVERY_S = 0.25  # registry stat() throttle; notifications of a new generation force it
+ENV_WAKE = "DPSHM_WAKE"  # "doorbell" (default where available) or "zmq"
+WAKE_CHOICES = ("doorbell", "zmq")
+
+
+def wake_path(env: dict[str, str] | None = None) -> str:
+    """The wake path consumers use: ``$DPSHM_WAKE``, else doorbell where available."""
+    env = os.environ if env is None else env
+    want = env.get(ENV_WAKE, "").strip().lower()
+    if want and want not in WAKE_CHOICES:
+        raise ConfigError(
+            f"${ENV_WAKE}={env[ENV_WAKE]!r} is not a wake path; use one of {WAKE_CHOICES} "
+            "or unset it"
+        )
+    if want == "zmq" or not doorbell.AVAILABLE:
+        return "zmq"
+    return "doorbell"
 
 
 @dataclass(frozen=True)
@@ -43,7 +68,7 @@ class Target:
 
     ring: str
     entry: registry.StreamEntry | None = None
-    endpoint: str | None = None
+    endpoint: str | None = None  # ZeroMQ head updates, or the doorbell control address
 
 
 class StreamLink:
@@ -59,7 +84,7 @@ class StreamLink:
         Supervisor namespace (default ``$DPSHM_NAMESPACE`` or ``"default"``).
     """
 
-    _sub: HeadSubscriber | None = None
+    _sub: HeadSubscriber | doorbell.Doorbell | None = None
 
     def __init__(self, name: str, source_id: str | None = None, namespace: str | None = None):
         self.name = name
@@ -67,10 +92,13 @@ class StreamLink:
         self.namespace = namespace_from_env() if namespace is None else namespace
         self.target: Target | None = None
         self.key: str | None = None  # registry key, fixed by the first lookup
+        self.attached: str | None = None  # ring the view attached (set by the view)
         self._reg_stamp: tuple[int, int] | None = None
         self._sub_endpoint: str | None = None
+        self._heads: str | None = None  # ZeroMQ head updates (fallback of the doorbell)
         self._reg_path = registry.namespace_dir(self.namespace, create=False) / "registry.json"
         self._next_check = 0.0
+        self.wake = wake_path()
 
     # -- lookup -------------------------------------------------------------------------
     def resolve(self) -> Target:
@@ -101,7 +129,7 @@ class StreamLink:
                     f"stream {self.name!r} ({self.key}) is not shared any more by the "
                     f"supervisor of namespace {self.namespace!r}"
                 )
-            return self._set(Target(entry.ring, entry, reg.endpoints.get("heads")))
+            return self._set(Target(entry.ring, entry, self._endpoint(reg)))
         try:
             entry = reg.find(self.name, self.source_id)
         except StreamNotFoundError:
@@ -109,16 +137,33 @@ class StreamLink:
                 return self._set(Target(self.name))
             raise
         self.key = entry.key
-        return self._set(Target(entry.ring, entry, reg.endpoints.get("heads")))
+        return self._set(Target(entry.ring, entry, self._endpoint(reg)))
+
+    def _endpoint(self, reg: registry.Registry) -> str | None:
+        self._heads = reg.endpoints.get("heads")
+        if self.wake == "doorbell" and reg.endpoints.get("doorbell"):
+            return reg.endpoints["doorbell"]
+        return self._heads
 
     def _set(self, target: Target) -> Target:
         self.target = target
         if target.endpoint != self._sub_endpoint:
             self._close_sub()
             if target.endpoint and target.entry is not None:
-                self._sub = HeadSubscriber(target.endpoint, [target.entry.key])
+                self._sub = self._subscribe(target.endpoint, target.entry.key)
             self._sub_endpoint = target.endpoint
         return target
+
+    def _subscribe(self, endpoint: str, key: str) -> HeadSubscriber | doorbell.Doorbell | None:
+        if not endpoint.startswith(("ipc://", "tcp://")):
+            try:
+                return doorbell.Doorbell(endpoint, key)
+            except OSError as exc:
+                log.warning("no doorbell for %r (%s); waking on ZeroMQ", self.name, exc)
+                if not self._heads:
+                    return None
+                endpoint = self._heads
+        return HeadSubscriber(endpoint, [key])
 
     def _stamp(self) -> tuple[int, int] | None:
         try:
@@ -159,7 +204,10 @@ class StreamLink:
             self._reg_stamp = None  # try again next time
             self.target = old
             return None
-        if old is not None and new.ring == old.ring:
+        # compare with the ring the view holds: an earlier moved() may have seen the
+        # move already (wait() reports it, then the view asks again to re-attach)
+        current = self.attached if self.attached is not None else (old and old.ring)
+        if new.ring == current:
             return None
         log.info("stream %r moved from ring %r to %r", self.name, old and old.ring, new.ring)
         return new
@@ -174,7 +222,7 @@ class StreamLink:
         """Block until the stream's head passes ``head_now()`` or it moves.
 
         Returns ``"data"``, ``"moved"`` or ``"timeout"``. ``head_now`` is a
-        callable returning the reader's current head target.
+        callable returning True when the reader has new rows.
         """
         deadline = time.monotonic() + max(0.0, timeout)
         sub = self._sub
@@ -187,20 +235,29 @@ class StreamLink:
                     return "timeout"
                 time.sleep(min(POLL_FALLBACK_S, remaining))
                 continue
-            updates = sub.wait(max(remaining, 0.0))
-            if not updates:
+            gen = self._wake_one(sub, min(max(remaining, 0.0), CHECK_EVERY_S))
+            if gen is None:  # quiet: look at the registry, the head, re-subscribe
                 if self.moved() is not None:  # e.g. a new generation that sends nothing yet
                     return "moved"
                 if head_now():
                     return "data"
                 if time.monotonic() >= deadline:
                     return "timeout"
+                if isinstance(sub, doorbell.Doorbell):
+                    sub.subscribe()
                 continue
-            u = next(iter(updates.values()))
-            if u.generation != generation:
+            if gen != generation:
                 return "moved"
             if head_now():
                 return "data"
+
+    @staticmethod
+    def _wake_one(sub: HeadSubscriber | doorbell.Doorbell, timeout: float) -> int | None:
+        """Wait for one wake-up; the newest generation it announced, or None."""
+        if isinstance(sub, doorbell.Doorbell):
+            return sub.wait(timeout)
+        updates = sub.wait(timeout)
+        return next(iter(updates.values())).generation if updates else None
 
     # -- lifetime -----------------------------------------------------------------------
     def _close_sub(self) -> None:

@@ -20,7 +20,9 @@ holder dies, even by SIGKILL, so a crashed supervisor never blocks the next one.
       "pid": 1234, "pid_create_time": 1700000000.12,   # supervisor process
       "started": 1700000000.5,                         # time.time()
       "updated": 1700000003.5,
-      "endpoints": {"heads": "ipc://...", "logs": "ipc://..."},
+      "endpoints": {"heads": "ipc://...", "logs": "ipc://...",
+                    "doorbell": "dpshm-1000-default-4242-1a2b3c"},  # Linux: abstract
+                                                     # address, see dpshm.doorbell
       "streams": {
         "<key>": {                                   # key: unique per source
           "name": "eeg", "type": "EEG", "source_id": "amp-1", "hostname": "...",

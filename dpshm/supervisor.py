@@ -6,8 +6,9 @@ enforces it). It
 * resolves LSL streams every ``resolve_interval_s`` and starts one
   :class:`~dpshm.feed.Feed` (a thread with one inlet and one ring) per selected stream;
 * pulls with ``dest_obj`` into a preallocated chunk buffer, writes the chunk into
-  the ring, then publishes a head update (stream, head, generation, newest
-  timestamp) on the bus;
+  the ring, rings the doorbell of every local consumer of that stream
+  (:mod:`dpshm.doorbell`, Linux) and publishes a head update (stream, head,
+  generation, newest timestamp) on the ZeroMQ bus (tools, other hosts, non-Linux);
 * marks a stream stale (ring header flag + registry) when its outlet vanishes,
   keeps the ring, and resumes writing when an outlet with the same source_id
   returns; a changed format (channels, channel format, rate) gets a new ring
@@ -32,6 +33,8 @@ from typing import Any
 from dpshm import lsl, registry
 from dpshm.bus import HeadPublisher, LogPublisher, ZmqLogHandler
 from dpshm.config import StreamSelector, SupervisorConfig
+from dpshm.doorbell import AVAILABLE as DOORBELLS
+from dpshm.doorbell import DoorbellServer, control_address
 from dpshm.feed import JOIN_TIMEOUT_S, Feed, stream_key
 from dpshm.ring import SEGMENT_PREFIX, SHM_DIR, ring_info, unlink_ring
 
@@ -55,6 +58,7 @@ class Supervisor:
     _lock: registry.SupervisorLock | None = None
     heads: HeadPublisher | None = None
     logs: LogPublisher | None = None
+    doorbell: DoorbellServer | None = None
     _handler: ZmqLogHandler | None = None
     _closed = True
 
@@ -91,6 +95,11 @@ class Supervisor:
                 heads_ep, logs_ep = f"ipc://{nsdir}/heads.ipc", f"ipc://{nsdir}/logs.ipc"
             self.heads = HeadPublisher(heads_ep)
             self.logs = LogPublisher(logs_ep)
+            if DOORBELLS:
+                try:
+                    self.doorbell = DoorbellServer(control_address(ns, self.run_id))
+                except OSError as exc:  # consumers then wake on ZeroMQ
+                    log.warning("no doorbells (%s); consumers wake on ZeroMQ", exc)
             self._handler = self.logs.handler()
             logging.getLogger("dpshm").addHandler(self._handler)
             self.started = time.time()
@@ -231,6 +240,7 @@ class Supervisor:
                 "endpoints": {
                     "heads": self.heads.endpoint if self.heads else "",
                     "logs": self.logs.endpoint if self.logs else "",
+                    **({"doorbell": self.doorbell.address} if self.doorbell else {}),
                 },
                 "streams": streams,
             },
@@ -296,7 +306,7 @@ class Supervisor:
         if self._handler is not None:
             logging.getLogger("dpshm").removeHandler(self._handler)
             self._handler = None
-        for pub in (self.heads, self.logs):
+        for pub in (self.heads, self.logs, self.doorbell):
             if pub is not None:
                 pub.close()
         lock, self._lock = self._lock, None

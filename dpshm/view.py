@@ -114,7 +114,9 @@ class SharedStreamView:
             if link is not None:
                 link.close()
             link = self._link = StreamLink(name, namespace=ns)
-        ring = SharedRing.attach(link.resolve().ring)
+        target = link.resolve()
+        ring = SharedRing.attach(target.ring)
+        link.attached = target.ring
         old, self._ring = self._ring, ring
         if old is not None:
             old.close()
@@ -327,9 +329,10 @@ class SharedStreamView:
     def wait(self, timeout: float = 1.0) -> bool:
         """Block until samples newer than the read cursor exist, at most ``timeout`` s.
 
-        A supervised view sleeps on its ZeroMQ head notifications (no
-        polling) and drains every queued one on waking; a ring without a
-        supervisor is checked every 2 ms. Re-attaches when the stream moved
+        A supervised view sleeps on its doorbell (Linux; ZeroMQ head
+        notifications elsewhere or with ``DPSHM_WAKE=zmq``: no polling) and
+        drains every queued wake-up on waking; a ring without a supervisor is
+        checked every 2 ms. Re-attaches when the stream moved
         (see the class notes).
 
         Returns
@@ -344,16 +347,19 @@ class SharedStreamView:
             raise ValueError(f"SharedStreamView {self.name!r} is closed")
         self._follow()
         while True:
-            if self.ring.head > self._cursor:
+            if self._has_new():  # checked before sleeping: a lost wake-up costs no data
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            got = link.wait(remaining, lambda: self.ring.head > self._cursor, self.generation)
+            got = link.wait(remaining, self._has_new, self.ring.generation)
             if got == "moved":
                 self._follow(force=True)
             elif got == "timeout":
-                return self.ring.head > self._cursor
+                return self._has_new()
+
+    def _has_new(self) -> bool:
+        return self.ring.head > self._cursor
 
     def _follow(self, force: bool = False) -> None:
         """Re-attach if the supervisor moved the stream to another ring."""

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from helpers import wait_until
 
-from dpshm import lsl, registry
+from dpshm import doorbell, lsl, registry
 from dpshm.errors import AmbiguousStreamError, NoSupervisorError, StreamNotFoundError
 from dpshm.view import SharedStreamView
 
@@ -336,6 +336,7 @@ def test_supervisor_killed_and_restarted(procs, unique_name):
         with SharedStreamView(name) as view:
             _push_sequence(outlet, 0, 20, 2, srate, t0)
             np.testing.assert_array_equal(_read(view, 20), _expected(np.arange(20), 2))
+            first_bell = view._link._sub
 
             sup.stop(signal.SIGKILL)
             assert Path(f"/dev/shm/dpshm_{old.ring}").exists()  # left behind
@@ -354,6 +355,11 @@ def test_supervisor_killed_and_restarted(procs, unique_name):
             # the view re-attaches by itself and reads the samples of the new ring
             np.testing.assert_array_equal(_read(view, 30), _expected(np.arange(20, 50), 2))
             assert view.generation == new.generation
+            if doorbell.AVAILABLE:  # the view woke on the new supervisor's doorbell
+                bell = view._link._sub
+                assert bell is not first_bell
+                assert isinstance(bell, doorbell.Doorbell) and bell.subscribed
+                assert bell.address == registry.read_registry(ns).endpoints["doorbell"]
 
         down = subprocess.run(
             [sys.executable, "-m", "dpshm", "down"], env=_env(ns), capture_output=True,

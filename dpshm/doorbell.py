@@ -1,0 +1,286 @@
+"""Doorbells: the low-overhead local wake path from the supervisor to its consumers.
+
+Stdlib only, Linux only (:data:`AVAILABLE`). Each side owns one UNIX datagram
+socket in the *abstract* namespace (the address starts with a NUL byte): no
+file to create or leak, and the kernel drops the address when its process
+dies, even by SIGKILL.
+
+Wire format
+-----------
+Control socket of the supervisor (:class:`DoorbellServer`), address published
+in the registry as ``endpoints["doorbell"]`` (the address without its leading
+NUL, e.g. ``"dpshm-1000-default-4242-1a2b3c"``: uid, namespace, pid, run id)::
+
+    b"S" + <stream key, UTF-8>     subscribe the sender's address to that stream
+    b"U" + <stream key, UTF-8>     unsubscribe it (sent by a closing consumer)
+
+A subscription is keyed by the sender's own (autobound) abstract address, so
+subscribing twice is harmless. After each write into a ring the feed thread
+rings every subscriber of that stream with one non-blocking ``sendto`` of a
+4-byte bell::
+
+    struct "<I": the ring generation after the write
+
+A subscriber whose address is gone (``ECONNREFUSED``: it exited or was
+killed) is dropped; a full receive queue is ignored: the consumer drains its
+socket and reads the ring anyway. Bells only wake consumers: data is always
+read from the ring, and a consumer checks the ring head before it sleeps, so
+a lost bell costs latency, never data.
+
+Consumer (:class:`Doorbell`): autobinds one socket, sends ``S`` to the
+supervisor, then :meth:`Doorbell.wait` polls the socket with a timeout and
+drains every queued bell in one wake (one ``recv_into`` per bell into a
+preallocated buffer). It re-subscribes when told to (new supervisor, or a
+quiet interval: see :mod:`dpshm.follow`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import select
+import socket
+import struct
+import sys
+import threading
+
+log = logging.getLogger(__name__)
+
+AVAILABLE = sys.platform.startswith("linux") and hasattr(socket, "AF_UNIX")
+BELL = struct.Struct("<I")
+SUBSCRIBE = b"S"
+UNSUBSCRIBE = b"U"
+MAX_MESSAGE = 512  # control messages: 1 byte + stream key
+RECV_TIMEOUT_S = 0.2  # control thread's longest block (bounds close())
+JOIN_TIMEOUT_S = 2.0
+
+_GONE = (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTCONN)
+
+
+def control_address(namespace: str, run_id: str) -> str:
+    """Abstract address (without the leading NUL) of one supervisor's control socket."""
+    return f"dpshm-{os.getuid()}-{namespace}-{os.getpid()}-{run_id}"
+
+
+def _abstract(address: str) -> bytes:
+    return b"\0" + address.encode()
+
+
+def _require_available() -> None:
+    if not AVAILABLE:
+        raise OSError(
+            f"doorbells need Linux abstract UNIX sockets (this is {sys.platform!r}); "
+            "the ZeroMQ wake path is used instead"
+        )
+
+
+class DoorbellServer:
+    """The supervisor's side: keeps the subscribers per stream and rings them.
+
+    Parameters
+    ----------
+    address : str
+        Abstract address to bind (see :func:`control_address`).
+
+    Notes
+    -----
+    A thread (``dpshm-doorbell``) receives subscriptions; :meth:`ring` is
+    called by the feed threads (thread-safe, never blocks).
+    """
+
+    _sock: socket.socket | None = None
+    _thread: threading.Thread | None = None
+
+    def __init__(self, address: str):
+        _require_available()
+        self.address = address
+        self._subs: dict[str, tuple[bytes, ...]] = {}  # copy-on-write, read without lock
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.dropped = 0  # subscribers removed because their address was gone
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.bind(_abstract(address))
+        except OSError as exc:
+            sock.close()
+            raise OSError(
+                f"cannot bind doorbell address {address!r}: {exc}. Is another supervisor "
+                "using this namespace and run id?"
+            ) from None
+        sock.setblocking(False)  # ring() must never wait; the control thread polls
+        self._sock = sock
+        self._thread = threading.Thread(target=self._serve, name="dpshm-doorbell", daemon=True)
+        self._thread.start()
+
+    def subscribers(self, stream: str) -> int:
+        """Number of subscribers of ``stream``."""
+        return len(self._subs.get(stream, ()))
+
+    def _serve(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        while not self._stop.is_set():
+            if not poller.poll(int(RECV_TIMEOUT_S * 1000)):
+                continue
+            try:
+                msg, addr = sock.recvfrom(MAX_MESSAGE)
+            except BlockingIOError:
+                continue
+            except OSError:
+                if self._stop.is_set():
+                    return
+                log.exception("doorbell control socket failed")
+                return
+            if not msg or not addr:  # an unbound sender cannot be rung
+                continue
+            kind, stream = msg[:1], msg[1:].decode("utf-8", "replace")
+            with self._lock:
+                subs = self._subs.get(stream, ())
+                if kind == SUBSCRIBE and addr not in subs:
+                    self._subs[stream] = (*subs, addr)
+                    log.debug("doorbell: %r subscribed to %r", addr, stream)
+                elif kind == UNSUBSCRIBE and addr in subs:
+                    self._subs[stream] = tuple(a for a in subs if a != addr)
+
+    def ring(self, stream: str, generation: int) -> int:
+        """Ring every subscriber of ``stream``; returns how many were rung."""
+        subs = self._subs.get(stream)
+        sock = self._sock
+        if not subs or sock is None:
+            return 0
+        bell = BELL.pack(generation & 0xFFFFFFFF)
+        gone = []
+        n = 0
+        for addr in subs:
+            try:
+                sock.sendto(bell, socket.MSG_DONTWAIT, addr)
+                n += 1
+            except BlockingIOError:  # its queue is full: it is awake and will read the ring
+                n += 1
+            except ConnectionRefusedError:  # its process is gone (even by SIGKILL)
+                gone.append(addr)
+            except OSError as exc:
+                if exc.errno in _GONE:
+                    gone.append(addr)
+                else:
+                    log.debug("doorbell: ringing %r failed: %s", addr, exc)
+        if gone:
+            self._forget(stream, gone)
+        return n
+
+    def _forget(self, stream: str, gone: list[bytes]) -> None:
+        with self._lock:
+            subs = self._subs.get(stream, ())
+            self._subs[stream] = tuple(a for a in subs if a not in gone)
+        self.dropped += len(gone)
+        log.debug("doorbell: dropped %d dead subscriber(s) of %r", len(gone), stream)
+
+    def close(self) -> None:
+        """Stop the control thread and close the socket (idempotent)."""
+        self._stop.set()
+        t, self._thread = self._thread, None
+        if t is not None and t is not threading.current_thread():
+            t.join(JOIN_TIMEOUT_S)
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
+    def __enter__(self) -> DoorbellServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Doorbell:
+    """A consumer's doorbell for one stream of one supervisor.
+
+    Parameters
+    ----------
+    address : str
+        The supervisor's control address (``endpoints["doorbell"]``).
+    stream : str
+        Registry key of the stream.
+    """
+
+    _sock: socket.socket | None = None
+
+    def __init__(self, address: str, stream: str):
+        _require_available()
+        self.address = address
+        self.stream = stream
+        self._ctl = _abstract(address)
+        self._buf = bytearray(BELL.size)
+        self._view = memoryview(self._buf)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.bind(b"")  # Linux autobind: a unique abstract address
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        self._poll = select.poll()
+        self._poll.register(sock.fileno(), select.POLLIN)
+        self.subscribed = False
+        self.subscribe()
+
+    def subscribe(self) -> bool:
+        """(Re-)send the subscription; returns False if the supervisor is not reachable."""
+        sock = self._sock
+        if sock is None:
+            return False
+        try:
+            sock.sendto(SUBSCRIBE + self.stream.encode(), self._ctl)
+            self.subscribed = True
+        except OSError as exc:  # gone (restarting) or its queue is full: retried later
+            log.debug("doorbell: cannot subscribe to %r at %r: %s", self.stream, self.address, exc)
+            self.subscribed = False
+        return self.subscribed
+
+    def wait(self, timeout: float) -> int | None:
+        """Block up to ``timeout`` s for a bell, then drain every queued one.
+
+        Returns the generation carried by the newest bell, or None on timeout.
+        """
+        sock = self._sock
+        if sock is None:
+            raise ValueError("the doorbell is closed")
+        if not self._poll.poll(max(0, int(timeout * 1000 + 0.999))):
+            return None
+        return self.drain()
+
+    def drain(self) -> int | None:
+        """Read (without waiting) every queued bell; the newest generation or None."""
+        sock = self._sock
+        if sock is None:
+            return None
+        got = 0
+        recv_into, view = sock.recv_into, self._view
+        while True:
+            try:
+                got = recv_into(view)
+            except BlockingIOError:
+                break
+        if not got:
+            return None
+        return BELL.unpack_from(self._buf)[0]
+
+    def close(self) -> None:
+        """Unsubscribe (best effort) and close the socket (idempotent)."""
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        with contextlib.suppress(OSError):
+            sock.sendto(UNSUBSCRIBE + self.stream.encode(), self._ctl)
+        sock.close()
+
+    def __enter__(self) -> Doorbell:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,212 @@
+"""The doorbell wake path with real sockets, real shared memory and real processes.
+
+The test process plays the supervisor's part (a ring, a registry naming it and
+a :class:`DoorbellServer`), so these tests need no LSL; the supervisor tests
+cover the same path under ``dpshm up``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import wait_until
+
+from dpshm import doorbell, registry
+from dpshm.doorbell import Doorbell, DoorbellServer
+from dpshm.errors import ConfigError
+from dpshm.follow import wake_path
+from dpshm.ring import SharedRing
+from dpshm.view import SharedStreamView
+
+pytestmark = pytest.mark.skipif(not doorbell.AVAILABLE, reason="doorbells need Linux")
+
+REPO = Path(__file__).resolve().parents[1]
+KEY = "eeg.0123abcd"
+
+
+class FakeSupervisor:
+    """Ring + registry + doorbell server in this process (one generation)."""
+
+    def __init__(self, ns: str, gen: int = 1):
+        self.ns = ns
+        self.gen = gen
+        self.ring = SharedRing.create(
+            f"{ns}.{KEY}.g{gen}", 2, 1000, "float32", srate=100.0, generation=gen
+        )
+        self.closed = False
+        self.bell = DoorbellServer(doorbell.control_address(ns, f"t{gen}"))
+        self.n = 0
+        me = os.getpid()
+        registry.write_registry(
+            ns,
+            {
+                "version": registry.REGISTRY_VERSION,
+                "namespace": ns,
+                "pid": me,
+                "pid_create_time": registry._pid_create_time(me),
+                "endpoints": {"doorbell": self.bell.address},
+                "streams": {
+                    KEY: {"name": "eeg", "type": "EEG", "source_id": "amp", "ring": self.ring.name,
+                          "generation": gen}
+                },
+            },
+        )  # fmt: skip
+
+    def write(self, k: int, ring_bell: bool = True) -> None:
+        idx = np.arange(self.n, self.n + k, dtype=np.float32)
+        self.ring.write(np.stack([idx, -idx], axis=1), idx.astype(np.float64))
+        self.n += k
+        if ring_bell:
+            self.bell.ring(KEY, self.gen)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.bell.close()
+        self.ring.unlink()
+        self.ring.close()
+
+
+@pytest.fixture
+def fake(unique_name, monkeypatch):
+    monkeypatch.setenv("DPSHM_NAMESPACE", unique_name)
+    monkeypatch.delenv("DPSHM_WAKE", raising=False)
+    made: list[FakeSupervisor] = []
+
+    def make(gen: int = 1) -> FakeSupervisor:
+        made.append(FakeSupervisor(unique_name, gen))
+        return made[-1]
+
+    yield make
+    for f in made:
+        f.close()
+    shutil.rmtree(registry.namespace_dir(unique_name, create=False), ignore_errors=True)
+
+
+def _expected(a: int, b: int) -> np.ndarray:
+    idx = np.arange(a, b, dtype=np.float32)
+    return np.stack([idx, -idx], axis=1)
+
+
+def test_bells_drained_in_one_wake_and_unsubscribe(unique_name):
+    with DoorbellServer(doorbell.control_address(unique_name, "x")) as srv:
+        bell = Doorbell(srv.address, KEY)
+        try:
+            wait_until(lambda: srv.subscribers(KEY) == 1, 5)
+            bell.subscribe()  # a duplicate subscription is ignored
+            assert bell.wait(0.01) is None  # nothing rung: bounded
+            for gen in (3, 3, 4):
+                assert srv.ring(KEY, gen) == 1
+            assert srv.ring("other.stream", 1) == 0
+            assert bell.wait(5.0) == 4  # the newest generation, every bell drained
+            assert bell.drain() is None
+            for _ in range(1000):  # its queue fills: ignored, the subscriber is kept
+                srv.ring(KEY, 5)
+            assert srv.subscribers(KEY) == 1 and srv.dropped == 0
+            assert bell.wait(1.0) == 5 and bell.drain() is None
+        finally:
+            bell.close()
+            bell.close()  # idempotent
+        wait_until(lambda: srv.subscribers(KEY) == 0, 5)  # unsubscribed on close
+    srv.close()  # idempotent
+    with pytest.raises(ValueError, match="closed"):
+        bell.wait(0.01)
+
+
+def test_wake_path_choice(monkeypatch):
+    assert wake_path({}) == "doorbell"
+    assert wake_path({"DPSHM_WAKE": "zmq"}) == "zmq"
+    with pytest.raises(ConfigError, match=r"DPSHM_WAKE.*'pipe'.*doorbell"):
+        wake_path({"DPSHM_WAKE": "pipe"})
+
+
+CONSUMER = r"""
+import sys
+import numpy as np
+from dpshm.view import SharedStreamView
+n, out = int(sys.argv[1]), sys.argv[2]
+with SharedStreamView("eeg") as v:
+    print("ready", type(v._link._sub).__name__, flush=True)
+    got = []
+    while sum(len(t) for t in got) < n:
+        if v.update(wait=5.0):
+            got.append(v.samples)
+    np.save(out, np.concatenate(got))
+    print("done", flush=True)
+    v.wait(60)  # stays subscribed until killed
+"""
+
+
+def test_delivery_to_a_process_and_sigkilled_consumer_dropped(fake, unique_name, tmp_path):
+    sup = fake()
+    out = tmp_path / "got.npy"
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, PYTHONPATH=path)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CONSUMER, "500", str(out)],
+        env=env, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().split() == ["ready", "Doorbell"]
+        wait_until(lambda: sup.bell.subscribers(KEY) == 1, 10)
+        for _ in range(50):
+            sup.write(10)
+        assert proc.stdout.readline().strip() == "done"
+        np.testing.assert_array_equal(np.load(out), _expected(0, 500))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        # the dead consumer's address vanished: the next bell drops it, nothing else notices
+        wait_until(lambda: (sup.write(1), sup.bell.subscribers(KEY) == 0)[1], 5)
+        assert sup.bell.dropped == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_lost_bell_and_lost_subscription_cost_latency_not_data(fake):
+    sup = fake()
+    with SharedStreamView("eeg") as v:
+        link = v._link
+        assert isinstance(link._sub, Doorbell)
+        wait_until(lambda: sup.bell.subscribers(KEY) == 1, 5)
+        sup.write(7, ring_bell=False)  # the bell is lost
+        assert v.wait(5.0)
+        d, _, lost = v.read_new()
+        np.testing.assert_array_equal(d, _expected(0, 7))
+        assert lost == 0
+        sup.bell._subs.clear()  # the supervisor forgot the subscription
+        sup.write(5)
+        assert v.update(wait=5.0) == 5
+        np.testing.assert_array_equal(v.samples, _expected(7, 12))
+        assert not v.wait(0.6)  # quiet: the subscription is re-sent meanwhile
+        wait_until(lambda: sup.bell.subscribers(KEY) == 1, 5)
+
+
+def test_supervisor_restart_resubscribes(fake):
+    first = fake(gen=1)
+    with SharedStreamView("eeg") as v:
+        wait_until(lambda: first.bell.subscribers(KEY) == 1, 5)
+        first.write(4)
+        assert v.update(wait=5.0) == 4
+        first.close()
+        second = fake(gen=2)  # new ring, new doorbell address, registry rewritten
+        second.write(6)
+        assert v.update(wait=5.0) == 6  # re-attached; the new ring read from its start
+        np.testing.assert_array_equal(v.samples, _expected(0, 6))
+        assert v.generation == 2
+        wait_until(lambda: second.bell.subscribers(KEY) == 1, 5)
+        assert v._link._sub.address == second.bell.address
+        second.write(3)
+        assert v.update(wait=5.0) == 3
