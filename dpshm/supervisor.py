@@ -46,13 +46,13 @@ STATUS_EVERY_S = 1.0
 class Supervisor:
     """Shares LSL streams through shared-memory rings; see the module docstring.
 
+    Use as a context manager or call :meth:`start` / :meth:`close`;
+    :meth:`run` blocks until :meth:`stop`, SIGINT/SIGTERM or ``duration``.
+
     Parameters
     ----------
     config : SupervisorConfig
         From :func:`dpshm.config.load_config`.
-
-    Use as a context manager or call :meth:`start` / :meth:`close`;
-    :meth:`run` blocks until :meth:`stop`, SIGINT/SIGTERM or ``duration``.
     """
 
     _lock: registry.SupervisorLock | None = None
