@@ -95,10 +95,26 @@ def _context(ctx: zmq.Context | None) -> zmq.Context:
     return ctx if ctx is not None else zmq.Context.instance()
 
 
-class _Pub:
-    """A bound PUB socket shared by several threads (sends under a lock)."""
+class _Endpoint:
+    """Owns one socket: idempotent ``close()`` and context manager; the context is left alone."""
 
     _sock: zmq.Socket | None = None
+
+    def close(self) -> None:
+        """Close the socket (idempotent); an ipc:// file is removed by ZeroMQ."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close(0)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Pub(_Endpoint):
+    """A bound PUB socket shared by several threads (sends under a lock)."""
 
     def __init__(self, endpoint: str, ctx: zmq.Context | None = None, hwm: int = DEFAULT_HWM):
         self._lock = threading.Lock()
@@ -128,17 +144,9 @@ class _Pub:
                 return False
 
     def close(self) -> None:
-        """Close the socket (idempotent); an ipc:// file is removed by ZeroMQ."""
+        """Close the socket (idempotent), never while another thread sends."""
         with self._lock:
-            sock, self._sock = self._sock, None
-        if sock is not None:
-            sock.close(0)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+            super().close()
 
 
 class HeadPublisher(_Pub):
@@ -184,10 +192,8 @@ class ZmqLogHandler(logging.Handler):
             self.handleError(record)
 
 
-class _Sub:
+class _Sub(_Endpoint):
     """A connected SUB socket."""
-
-    _sock: zmq.Socket | None = None
 
     def __init__(
         self,
@@ -233,18 +239,6 @@ class _Sub:
         while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             frames.append(sock.recv(zmq.NOBLOCK))
         return frames
-
-    def close(self) -> None:
-        """Close the socket (idempotent); the context is left alone."""
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            sock.close(0)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class HeadSubscriber(_Sub):

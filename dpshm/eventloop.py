@@ -195,6 +195,12 @@ class EventLoop:
         """
         return as_ctx_callback(cb, owner="EventLoop")
 
+    def _add(self, target: list[Callable[..., Any]], cbs: Iterable[Callable[..., Any]]) -> None:
+        """Validate every callback of ``cbs`` first, then append them all to ``target``."""
+        valid = [self.validate_callback(cb) for cb in cbs]
+        with self._lock:
+            target.extend(valid)
+
     def add_callback(self, cb: Callable[..., Any]) -> None:
         """Add a callback that runs every tick.
 
@@ -203,9 +209,7 @@ class EventLoop:
         cb : Callable
             See :meth:`validate_callback`.
         """
-        cb = self.validate_callback(cb)
-        with self._lock:
-            self.callbacks.append(cb)
+        self._add(self.callbacks, (cb,))
 
     def add_callbacks(self, cbs: Iterable[Callable[..., Any]]) -> None:
         """Add several periodic callbacks; all are validated before any is added.
@@ -215,9 +219,7 @@ class EventLoop:
         cbs : iterable of Callable
             See :meth:`validate_callback`.
         """
-        valid = [self.validate_callback(cb) for cb in cbs]
-        with self._lock:
-            self.callbacks.extend(valid)
+        self._add(self.callbacks, cbs)
 
     def add_callback_once(self, cb: Callable[..., Any]) -> None:
         """Add a callback that runs once, at the next tick.
@@ -227,9 +229,7 @@ class EventLoop:
         cb : Callable
             See :meth:`validate_callback`.
         """
-        cb = self.validate_callback(cb)
-        with self._lock:
-            self.callbacks_once.append(cb)
+        self._add(self.callbacks_once, (cb,))
 
     def add_callbacks_once(self, cbs: Iterable[Callable[..., Any]]) -> None:
         """Add several one-time callbacks; all are validated before any is added.
@@ -239,9 +239,7 @@ class EventLoop:
         cbs : iterable of Callable
             See :meth:`validate_callback`.
         """
-        valid = [self.validate_callback(cb) for cb in cbs]
-        with self._lock:
-            self.callbacks_once.extend(valid)
+        self._add(self.callbacks_once, cbs)
 
     def add_delayed_callback_once(self, cb: Callable[..., Any], dt: float = 0.0) -> None:
         """Add a callback that runs once, at the first tick ``dt`` s after now.

@@ -688,8 +688,7 @@ class SharedRing:
             head = self.head
         elif self._hot is None:
             self._live()
-        h = head
-        return mirrored_window(self._data, h, n), mirrored_window(self._ts, h, n)
+        return mirrored_window(self._data, head, n), mirrored_window(self._ts, head, n)
 
     def copy_range(
         self, start: int, stop: int, data: bool = True, timestamps: bool = True

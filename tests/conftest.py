@@ -112,3 +112,12 @@ def _cmdline(proc: psutil.Process) -> list[str]:
 def unique_name(request: pytest.FixtureRequest) -> str:
     """A name unique to this test, usable for rings and LSL streams."""
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def outlets(unique_name: str):
+    """An :class:`lsl_util.OutletFactory` whose outlets are closed after the test."""
+    from lsl_util import OutletFactory  # imports pylsl: only for the tests that ask
+
+    with OutletFactory(unique_name) as factory:
+        yield factory

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 from helpers import wait_until
-from lsl_util import OutletFactory, ramp
+from lsl_util import ramp
 
 from dpshm.errors import (
     AmbiguousStreamError,
@@ -18,12 +18,6 @@ from dpshm.errors import (
 from dpshm.lsl import CHANNEL_FORMATS, Inlet, Outlet, find_stream, local_clock, resolve_streams
 
 pytestmark = pytest.mark.lsl
-
-
-@pytest.fixture
-def outlets(unique_name):
-    with OutletFactory(unique_name) as f:
-        yield f
 
 
 def pull_all(inlet: Inlet, n: int, timeout: float = 5.0) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 from helpers import import_original, wait_until
-from lsl_util import OutletFactory, ramp
+from lsl_util import ramp
 
 from dpshm.errors import AmbiguousStreamError, StreamNotFoundError
 from dpshm.ringbuffer import RingBuffer
@@ -20,12 +20,6 @@ from dpshm.watcher import (
 )
 
 pytestmark = pytest.mark.lsl
-
-
-@pytest.fixture
-def outlets(unique_name):
-    with OutletFactory(unique_name) as f:
-        yield f
 
 
 def receive(sw: StreamWatcher, n: int, timeout: float = 5.0) -> int:
