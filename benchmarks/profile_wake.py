@@ -7,9 +7,12 @@ for each wake path (doorbell, ZeroMQ), timing each phase with
 ``time.process_time`` (includes ZeroMQ's IO thread):
 
 * ``wait``   -- ``view.wait()``: the head check, the sleep and the wake, the
-  drain, the registry checks (follow.py);
+  registry checks (follow.py);
 * ``update`` -- ``view.update()``: bookkeeping + copying only the new rows;
-* ``window`` -- ``view.get_window(seconds=1, copy=True)`` (or ``copy=False``).
+* ``window`` -- ``view.get_window(seconds=1, copy=True)`` (or ``copy=False``);
+
+and then the one-call loop ``view.next_window(seconds=1)`` (row ``next_window``:
+its whole cost is in the ``wait`` column, nothing is copied for ``view``).
 
 Usage::
 
@@ -21,20 +24,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
 
-import bench_fanout as bf  # noqa: E402
+from dpshm.bench import fanout as bf  # noqa: E402
+from dpshm.bench._common import child_env  # noqa: E402
 
 
-def consume(name: str, seconds: float, copy: bool) -> dict[str, float]:
+def consume(name: str, seconds: float, copy: bool, one_call: bool = False) -> dict[str, float]:
     from dpshm.view import SharedStreamView
 
     tt = time.thread_time_ns
@@ -47,6 +49,11 @@ def consume(name: str, seconds: float, copy: bool) -> dict[str, float]:
         end = w0 + seconds
         while time.perf_counter() < end:
             t0 = tt()
+            if one_call:
+                ok = v.next_window(seconds=bf.WINDOW_S, timeout=0.1, copy=copy) is not None
+                acc["wait"] += tt() - t0
+                wakes += ok
+                continue
             ok = v.wait(0.1)
             t1 = tt()
             if not ok:
@@ -93,50 +100,64 @@ def main() -> None:
     p.add_argument("--channels", type=int, default=64)
     p.add_argument("--rate", type=float, default=1000.0)
     a = p.parse_args()
-    from dpshm import registry
-
     name = f"prof{uuid.uuid4().hex[:8]}"
     ns = f"prof{uuid.uuid4().hex[:6]}"
     os.environ["DPSHM_NAMESPACE"] = ns
-    env = dict(os.environ, PYTHONPATH=str(HERE.parent))
-    outlet = bf.Child(bf._me("outlet", name=name, channels=a.channels, rate=a.rate), env)
-    sup = None
-    try:
-        outlet.ready()
-        sup = bf.Child(
-            [sys.executable, "-m", "dpshm", "up", "--quiet", "--stream", name,
-             "--resolve-interval-s", "0.5", "--buffer-s", "5"],
-            env,
-        )  # fmt: skip
-        deadline = time.monotonic() + 20
-        while not bf._shared(registry, ns, name):
+    kw = {"name": name, "channels": a.channels, "rate": a.rate}
+    with tempfile.TemporaryDirectory(prefix="dpshm-prof-") as runtime:
+        os.environ["XDG_RUNTIME_DIR"] = runtime  # a private supervisor
+        env = child_env(XDG_RUNTIME_DIR=runtime, DPSHM_NAMESPACE=ns)
+        outlet = bf._Child(bf._role_args("outlet", **kw), env, "outlet")
+        sup = None
+        try:
+            outlet.ready()
+            sup = bf._Child(
+                [sys.executable, "-m", "dpshm", "up", "--quiet", "--stream", name,
+                 "--resolve-interval-s", "0.5", "--buffer-s", "5"],
+                env, "dpshm up",
+            )  # fmt: skip
+            _wait_shared(name)
+            _table(name, a.seconds, a.channels, a.rate)
+        finally:
+            if sup is not None:
+                sup.stop()
+            outlet.stop()
+
+
+def _wait_shared(name: str, timeout: float = 20.0) -> None:
+    from dpshm.errors import DpshmError
+    from dpshm.view import SharedStreamView
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            SharedStreamView(name).close()
+            return
+        except (DpshmError, LookupError):
             if time.monotonic() > deadline:
-                raise TimeoutError("supervisor did not share the stream")
+                raise TimeoutError("the supervisor did not share the stream") from None
             time.sleep(0.05)
-        print(f"{a.channels} ch @ {a.rate:g} Hz, {a.seconds:g} s per row; µs of CPU per wake")
-        print(f"{'wake path':<10} {'window':<7} | {'wait':>6} {'update':>7} {'window':>7} "
-              f"{'thread':>7} {'process':>8} | {'wakes/s':>7} {'CPU %':>6} | "
-              f"hot loop: wait/update/window")  # fmt: skip
-        for wake in ("zmq", "doorbell"):
-            os.environ["DPSHM_WAKE"] = wake
+
+
+def _table(name: str, seconds: float, channels: int, rate: float) -> None:
+    print(f"{channels} ch @ {rate:g} Hz, {seconds:g} s per row; µs of CPU per wake")
+    print(f"{'wake path':<10} {'loop':<12} {'window':<7} | {'wait':>6} {'update':>7} "
+          f"{'window':>7} {'thread':>7} {'process':>8} | {'wakes/s':>7} {'CPU %':>6} | "
+          f"hot loop: wait/update/window")  # fmt: skip
+    for wake in ("zmq", "doorbell"):
+        os.environ["DPSHM_WAKE"] = wake
+        for one_call in (False, True):
             for copy in (True, False):
-                r = consume(name, a.seconds, copy)
+                r = consume(name, seconds, copy, one_call)
                 thread = r["wait"] + r["update"] + r["window"]
+                loop = "next_window" if one_call else "wait+update"
                 print(
-                    f"{wake:<10} {'copy' if copy else 'view':<7} | {r['wait']:>6.1f} "
+                    f"{wake:<10} {loop:<12} {'copy' if copy else 'view':<7} | {r['wait']:>6.1f} "
                     f"{r['update']:>7.1f} {r['window']:>7.1f} {thread:>7.1f} "
                     f"{r['process']:>8.1f} | {r['wakes_per_s']:>7.1f} {r['cpu_pct']:>6.2f} | "
                     f"{r['hot_wait']:.1f}/{r['hot_update']:.1f}/{r['hot_window']:.1f}",
                     flush=True,
                 )
-    finally:
-        if sup is not None:
-            sup.stop()
-        outlet.stop()
-        import shutil
-
-        shutil.rmtree(registry.namespace_dir(ns, create=False), ignore_errors=True)
-    _ = np  # numpy is imported by the roles
 
 
 if __name__ == "__main__":

@@ -14,11 +14,12 @@ After each write into a ring the supervisor publishes one single-frame message::
     })
 
 The prefix lets a subscriber filter on one stream (ZeroMQ filters on the
-publisher side). Notifications only wake consumers: data is always read from
-the ring, so a lost notification costs latency, never data. Subscribers drain
-every queued notification on each wake and keep only the newest per stream; a
-subscriber of a single stream sets ``ZMQ_CONFLATE`` so ZeroMQ keeps only the
-newest for it.
+publisher side). While nobody subscribes, the publisher (an XPUB socket that
+reads its subscriptions every 50 ms) sends nothing. Notifications only wake
+consumers: data is always read from the ring, so a lost notification costs
+latency, never data. Subscribers drain every queued notification on each wake
+and keep only the newest per stream; a subscriber of a single stream sets
+``ZMQ_CONFLATE`` so ZeroMQ keeps only the newest for it.
 
 Log records (PUB/SUB, endpoint ``logs``)
 ----------------------------------------
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 HEAD_PREFIX = b"h"
 LOG_PREFIX = b"l\0"
 DEFAULT_HWM = 100_000
+SUBSCRIPTIONS_EVERY_S = 0.05  # how often a head publisher reads its subscriptions
 
 
 class HeadUpdate(NamedTuple):
@@ -114,11 +116,13 @@ class _Endpoint:
 
 
 class _Pub(_Endpoint):
-    """A bound PUB socket shared by several threads (sends under a lock)."""
+    """A bound PUB (or XPUB) socket shared by several threads (sends under a lock)."""
+
+    _kind = zmq.PUB
 
     def __init__(self, endpoint: str, ctx: zmq.Context | None = None, hwm: int = DEFAULT_HWM):
         self._lock = threading.Lock()
-        sock = _context(ctx).socket(zmq.PUB)
+        sock = _context(ctx).socket(self._kind)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, hwm)
         try:
@@ -150,10 +154,47 @@ class _Pub(_Endpoint):
 
 
 class HeadPublisher(_Pub):
-    """Publishes head updates; safe to call from several writer threads."""
+    """Publishes head updates; safe to call from several writer threads.
+
+    An XPUB socket: it reads the subscriptions (at most every
+    :data:`SUBSCRIPTIONS_EVERY_S`, from :meth:`publish`) and, while nobody
+    subscribes, skips encoding and sending -- what a PUB socket would drop
+    anyway. A new subscriber gets updates within that interval.
+    """
+
+    _kind = zmq.XPUB
+
+    def __init__(self, endpoint: str, ctx: zmq.Context | None = None, hwm: int = DEFAULT_HWM):
+        super().__init__(endpoint, ctx, hwm)
+        self._topics: set[bytes] = set()  # subscribed prefixes (XPUB reports first/last)
+        self._next_check = 0.0
+
+    @property
+    def subscribed(self) -> bool:
+        """True while at least one subscriber listens to some head updates."""
+        self._read_subscriptions()
+        return bool(self._topics)
+
+    def _read_subscriptions(self) -> None:
+        with self._lock:
+            sock = self._sock
+            if sock is None:
+                return
+            self._next_check = time.monotonic() + SUBSCRIPTIONS_EVERY_S
+            while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                msg = sock.recv(zmq.NOBLOCK)
+                if msg[:1] == b"\x01":
+                    self._topics.add(msg[1:])
+                elif msg[:1] == b"\x00":
+                    self._topics.discard(msg[1:])
 
     def publish(self, stream: str, head: int, generation: int, timestamp: float) -> bool:
-        """Send one update; returns False if it was dropped (closed or queue full)."""
+        """Send one update; returns False if it was not sent (nobody subscribed,
+        closed, or queue full)."""
+        if time.monotonic() >= self._next_check:
+            self._read_subscriptions()
+        if not self._topics:
+            return False
         return self._send(encode_head(HeadUpdate(stream, head, generation, timestamp)))
 
 

@@ -28,10 +28,12 @@ read from the ring, and a consumer checks the ring head before it sleeps, so
 a lost bell costs latency, never data.
 
 Consumer (:class:`Doorbell`): autobinds one socket, sends ``S`` to the
-supervisor, then :meth:`Doorbell.wait` polls the socket with a timeout and
-drains every queued bell in one wake (one ``recv_into`` per bell into a
-preallocated buffer). It re-subscribes when told to (new supervisor, or a
-quiet interval: see :mod:`dpshm.follow`).
+supervisor, then :meth:`Doorbell.wait` blocks in one ``recv_into`` of one bell
+(the socket is blocking, its timeout is the kernel's ``SO_RCVTIMEO``: one
+system call per wake, no ``poll``). Bells that queued up while the consumer
+was busy are drained by :meth:`Doorbell.drain` when a wake finds no new data
+(see :mod:`dpshm.follow`). It re-subscribes when told to (new supervisor, or a
+quiet interval).
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ BELL = struct.Struct("<I")
 SUBSCRIBE = b"S"
 UNSUBSCRIBE = b"U"
 MAX_MESSAGE = 512  # control messages: 1 byte + stream key
+TIMEOUT_SLACK_S = 0.001  # a consumer's SO_RCVTIMEO is re-set only when off by more
+_TIMEVAL = struct.Struct("@ll")  # struct timeval (seconds, microseconds) for SO_RCVTIMEO
 RECV_TIMEOUT_S = 0.2  # control thread's longest block (bounds close())
 JOIN_TIMEOUT_S = 2.0
 
@@ -219,13 +223,13 @@ class Doorbell:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
             sock.bind(b"")  # Linux autobind: a unique abstract address
-            sock.setblocking(False)
+            sock.setblocking(True)  # recv() without a Python-level poll; SO_RCVTIMEO bounds it
         except BaseException:
             sock.close()
             raise
         self._sock = sock
-        self._poll = select.poll()
-        self._poll.register(sock.fileno(), select.POLLIN)
+        self._recv_into = sock.recv_into
+        self._rcvtimeo = -1.0  # SO_RCVTIMEO in seconds as last set (-1: not yet)
         self.subscribed = False
         self.subscribe()
 
@@ -243,16 +247,33 @@ class Doorbell:
         return self.subscribed
 
     def wait(self, timeout: float) -> int | None:
-        """Block up to ``timeout`` s for a bell, then drain every queued one.
+        """Block up to ``timeout`` s for one bell; the generation it carries, or None.
 
-        Returns the generation carried by the newest bell, or None on timeout.
+        One blocking ``recv_into`` (the timeout is the socket's ``SO_RCVTIMEO``,
+        re-set only when ``timeout`` differs from the last one by more than
+        :data:`TIMEOUT_SLACK_S`). ``timeout <= 0`` does not block: it drains.
         """
         sock = self._sock
         if sock is None:
             raise ValueError("the doorbell is closed")
-        if not self._poll.poll(max(0, int(timeout * 1000 + 0.999))):
+        if timeout <= 0:
+            return self.drain()
+        if abs(timeout - self._rcvtimeo) > TIMEOUT_SLACK_S:
+            self._set_rcvtimeo(sock, timeout)
+        try:
+            self._recv_into(self._view)
+        except BlockingIOError:  # SO_RCVTIMEO expired (EAGAIN)
             return None
-        return self.drain()
+        return BELL.unpack_from(self._buf)[0]
+
+    def _set_rcvtimeo(self, sock: socket.socket, timeout: float) -> None:
+        usec = max(1, round(timeout * 1e6))  # 0 would mean "block forever"
+        sock.setsockopt(
+            socket.SOL_SOCKET,
+            socket.SO_RCVTIMEO,
+            _TIMEVAL.pack(usec // 1_000_000, usec % 1_000_000),
+        )
+        self._rcvtimeo = usec / 1e6
 
     def drain(self) -> int | None:
         """Read (without waiting) every queued bell; the newest generation or None."""
@@ -260,10 +281,10 @@ class Doorbell:
         if sock is None:
             return None
         got = 0
-        recv_into, view = sock.recv_into, self._view
+        recv_into, view, dontwait = self._recv_into, self._view, socket.MSG_DONTWAIT
         while True:
             try:
-                got = recv_into(view)
+                got = recv_into(view, 0, dontwait)
             except BlockingIOError:
                 break
         if not got:

@@ -226,6 +226,7 @@ class StreamLink:
         """
         deadline = time.monotonic() + max(0.0, timeout)
         sub = self._sub
+        bell = sub if isinstance(sub, doorbell.Doorbell) else None
         while True:
             remaining = deadline - time.monotonic()
             if sub is None:
@@ -235,7 +236,8 @@ class StreamLink:
                     return "timeout"
                 time.sleep(min(POLL_FALLBACK_S, remaining))
                 continue
-            gen = self._wake_one(sub, min(max(remaining, 0.0), CHECK_EVERY_S))
+            wait_s = min(max(remaining, 0.0), CHECK_EVERY_S)
+            gen = bell.wait(wait_s) if bell is not None else self._wake_one(sub, wait_s)
             if gen is None:  # quiet: look at the registry, the head, re-subscribe
                 if self.moved() is not None:  # e.g. a new generation that sends nothing yet
                     return "moved"
@@ -243,13 +245,17 @@ class StreamLink:
                     return "data"
                 if time.monotonic() >= deadline:
                     return "timeout"
-                if isinstance(sub, doorbell.Doorbell):
-                    sub.subscribe()
+                if bell is not None:
+                    bell.subscribe()
                 continue
             if gen != generation:
                 return "moved"
             if head_now():
                 return "data"
+            if bell is not None:  # bells queued while the reader was busy: drop them
+                gen = bell.drain()
+                if gen is not None and gen != generation:
+                    return "moved"
 
     @staticmethod
     def _wake_one(sub: HeadSubscriber | doorbell.Doorbell, timeout: float) -> int | None:

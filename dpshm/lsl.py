@@ -94,6 +94,7 @@ _NAME_BY_CF = {v: k for k, v in _CF_BY_NAME.items()}
 
 #: Longest wait (s) of Inlet.close() for a pull running in another thread.
 _CLOSE_WAIT_S = 30.0
+_NO_WAIT = ctypes.c_double(0.0)  # timeout argument of a non-blocking chunk pull
 #: Default wait (s) after a first match for further matches (ambiguity check).
 DEFAULT_SETTLE_S = 0.2
 
@@ -541,15 +542,16 @@ class Inlet:
             pylsl.util.handle_error(err)
         if n and first < max_samples:
             rest = max_samples - n
+            c_args = args[4]
             n += (
                 self._do_pull(
-                    inlet.obj,
-                    ctypes.c_void_p(data[n:].ctypes.data),
-                    ctypes.c_void_p(timestamps[n:].ctypes.data),
+                    c_args[0],
+                    ctypes.c_void_p(c_args[1].value + n * data.strides[0]),
+                    ctypes.c_void_p(c_args[2].value + n * timestamps.strides[0]),
                     ctypes.c_size_t(rest * nch),
                     ctypes.c_size_t(rest),
-                    ctypes.c_double(0.0),
-                    ctypes.byref(err),
+                    _NO_WAIT,
+                    c_args[6],
                 )
                 // nch
             )

@@ -95,6 +95,9 @@ class SharedStreamView:
         self.buffer_size_s = buffer_size_s
         self.n_new = 0
         self.lost_samples = 0
+        self.skipped_samples = 0  # see next_window()
+        self._win_key: tuple | None = None  # next_window()'s validated length
+        self._win_n = 0
         self.samples: np.ndarray = np.empty((0, 0))
         self.times: np.ndarray = np.empty(0)
         self.last_t = 0.0
@@ -201,7 +204,8 @@ class SharedStreamView:
 
     def _checked_window(
         self, n: int, data: bool = True, timestamps: bool = True, pad: bool = False
-    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    ) -> tuple[np.ndarray | None, np.ndarray | None, int]:
+        """Consistent copies of the newest ``n`` rows, and the head they end at."""
         r = self.ring
         for _attempt in range(_RETRIES + 1):
             h = r.head
@@ -215,7 +219,7 @@ class SharedStreamView:
                 "newest %d (make the ring larger or read smaller windows)",
                 r.name, first - (h - m), m, _RETRIES + 1, h - first,
             )  # fmt: skip
-        return self._decode(d), t
+        return self._decode(d), t, h
 
     def _n_from(self, n_samples: int | None, seconds: float | None) -> int:
         r = self.ring
@@ -263,8 +267,62 @@ class SharedStreamView:
         if not copy:
             h = r.head
             return r.window(min(n, h), h)
-        d, t = self._checked_window(n)
+        d, t, _ = self._checked_window(n)
         return d, t  # type: ignore[return-value]
+
+    def next_window(
+        self,
+        n_samples: int | None = None,
+        seconds: float | None = None,
+        *,
+        timeout: float = 1.0,
+        copy: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Wait for new samples, then return the newest window; ``None`` on timeout.
+
+        The closed-loop consumer's call: one :meth:`wait` and one
+        :meth:`get_window` (same parameters and results), and the read cursor
+        moves to the window's newest sample, so the next call waits for
+        samples after it.
+
+        Counters: :attr:`n_new` grows by the samples that arrived since the
+        previous call (as with :meth:`update`); those among them that are
+        older than the window's first sample (the loop took longer than the
+        window is long) are added to :attr:`skipped_samples`: they never
+        appeared in any window. Use :meth:`read_new` when every sample
+        matters.
+
+        Examples
+        --------
+        >>> while running:                                       # doctest: +SKIP
+        ...     win = view.next_window(seconds=1.0, timeout=0.5)
+        ...     if win is not None:
+        ...         data, ts = win            # zero-copy, read-only, newest last
+        """
+        self._window_n(n_samples, seconds)  # bad input fails before waiting
+        if not self.wait(timeout):
+            return None
+        ring = self._ring
+        assert ring is not None
+        n = self._window_n(n_samples, seconds)  # again: wait() may have re-attached
+        if copy:
+            d, t, h = self._checked_window(n)
+        else:
+            h = ring.head
+            d, t = ring.window(min(n, h), h)
+        cursor, self._cursor = self._cursor, h
+        self.n_new += h - cursor
+        if h - n > cursor:
+            self.skipped_samples += h - n - cursor
+        return d, t  # type: ignore[return-value]
+
+    def _window_n(self, n_samples: int | None, seconds: float | None) -> int:
+        """:meth:`_n_from`, validated once per length and ring."""
+        key = (n_samples, seconds, self._ring)
+        if key != self._win_key:
+            self._win_n = self._n_from(n_samples, seconds)
+            self._win_key = key
+        return self._win_n
 
     def read_new(self) -> tuple[np.ndarray, np.ndarray, int]:
         """Everything written since the previous call (or since attaching).
@@ -341,25 +399,28 @@ class SharedStreamView:
             ``True`` if new samples are ready (read them with :meth:`read_new`
             or :meth:`update`), ``False`` on timeout.
         """
-        deadline = time.monotonic() + max(0.0, float(timeout))
         link = self._link
         if link is None:
             raise ValueError(f"SharedStreamView {self.name!r} is closed")
         self._follow()
+        if self._has_new():  # checked before sleeping: a lost wake-up costs no data
+            return True
+        deadline = time.monotonic() + max(0.0, float(timeout))
         while True:
-            if self._has_new():  # checked before sleeping: a lost wake-up costs no data
-                return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            got = link.wait(remaining, self._has_new, self.ring.generation)
-            if got == "moved":
-                self._follow(force=True)
-            elif got == "timeout":
+            got = link.wait(remaining, self._has_new, self._ring.generation)  # type: ignore[union-attr]
+            if got == "data":
+                return True
+            if got == "timeout":
                 return self._has_new()
+            self._follow(force=True)  # "moved"
+            if self._has_new():
+                return True
 
     def _has_new(self) -> bool:
-        return self.ring.head > self._cursor
+        return self._ring.head > self._cursor  # type: ignore[union-attr]
 
     def _follow(self, force: bool = False) -> None:
         """Re-attach if the supervisor moved the stream to another ring."""

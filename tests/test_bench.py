@@ -28,7 +28,7 @@ QUICK_KEYS = {
     "eventloop_err/1ms", "eventloop_cpu/1ms", "eventloop_err/10ms/busy", "eventloop_cpu/10ms/busy",
     "up_roundtrip/p50", "up_roundtrip/p99",
     *(f"{kind}/64ch@1kHz/N={n}" for n in (1, 4) for kind in (
-        "fanout_cpu", "fanout_cpu_total", "latency_p50", "latency_p99",
+        "fanout_cpu", "fanout_cpu_total", "fanout_cpu_copy", "latency_p50", "latency_p99",
         "latency_p50_vs_original", "latency_p99_vs_original")),
 }  # fmt: skip
 
@@ -87,6 +87,7 @@ def test_quick_run_prints_every_row_and_writes_json_and_plot(tmp_path: Path) -> 
     assert set(raw["dareplane"]) == {"1", "4"} and raw["direct"]["n_lat"] > 0
     fan_needs = {r["needs"] for r in doc["rows"] if r["key"].startswith("fanout_cpu")}
     assert set(raw["dpshm"]) == ({"1", "4"} if fan_needs == {None} else set())
+    assert set(raw["dpshm_copy"]) == set(raw["dpshm"])
     if plot:
         assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

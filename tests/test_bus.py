@@ -54,6 +54,18 @@ def test_roundtrip_filter_and_drain(endpoint):
             assert latest["eeg"].head == 500
 
 
+def test_heads_are_sent_only_while_someone_subscribes(endpoint):
+    with bus.HeadPublisher(endpoint) as pub:
+        assert not pub.subscribed
+        assert pub.publish("eeg", 1, 1, 0.0) is False  # nobody listens: nothing encoded
+        with bus.HeadSubscriber(pub.endpoint, ["eeg"]) as sub:
+            wait_until(lambda: pub.subscribed, 5)
+            assert pub.publish("eeg", 2, 1, 0.0) is True
+            assert wait_until(lambda: sub.wait(0.2), 5)["eeg"].head == 2
+        wait_until(lambda: not pub.subscribed, 5)  # its unsubscription reached the publisher
+        assert pub.publish("eeg", 3, 1, 0.0) is False
+
+
 def test_close_is_idempotent_and_leaves_context(endpoint):
     ctx = zmq.Context()
     try:

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -102,16 +103,21 @@ def test_bells_drained_in_one_wake_and_unsubscribe(unique_name):
         try:
             wait_until(lambda: srv.subscribers(KEY) == 1, 5)
             bell.subscribe()  # a duplicate subscription is ignored
-            assert bell.wait(0.01) is None  # nothing rung: bounded
+            for timeout in (0.05, 0.2, 0.05):  # the kernel timeout follows each call's
+                t0 = time.monotonic()
+                assert bell.wait(timeout) is None  # nothing rung: bounded
+                assert timeout - 0.01 <= time.monotonic() - t0 < timeout + 1.0
+            assert bell.wait(0) is None  # does not block
             for gen in (3, 3, 4):
                 assert srv.ring(KEY, gen) == 1
             assert srv.ring("other.stream", 1) == 0
-            assert bell.wait(5.0) == 4  # the newest generation, every bell drained
+            assert bell.wait(5.0) == 3  # one bell per wake, oldest first
+            assert bell.drain() == 4  # the rest at once: the newest generation
             assert bell.drain() is None
             for _ in range(1000):  # its queue fills: ignored, the subscriber is kept
                 srv.ring(KEY, 5)
             assert srv.subscribers(KEY) == 1 and srv.dropped == 0
-            assert bell.wait(1.0) == 5 and bell.drain() is None
+            assert bell.wait(1.0) == 5 and bell.drain() == 5 and bell.drain() is None
         finally:
             bell.close()
             bell.close()  # idempotent
@@ -192,6 +198,24 @@ def test_lost_bell_and_lost_subscription_cost_latency_not_data(fake):
         np.testing.assert_array_equal(v.samples, _expected(7, 12))
         assert not v.wait(0.6)  # quiet: the subscription is re-sent meanwhile
         wait_until(lambda: sup.bell.subscribers(KEY) == 1, 5)
+
+
+def test_bells_queued_while_busy_do_not_spin_the_next_wait(fake):
+    sup = fake()
+    with SharedStreamView("eeg") as v:
+        wait_until(lambda: sup.bell.subscribers(KEY) == 1, 5)
+        for _ in range(30):  # rung while the consumer does not sleep: bells queue up
+            sup.write(2)
+        d, _ = v.next_window(8, timeout=5.0)
+        np.testing.assert_array_equal(d, _expected(52, 60))
+        assert (v.n_new, v.skipped_samples) == (60, 52)
+        t0 = time.monotonic()
+        assert v.next_window(8, timeout=0.3) is None  # stale bells drained, then it sleeps
+        assert 0.29 <= time.monotonic() - t0 < 3.0
+        assert v._link._sub.drain() is None
+        sup.write(3)
+        d, _ = v.next_window(8, timeout=5.0)
+        np.testing.assert_array_equal(d, _expected(55, 63))
 
 
 def test_supervisor_restart_resubscribes(fake):

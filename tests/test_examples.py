@@ -208,6 +208,20 @@ def check_waiting_consumer(tmp_path: Path, sup: Supervised) -> None:
     assert int(m.group(1)) >= 30 and int(m.group(2)) == 0, out
 
 
+def check_closed_loop(tmp_path: Path, sup: Supervised) -> None:
+    out = run_supervised("closed_loop.py", sup, sup.signal, "0.6", tmp_path)
+    m = re.search(
+        r"done: (\d+) windows, (\d+) new samples, (\d+) skipped, (\d+) lost; last RMS ([\d.]+)",
+        out,
+    )
+    assert m, out
+    windows, new, skipped, lost = map(int, m.groups()[:4])
+    assert 0.5 < float(m.group(5)) < 0.9, out  # unit-amplitude sines: RMS ~0.71
+    # ~0.6 s at 250 Hz: at least a fifth of it on a loaded machine; one window per wake-up,
+    # never more windows than samples; each window covers a second, so nothing is skipped
+    assert new >= 30 and 1 <= windows <= new and skipped == 0 and lost == 0, out
+
+
 def check_marker_consumer(tmp_path: Path, sup: Supervised) -> None:
     out = run_supervised("marker_consumer.py", sup, sup.markers, "1.5", tmp_path)  # 1 marker/s
     assert f"listening to '{sup.markers}' (string, 1 channel)" in out, out
@@ -244,6 +258,7 @@ def check_epoch_worker(tmp_path: Path, sup: Supervised) -> None:
 
 SUPERVISED: dict[str, Callable[[Path, Supervised], None]] = {
     "bandpower_worker.py": check_bandpower_worker,
+    "closed_loop.py": check_closed_loop,
     "epoch_worker.py": check_epoch_worker,
     "consumer.py": check_consumer,
     "marker_consumer.py": check_marker_consumer,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import time
 
 import numpy as np
 import pytest
@@ -101,6 +102,37 @@ def test_get_window_zero_copy_and_copy(eeg):
         ]:
             with pytest.raises(ValueError, match=msg):
                 sv.get_window(**kwargs)
+
+
+def test_next_window_waits_then_returns_the_newest_window(eeg):
+    with SharedStreamView(eeg.name) as sv:
+        t0 = time.monotonic()
+        assert sv.next_window(4, timeout=0.05) is None  # nothing new: bounded
+        assert 0.04 <= time.monotonic() - t0 < 2.0
+        eeg.write(*_chunk(0, 3))
+        d, t = sv.next_window(4)  # only what was written
+        np.testing.assert_array_equal(d, _chunk(0, 3)[0])
+        assert not d.flags.writeable and (sv.n_new, sv.skipped_samples) == (3, 0)
+        assert sv.next_window(4, timeout=0.01) is None  # the cursor moved to its end
+        eeg.write(*_chunk(3, 9))  # head 12: the window is 8..11, samples 3..7 never shown
+        d, t = sv.next_window(4, copy=True)
+        np.testing.assert_array_equal(d, _chunk(8, 4)[0])
+        np.testing.assert_allclose(t, _chunk(8, 4)[1])
+        assert d.flags.writeable and (sv.n_new, sv.skipped_samples) == (12, 5)
+        eeg.write(*_chunk(12, 2))
+        d, t = sv.next_window(seconds=0.05)  # 5 samples: 9..13, all new ones inside
+        np.testing.assert_array_equal(d, _chunk(9, 5)[0])
+        assert (sv.n_new, sv.skipped_samples, sv.lost_samples) == (14, 5, 0)
+        t0 = time.monotonic()
+        for kwargs, msg in [
+            ({"n_samples": 11}, "keeps 10"),
+            ({"n_samples": 2, "seconds": 0.1}, "not both"),
+        ]:
+            with pytest.raises(ValueError, match=msg):  # before any waiting
+                sv.next_window(**kwargs, timeout=30.0)
+        assert time.monotonic() - t0 < 5.0
+    with pytest.raises(ValueError, match="closed"):
+        sv.next_window(4, timeout=0)
 
 
 def test_read_new_reports_exact_losses(eeg):

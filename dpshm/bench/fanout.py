@@ -3,8 +3,11 @@
 Measured in one run, side by side, for each stream format and N:
 
 * **dpshm**: the supervisor (``dpshm up``) plus N processes with a
-  :class:`~dpshm.view.SharedStreamView`, each waking on the ZeroMQ notification,
-  taking in the new rows and copying a 1 s window;
+  :class:`~dpshm.view.SharedStreamView`, each calling
+  ``next_window(seconds=1.0)`` in a loop: it sleeps until the supervisor's
+  wake-up, then takes the newest 1 s window, zero-copy (``copy=False``, the
+  dpshm idiom) or copied (``copy=True``, the same bytes moved as the
+  baseline's ``unfold_buffer()``): two arms;
 * **baseline**: N processes, each with the ORIGINAL dareplane-utils
   ``StreamWatcher`` (its own LSL inlet), calling ``update()`` and copying a 1 s
   window every 10 ms, as Dareplane modules do;
@@ -44,6 +47,7 @@ CHUNK_S = 0.010
 WINDOW_S = 1.0
 READY_TIMEOUT_S = 30.0
 WARMUP_S = 0.5
+WINDOWS = ("view", "copy")  # dpshm arms: zero-copy and copied 1 s windows
 NEEDS_SUPERVISOR = "needs the dpshm supervisor (dpshm.supervisor, `dpshm up`)"
 
 # -- roles (each runs in its own process) ---------------------------------------------
@@ -94,13 +98,14 @@ def role_dpshm(a: argparse.Namespace) -> None:
             time.sleep(0.05)
     t: list[float] = []
     lat: list[float] = []
+    copy = a.window == "copy"
     with view:
         print("ready", flush=True)
         while not stop:
-            if not view.wait(0.1):
+            win = view.next_window(seconds=WINDOW_S, timeout=0.1, copy=copy)
+            if win is None:
                 continue
-            view.update()
-            _, ts = view.get_window(seconds=WINDOW_S, copy=True)
+            ts = win[1]
             now = lsl.local_clock()
             if len(ts):
                 t.append(now)
@@ -275,8 +280,10 @@ def _case(
     for out in outs:
         lat += _latencies(out, t0, t1)
     p50, p99 = percentiles(lat, 1e3)
+    k = len(consumers)
     return {
         "cpu": 100 * (sum(cpu1) - sum(cpu0)) / wall,
+        "others_cpu": 100 * (sum(cpu1[k:]) - sum(cpu0[k:])) / wall,  # the supervisor's share
         "outlet_cpu": 100 * (out1 - out0) / wall,
         "p50_ms": p50,
         "p99_ms": p99,
@@ -289,34 +296,50 @@ def supervisor_available() -> bool:
     return importlib.util.find_spec("dpshm.supervisor") is not None
 
 
-def run(channels: int, rate: float, ns: Sequence[int], seconds: float) -> dict[str, Any]:
+def run(
+    channels: int,
+    rate: float,
+    ns: Sequence[int],
+    seconds: float,
+    windows: Sequence[str] = WINDOWS,
+    wake: str | None = None,
+) -> dict[str, Any]:
     """Measure one stream format for every N; raw results as a dict.
 
-    Keys: ``direct`` (one case), ``dpshm`` and ``dareplane`` (``{N: case}``, empty
-    when the supervisor or the original is not installed).
+    Keys: ``direct`` (one case); ``dpshm`` (zero-copy windows), ``dpshm_copy``
+    (copied windows) and ``dareplane`` (each ``{N: case}``, empty when that arm
+    was not asked for, or the supervisor or the original is not installed).
+    ``windows`` chooses the dpshm arms (``"view"``, ``"copy"``); ``wake`` sets
+    the consumers' ``DPSHM_WAKE`` (None: the default wake path).
     """
     from dpshm.bench.roundtrip import original_available
 
-    res: dict[str, Any] = {"direct": None, "dpshm": {}, "dareplane": {}}
+    res: dict[str, Any] = {"direct": None, "dpshm": {}, "dpshm_copy": {}, "dareplane": {}}
     uid = uuid.uuid4().hex[:8]
     name = f"dpshmbench{uid}"
     kw = {"name": name, "channels": channels, "rate": rate}
     with tempfile.TemporaryDirectory(prefix="dpshm-bench-") as runtime:
         # a private runtime dir and namespace: the benchmark's supervisor meets no other
         env = child_env(XDG_RUNTIME_DIR=runtime, DPSHM_NAMESPACE=f"bench{uid}")
+        if wake:
+            env["DPSHM_WAKE"] = wake
         outlet = _Child(_role_args("outlet", **kw), env, "outlet")
         try:
             outlet.ready()
             res["direct"] = _case("direct", 1, seconds, env, outlet, kw)
-            if supervisor_available():
+            if supervisor_available() and windows:
                 sup = _Child(
                     [sys.executable, "-m", "dpshm", "up", "--quiet", "--stream", name,
                      "--resolve-interval-s", "0.5", "--buffer-s", "5"],
                     env, "dpshm up",
                 )  # fmt: skip
                 try:
-                    for n in ns:
-                        res["dpshm"][n] = _case("dpshm", n, seconds, env, outlet, kw, [sup])
+                    for n in ns:  # the arms alternate, so a drifting load hits both
+                        for w in windows:
+                            key = "dpshm" if w == "view" else "dpshm_copy"
+                            res[key][n] = _case(
+                                "dpshm", n, seconds, env, outlet, {**kw, "window": w}, [sup]
+                            )
                 finally:
                     sup.stop()
             if original_available():
@@ -347,12 +370,16 @@ def rows(channels: int, rate: float, ns: Sequence[int], res: dict[str, Any]) -> 
         a, b = res["dpshm"].get(n), res["dareplane"].get(n)
         total_a = a and a["cpu"] + a["outlet_cpu"]
         total_b = b and b["cpu"] + b["outlet_cpu"]
+        c = res.get("dpshm_copy", {}).get(n)
         out += [
             Row(f"fanout_cpu/{tag}/N={n}", f"fan-out CPU, {tag}, N={n}", "% core",
                 a and a["cpu"], f"{sw} (an LSL inlet each)", b and b["cpu"], both,
                 {"dpshm": a, "dareplane": b}),
             Row(f"fanout_cpu_total/{tag}/N={n}", f"fan-out CPU incl. outlet, {tag}, N={n}",
                 "% core", total_a, f"{sw} + outlet", total_b, both),
+            Row(f"fanout_cpu_copy/{tag}/N={n}", f"fan-out CPU, copied windows, {tag}, N={n}",
+                "% core", c and c["cpu"], f"{sw} (an LSL inlet each)", b and b["cpu"], both,
+                {"dpshm_copy": c}),
         ]  # fmt: skip
         for q in ("p50", "p99"):
             lat_a = a and a[f"{q}_ms"]
@@ -372,6 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--name", required=True)
     p.add_argument("--channels", type=int, required=True)
     p.add_argument("--rate", type=float, required=True)
+    p.add_argument("--window", choices=WINDOWS, default="view")
     a = p.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         ROLES[a.role](a)

@@ -120,8 +120,12 @@ def plot(path: str | Path, fanout: dict[str, dict[str, Any]], meta: dict[str, An
     fig, (ax_cpu, ax_lat) = plt.subplots(1, 2, figsize=(12, 4.5))
     for k, (tag, res) in enumerate(fanout.items()):
         color = f"C{k}"
-        for impl, style, label in (("dpshm", "-o", "dpshm"), ("dareplane", "--s", "LSL inlets")):
-            cases = res[impl]
+        for impl, style, label in (
+            ("dpshm", "-o", "dpshm"),
+            ("dpshm_copy", ":^", "dpshm, copied windows"),
+            ("dareplane", "--s", "LSL inlets"),
+        ):
+            cases = res.get(impl)
             if not cases:
                 continue
             ns = sorted(int(n) for n in cases)
