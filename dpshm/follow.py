@@ -85,6 +85,8 @@ class StreamLink:
     """
 
     _sub: HeadSubscriber | doorbell.Doorbell | None = None
+    #: The doorbell this link wakes on (None: ZeroMQ or no supervisor).
+    bell: doorbell.Doorbell | None = None
 
     def __init__(self, name: str, source_id: str | None = None, namespace: str | None = None):
         self.name = name
@@ -97,7 +99,7 @@ class StreamLink:
         self._sub_endpoint: str | None = None
         self._heads: str | None = None  # ZeroMQ head updates (fallback of the doorbell)
         self._reg_path = registry.namespace_dir(self.namespace, create=False) / "registry.json"
-        self._next_check = 0.0
+        self.next_check = 0.0  # monotonic time of the next registry check (see moved())
         self.wake = wake_path()
 
     # -- lookup -------------------------------------------------------------------------
@@ -151,6 +153,8 @@ class StreamLink:
             self._close_sub()
             if target.endpoint and target.entry is not None:
                 self._sub = self._subscribe(target.endpoint, target.entry.key)
+                if isinstance(self._sub, doorbell.Doorbell):
+                    self.bell = self._sub
             self._sub_endpoint = target.endpoint
         return target
 
@@ -188,9 +192,9 @@ class StreamLink:
         if not self.supervised:
             return None
         now = time.monotonic()
-        if not force and now < self._next_check:
+        if not force and now < self.next_check:
             return None
-        self._next_check = now + CHECK_EVERY_S
+        self.next_check = now + CHECK_EVERY_S
         stamp = self._stamp()
         if stamp == self._reg_stamp and not force:
             return None
@@ -215,7 +219,7 @@ class StreamLink:
     def invalidate(self) -> None:
         """Make the next :meth:`moved` read the registry again."""
         self._reg_stamp = None
-        self._next_check = 0.0
+        self.next_check = 0.0
 
     # -- waiting ------------------------------------------------------------------------
     def wait(self, timeout: float, head_now, generation: int) -> str:
@@ -239,14 +243,12 @@ class StreamLink:
             wait_s = min(max(remaining, 0.0), CHECK_EVERY_S)
             gen = bell.wait(wait_s) if bell is not None else self._wake_one(sub, wait_s)
             if gen is None:  # quiet: look at the registry, the head, re-subscribe
-                if self.moved() is not None:  # e.g. a new generation that sends nothing yet
+                if self.quiet():
                     return "moved"
                 if head_now():
                     return "data"
                 if time.monotonic() >= deadline:
                     return "timeout"
-                if bell is not None:
-                    bell.subscribe()
                 continue
             if gen != generation:
                 return "moved"
@@ -256,6 +258,16 @@ class StreamLink:
                 gen = bell.drain()
                 if gen is not None and gen != generation:
                     return "moved"
+
+    def quiet(self) -> bool:
+        """No wake-up came for a while: True if the stream moved (a new generation
+        that sends nothing yet, a restarted supervisor); re-sends the doorbell
+        subscription (the supervisor ignores duplicates)."""
+        if self.moved() is not None:
+            return True
+        if self.bell is not None:
+            self.bell.subscribe()
+        return False
 
     @staticmethod
     def _wake_one(sub: HeadSubscriber | doorbell.Doorbell, timeout: float) -> int | None:
@@ -268,6 +280,7 @@ class StreamLink:
     # -- lifetime -----------------------------------------------------------------------
     def _close_sub(self) -> None:
         sub, self._sub = self._sub, None
+        self.bell = None
         if sub is not None:
             sub.close()
 

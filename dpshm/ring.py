@@ -688,7 +688,12 @@ class SharedRing:
             head = self.head
         elif self._hot is None:
             self._live()
-        return mirrored_window(self._data, head, n), mirrored_window(self._ts, head, n)
+        # mirrored_window() for both arrays, spelled out: a consumer calls this once per wake
+        cap = self.capacity
+        if not 0 <= n <= cap:
+            raise ValueError(f"window of {n} samples does not fit a ring of capacity {cap}")
+        start = (head - n) % cap
+        return self._data[start : start + n], self._ts[start : start + n]
 
     def copy_range(
         self, start: int, stop: int, data: bool = True, timestamps: bool = True

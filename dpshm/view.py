@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from dpshm.follow import StreamLink
+from dpshm.follow import CHECK_EVERY_S, StreamLink
 from dpshm.formats import decode_strings
-from dpshm.ring import SharedRing
+from dpshm.ring import _H_HEAD, SharedRing
 
 logger = logging.getLogger(__name__)
 
@@ -299,17 +299,18 @@ class SharedStreamView:
         ...     if win is not None:
         ...         data, ts = win            # zero-copy, read-only, newest last
         """
-        self._window_n(n_samples, seconds)  # bad input fails before waiting
+        before = self._ring
+        n = self._window_n(n_samples, seconds)  # bad input fails before waiting
         if not self.wait(timeout):
             return None
         ring = self._ring
-        assert ring is not None
-        n = self._window_n(n_samples, seconds)  # again: wait() may have re-attached
+        if ring is not before:  # wait() re-attached
+            n = self._window_n(n_samples, seconds)
         if copy:
             d, t, h = self._checked_window(n)
         else:
-            h = ring.head
-            d, t = ring.window(min(n, h), h)
+            h = ring._hot[_H_HEAD]  # type: ignore[union-attr]
+            d, t = ring.window(n if n < h else h, h)  # type: ignore[union-attr]
         cursor, self._cursor = self._cursor, h
         self.n_new += h - cursor
         if h - n > cursor:
@@ -388,9 +389,8 @@ class SharedStreamView:
         """Block until samples newer than the read cursor exist, at most ``timeout`` s.
 
         A supervised view sleeps on its doorbell (Linux; ZeroMQ head
-        notifications elsewhere or with ``DPSHM_WAKE=zmq``: no polling) and
-        drains every queued wake-up on waking; a ring without a supervisor is
-        checked every 2 ms. Re-attaches when the stream moved
+        notifications elsewhere or with ``DPSHM_WAKE=zmq``: no polling); a
+        ring without a supervisor is checked every 2 ms. Re-attaches when the stream moved
         (see the class notes).
 
         Returns
@@ -402,10 +402,30 @@ class SharedStreamView:
         link = self._link
         if link is None:
             raise ValueError(f"SharedStreamView {self.name!r} is closed")
-        self._follow()
-        if self._has_new():  # checked before sleeping: a lost wake-up costs no data
+        now = time.monotonic()
+        if now >= link.next_check:  # a registry check is due (at most every 0.25 s)
+            self._follow()
+        ring, cursor = self._ring, self._cursor
+        hot = ring._hot  # type: ignore[union-attr]
+        if hot[_H_HEAD] > cursor:  # checked before sleeping: a lost wake-up costs no data
             return True
-        deadline = time.monotonic() + max(0.0, float(timeout))
+        deadline = now + max(0.0, float(timeout))
+        bell = link.bell
+        if bell is not None and timeout > 0:
+            # The usual wake, spelled out (each call costs µs in a process that just
+            # woke): one bell announcing the next write. Anything else: the loop below.
+            gen = bell.wait(timeout if timeout < CHECK_EVERY_S else CHECK_EVERY_S)
+            if gen is None:
+                if link.quiet():
+                    self._follow(force=True)
+            elif gen != ring.generation:  # type: ignore[union-attr]
+                self._follow(force=True)
+            elif hot[_H_HEAD] > cursor:
+                return True
+            else:
+                bell.drain()  # stale bells, queued while the reader was busy
+            if self._has_new():
+                return True
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
