@@ -111,32 +111,13 @@ def main() -> None:
         sup = None
         try:
             outlet.ready()
-            sup = bf._Child(
-                [sys.executable, "-m", "dpshm", "up", "--quiet", "--stream", name,
-                 "--resolve-interval-s", "0.5", "--buffer-s", "5"],
-                env, "dpshm up",
-            )  # fmt: skip
-            _wait_shared(name)
+            sup = bf._Child(bf.supervisor_args(name), env, "dpshm up")
+            bf.wait_shared(name)
             _table(name, a.seconds, a.channels, a.rate)
         finally:
             if sup is not None:
                 sup.stop()
             outlet.stop()
-
-
-def _wait_shared(name: str, timeout: float = 20.0) -> None:
-    from dpshm.errors import DpshmError
-    from dpshm.view import SharedStreamView
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            SharedStreamView(name).close()
-            return
-        except (DpshmError, LookupError):
-            if time.monotonic() > deadline:
-                raise TimeoutError("the supervisor did not share the stream") from None
-            time.sleep(0.05)
 
 
 def _table(name: str, seconds: float, channels: int, rate: float) -> None:

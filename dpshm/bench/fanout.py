@@ -291,6 +291,28 @@ def _case(
     }
 
 
+def supervisor_args(name: str) -> list[str]:
+    """Command line of the benchmark's supervisor: shares only stream ``name``."""
+    return [sys.executable, "-m", "dpshm", "up", "--quiet", "--stream", name,
+            "--resolve-interval-s", "0.5", "--buffer-s", "5"]  # fmt: skip
+
+
+def wait_shared(name: str, timeout: float = READY_TIMEOUT_S) -> None:
+    """Block until a supervisor (of this process's ``$DPSHM_NAMESPACE``) shares ``name``."""
+    from dpshm.errors import DpshmError
+    from dpshm.view import SharedStreamView
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            SharedStreamView(name).close()
+            return
+        except (DpshmError, LookupError):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no supervisor shared {name!r} within {timeout} s") from None
+            time.sleep(0.05)
+
+
 def supervisor_available() -> bool:
     """Whether this installation has the supervisor (``dpshm up``)."""
     return importlib.util.find_spec("dpshm.supervisor") is not None
@@ -328,11 +350,7 @@ def run(
             outlet.ready()
             res["direct"] = _case("direct", 1, seconds, env, outlet, kw)
             if supervisor_available() and windows:
-                sup = _Child(
-                    [sys.executable, "-m", "dpshm", "up", "--quiet", "--stream", name,
-                     "--resolve-interval-s", "0.5", "--buffer-s", "5"],
-                    env, "dpshm up",
-                )  # fmt: skip
+                sup = _Child(supervisor_args(name), env, "dpshm up")
                 try:
                     for n in ns:  # the arms alternate, so a drifting load hits both
                         for w in windows:
