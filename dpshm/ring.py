@@ -90,7 +90,7 @@ from typing import Any
 
 import numpy as np
 
-from dpshm._mirror import mirror_halves, mirrored_window, mirrored_write
+from dpshm._mirror import mirror_halves, mirrored_write
 from dpshm.errors import RingFormatError, RingNotFoundError, RingOwnershipError
 from dpshm.formats import (
     _CODE_TO_FORMAT,
@@ -708,11 +708,13 @@ class SharedRing:
         """
         hot = self._live()
         n = stop - start
-        if not 0 <= n <= self.capacity:
-            raise ValueError(f"cannot copy {n} samples from a ring of capacity {self.capacity}")
-        d = mirrored_window(self._data, stop, n).copy() if data else None
-        t = mirrored_window(self._ts, stop, n).copy() if timestamps else None
-        first = max(start, int(hot[_H_PENDING]) - self.capacity)
+        cap = self.capacity
+        if not 0 <= n <= cap:
+            raise ValueError(f"cannot copy {n} samples from a ring of capacity {cap}")
+        i = start % cap  # mirrored_window(), spelled out as in window()
+        d = self._data[i : i + n].copy() if data else None
+        t = self._ts[i : i + n].copy() if timestamps else None
+        first = max(start, hot[_H_PENDING] - cap)
         if first > start:
             cut = min(first - start, n)
             return (

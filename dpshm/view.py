@@ -340,15 +340,23 @@ class SharedStreamView:
             After a re-attach (see the class notes) reading starts at the new
             ring's first sample; what the old ring had not delivered is lost.
         """
-        self._follow()
+        link = self._link
+        if link is None or time.monotonic() >= link.next_check:  # closed, or a check is due
+            self._follow()
         r = self.ring
-        h = r.head
-        start = max(self._cursor, h - r.capacity)
+        cursor = self._cursor
+        h = r._hot[_H_HEAD]  # type: ignore[index]
+        start = h - r.capacity
+        if start < cursor:
+            start = cursor
         d, t, first = r.copy_range(start, h)
-        lost = first - self._cursor
+        lost = first - cursor
         self._cursor = h
-        self.lost_samples += lost
-        return self._decode(d), t, lost  # type: ignore[return-value]
+        if lost:
+            self.lost_samples += lost
+        if r.string_width:
+            d = decode_strings(d)  # type: ignore[arg-type]
+        return d, t, lost  # type: ignore[return-value]
 
     def update(self, wait: float | None = None) -> int:
         """Take in what is new (StreamWatcher API); returns the number of new samples.
