@@ -56,7 +56,9 @@ SUBSCRIBE = b"S"
 UNSUBSCRIBE = b"U"
 MAX_MESSAGE = 512  # control messages: 1 byte + stream key
 TIMEOUT_SLACK_S = 0.001  # a consumer's SO_RCVTIMEO is re-set only when off by more
-_TIMEVAL = struct.Struct("@ll")  # struct timeval (seconds, microseconds) for SO_RCVTIMEO
+# struct timeval (seconds, microseconds) for SO_RCVTIMEO: native longs, or two 64-bit fields
+# where a 32-bit system uses a 64-bit time_t; the first the kernel accepts is kept
+_TIMEVALS = (struct.Struct("@ll"), struct.Struct("@qq"))
 RECV_TIMEOUT_S = 0.2  # control thread's longest block (bounds close())
 JOIN_TIMEOUT_S = 2.0
 
@@ -221,15 +223,17 @@ class Doorbell:
         self._buf = bytearray(BELL.size)
         self._view = memoryview(self._buf)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._timevals = _TIMEVALS
+        self._rcvtimeo = -1.0  # SO_RCVTIMEO in seconds as last set
         try:
             sock.bind(b"")  # Linux autobind: a unique abstract address
             sock.setblocking(True)  # recv() without a Python-level poll; SO_RCVTIMEO bounds it
+            self._set_rcvtimeo(sock, RECV_TIMEOUT_S)  # fails here, not in wait(), if unsupported
         except BaseException:
             sock.close()
             raise
         self._sock = sock
         self._recv_into = sock.recv_into
-        self._rcvtimeo = -1.0  # SO_RCVTIMEO in seconds as last set (-1: not yet)
         self.subscribed = False
         self.subscribe()
 
@@ -268,12 +272,20 @@ class Doorbell:
 
     def _set_rcvtimeo(self, sock: socket.socket, timeout: float) -> None:
         usec = max(1, round(timeout * 1e6))  # 0 would mean "block forever"
-        sock.setsockopt(
-            socket.SOL_SOCKET,
-            socket.SO_RCVTIMEO,
-            _TIMEVAL.pack(usec // 1_000_000, usec % 1_000_000),
-        )
-        self._rcvtimeo = usec / 1e6
+        for tv in self._timevals:
+            try:
+                sock.setsockopt(
+                    socket.SOL_SOCKET,
+                    socket.SO_RCVTIMEO,
+                    tv.pack(usec // 1_000_000, usec % 1_000_000),
+                )
+            except OSError as exc:
+                err = exc
+                continue
+            self._timevals = (tv,)
+            self._rcvtimeo = usec / 1e6
+            return
+        raise OSError(f"cannot set SO_RCVTIMEO on a doorbell socket: {err}")
 
     def drain(self) -> int | None:
         """Read (without waiting) every queued bell; the newest generation or None."""

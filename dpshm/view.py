@@ -398,8 +398,8 @@ class SharedStreamView:
 
         A supervised view sleeps on its doorbell (Linux; ZeroMQ head
         notifications elsewhere or with ``DPSHM_WAKE=zmq``: no polling); a
-        ring without a supervisor is checked every 2 ms. Re-attaches when the stream moved
-        (see the class notes).
+        ring without a supervisor is checked every 2 ms. Re-attaches when the
+        stream moved (see the class notes).
 
         Returns
         -------
@@ -415,6 +415,8 @@ class SharedStreamView:
             self._follow()
         ring, cursor = self._ring, self._cursor
         hot = ring._hot  # type: ignore[union-attr]
+        if hot is None:
+            raise ValueError(f"SharedStreamView {self.name!r}: its ring was closed")
         if hot[_H_HEAD] > cursor:  # checked before sleeping: a lost wake-up costs no data
             return True
         deadline = now + max(0.0, float(timeout))

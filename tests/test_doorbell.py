@@ -127,6 +127,25 @@ def test_bells_drained_in_one_wake_and_unsubscribe(unique_name):
         bell.wait(0.01)
 
 
+def test_timeval_layout_the_kernel_accepts_is_used(unique_name, monkeypatch):
+    import struct
+
+    # a 6-byte "timeval" is refused by the kernel (EINVAL): the next layout is taken
+    monkeypatch.setattr(doorbell, "_TIMEVALS", (struct.Struct("=HI"), *doorbell._TIMEVALS))
+    with DoorbellServer(doorbell.control_address(unique_name, "tv")) as srv:
+        bell = Doorbell(srv.address, KEY)
+        try:
+            assert bell._timevals == doorbell._TIMEVALS[1:2]
+            t0 = time.monotonic()
+            assert bell.wait(0.1) is None
+            assert 0.09 <= time.monotonic() - t0 < 2.0
+        finally:
+            bell.close()
+        monkeypatch.setattr(doorbell, "_TIMEVALS", (struct.Struct("=HI"),))
+        with pytest.raises(OSError, match="SO_RCVTIMEO"):  # the view then wakes on ZeroMQ
+            Doorbell(srv.address, KEY)
+
+
 def test_wake_path_choice(monkeypatch):
     assert wake_path({}) == "doorbell"
     assert wake_path({"DPSHM_WAKE": "zmq"}) == "zmq"

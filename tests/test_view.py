@@ -133,6 +133,11 @@ def test_next_window_waits_then_returns_the_newest_window(eeg):
         assert time.monotonic() - t0 < 5.0
     with pytest.raises(ValueError, match="closed"):
         sv.next_window(4, timeout=0)
+    with SharedStreamView(eeg.name) as sv:
+        sv.ring.close()  # closed under the view: a clear error, not a crash
+        for call in (lambda: sv.wait(0.01), lambda: sv.next_window(4, timeout=0.01), sv.update):
+            with pytest.raises(ValueError, match="closed"):
+                call()
 
 
 def test_read_new_reports_exact_losses(eeg):
