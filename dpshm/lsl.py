@@ -42,10 +42,12 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -91,6 +93,36 @@ _CF_BY_NAME = {
     "string": pylsl.cf_string,
 }
 _NAME_BY_CF = {v: k for k, v in _CF_BY_NAME.items()}
+
+#: liblsl's log level while no ``lsl_api.cfg`` configures liblsl: -1 = warnings and errors.
+#: Its INFO lines ("Loaded default config", its git hash) on every process start are noise.
+LIBLSL_LOG_LEVEL = -1
+
+
+def _liblsl_config_files() -> list[Path]:
+    """The files liblsl reads its configuration from, in its order (see its api_config.cpp)."""
+    env = os.environ.get("LSLAPICFG")
+    files = [Path(env)] if env else []
+    return [*files, Path("lsl_api.cfg"), Path.home() / "lsl_api" / "lsl_api.cfg",
+            Path("/etc/lsl_api/lsl_api.cfg")]  # fmt: skip
+
+
+def _quiet_liblsl() -> bool:
+    """Lower liblsl's log level to :data:`LIBLSL_LOG_LEVEL` unless the user configures
+    liblsl (``$LSLAPICFG`` or an ``lsl_api.cfg``: theirs wins). Returns True if applied.
+    Takes effect only before liblsl loads its configuration (its first outlet, inlet or
+    resolve in this process); later it is ignored by liblsl."""
+    try:
+        if os.environ.get("LSLAPICFG") or any(p.is_file() for p in _liblsl_config_files()):
+            return False
+        pylsl.set_config_content(f"[log]\nlevel = {LIBLSL_LOG_LEVEL}\n")
+    except Exception as exc:  # an old liblsl without the call, an unreadable home, ...
+        logger.debug("liblsl's log level left as is: %s", exc)
+        return False
+    return True
+
+
+_quiet_liblsl()
 
 #: Longest wait (s) of Inlet.close() for a pull running in another thread.
 _CLOSE_WAIT_S = 30.0

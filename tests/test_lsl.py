@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -255,3 +259,33 @@ def test_close_from_another_thread_waits_for_blocking_pull(outlets):
     finally:
         th.join(5.0)
     assert result == [0]
+
+
+OUTLET_ONCE = """
+from dpshm import lsl
+with lsl.Outlet("quiet_probe", "EEG", 1, 100.0, "float32", source_id="quiet_probe"):
+    pass
+print("made")
+"""
+
+
+@pytest.mark.skipif(
+    Path("/etc/lsl_api/lsl_api.cfg").is_file(), reason="this machine configures liblsl"
+)
+def test_liblsl_info_lines_hidden_unless_the_user_configures_liblsl(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "LSLAPICFG"}
+    env.update(HOME=str(tmp_path), PYTHONPATH=str(root))  # no ~/lsl_api/lsl_api.cfg
+
+    def run(extra: dict[str, str]) -> str:
+        r = subprocess.run(
+            [sys.executable, "-c", OUTLET_ONCE], env={**env, **extra}, cwd=tmp_path,
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.returncode == 0 and r.stdout.strip() == "made", r.stderr
+        return r.stderr
+
+    assert "INFO|" not in run({})  # no configuration: liblsl's INFO lines are hidden
+    cfg = tmp_path / "mine.cfg"
+    cfg.write_text("[log]\nlevel = 0\n")
+    assert "INFO|" in run({"LSLAPICFG": str(cfg)})  # the user's configuration wins
