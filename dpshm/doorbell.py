@@ -243,7 +243,8 @@ class Doorbell:
         if sock is None:
             return False
         try:
-            sock.sendto(SUBSCRIBE + self.stream.encode(), self._ctl)
+            # never blocks (the socket does, for recv): a full supervisor queue is retried later
+            sock.sendto(SUBSCRIBE + self.stream.encode(), socket.MSG_DONTWAIT, self._ctl)
             self.subscribed = True
         except OSError as exc:  # gone (restarting) or its queue is full: retried later
             log.debug("doorbell: cannot subscribe to %r at %r: %s", self.stream, self.address, exc)
@@ -309,7 +310,7 @@ class Doorbell:
         if sock is None:
             return
         with contextlib.suppress(OSError):
-            sock.sendto(UNSUBSCRIBE + self.stream.encode(), self._ctl)
+            sock.sendto(UNSUBSCRIBE + self.stream.encode(), socket.MSG_DONTWAIT, self._ctl)
         sock.close()
 
     def __enter__(self) -> Doorbell:

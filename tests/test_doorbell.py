@@ -146,6 +146,23 @@ def test_timeval_layout_the_kernel_accepts_is_used(unique_name, monkeypatch):
             Doorbell(srv.address, KEY)
 
 
+def test_a_stuck_supervisor_never_blocks_a_consumer(unique_name):
+    import socket
+
+    addr = doorbell.control_address(unique_name, "stuck")
+    stuck = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    stuck.bind(b"\0" + addr.encode())  # bound, never read: its queue fills up
+    try:
+        bell = Doorbell(addr, KEY)
+        t0 = time.monotonic()
+        results = [bell.subscribe() for _ in range(200)]
+        assert not results[-1] and not bell.subscribed  # refused at once, retried later
+        bell.close()  # the unsubscription cannot be queued either: close returns anyway
+        assert time.monotonic() - t0 < 5.0
+    finally:
+        stuck.close()
+
+
 def test_wake_path_choice(monkeypatch):
     assert wake_path({}) == "doorbell"
     assert wake_path({"DPSHM_WAKE": "zmq"}) == "zmq"
