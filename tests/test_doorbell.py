@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from helpers import wait_until
 
@@ -161,6 +162,42 @@ def test_a_stuck_supervisor_never_blocks_a_consumer(unique_name):
         assert time.monotonic() - t0 < 5.0
     finally:
         stuck.close()
+
+
+WAITER = """
+import sys
+from dpshm.doorbell import Doorbell
+bell = Doorbell(sys.argv[1], "eeg.0123abcd")
+try:
+    print("ready", flush=True)
+    bell.wait(60.0)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+def test_ctrl_c_interrupts_a_waiting_consumer(unique_name, tmp_path):
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    with DoorbellServer(doorbell.control_address(unique_name, "int")) as srv:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WAITER, srv.address],
+            env=dict(os.environ, PYTHONPATH=path), stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "ready"
+            ps = psutil.Process(proc.pid)  # asleep after "ready": in its recv
+            wait_until(lambda: ps.status() == psutil.STATUS_SLEEPING, 10)
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            assert proc.stdout.readline().strip() == "interrupted"
+            assert proc.wait(10) == 0 and time.monotonic() - t0 < 5.0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+            if proc.stdout is not None:
+                proc.stdout.close()
 
 
 def test_wake_path_choice(monkeypatch):
