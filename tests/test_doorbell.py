@@ -93,6 +93,15 @@ def fake(unique_name, monkeypatch):
     shutil.rmtree(registry.namespace_dir(unique_name, create=False), ignore_errors=True)
 
 
+def _reap(proc: subprocess.Popen) -> None:
+    """Kill ``proc`` if it still runs, wait for it, close its stdout."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(10)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
 def _expected(a: int, b: int) -> np.ndarray:
     idx = np.arange(a, b, dtype=np.float32)
     return np.stack([idx, -idx], axis=1)
@@ -193,11 +202,7 @@ def test_ctrl_c_interrupts_a_waiting_consumer(unique_name, tmp_path):
             assert proc.stdout.readline().strip() == "interrupted"
             assert proc.wait(10) == 0 and time.monotonic() - t0 < 5.0
         finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(10)
-            if proc.stdout is not None:
-                proc.stdout.close()
+            _reap(proc)
 
 
 def test_wake_path_choice(monkeypatch):
@@ -247,11 +252,7 @@ def test_delivery_to_a_process_and_sigkilled_consumer_dropped(fake, unique_name,
         wait_until(lambda: (sup.write(1), sup.bell.subscribers(KEY) == 0)[1], 5)
         assert sup.bell.dropped == 1
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        _reap(proc)
 
 
 def test_lost_bell_and_lost_subscription_cost_latency_not_data(fake):
