@@ -38,7 +38,7 @@ from dpshm.errors import (
     StreamNotFoundError,
     SupervisorNotRunningError,
 )
-from dpshm.ring import list_rings
+from dpshm.ring import _H_HEAD, list_rings
 
 log = logging.getLogger(__name__)
 
@@ -222,37 +222,38 @@ class StreamLink:
         self.next_check = 0.0
 
     # -- waiting ------------------------------------------------------------------------
-    def wait(self, timeout: float, head_now, generation: int) -> str:
-        """Block until the stream's head passes ``head_now()`` or it moves.
+    def wait(self, deadline: float, head: memoryview, cursor: int, generation: int) -> str:
+        """Block until ``head[HEAD] > cursor`` (new rows), the stream moves, or ``deadline``.
 
-        Returns ``"data"``, ``"moved"`` or ``"timeout"``. ``head_now`` is a
-        callable returning True when the reader has new rows.
+        ``head`` is the ring's header-word view (:data:`dpshm.ring._H_HEAD` indexes
+        the head), ``deadline`` a :func:`time.monotonic` time. Returns ``"data"``,
+        ``"moved"`` or ``"timeout"``. The usual doorbell wake -- one bell for the
+        next write -- is one ``recv`` and one comparison here: a consumer pays
+        every call of it in a process that just woke (docs/supervisor.md).
         """
-        deadline = time.monotonic() + max(0.0, timeout)
-        sub = self._sub
-        bell = sub if isinstance(sub, doorbell.Doorbell) else None
+        sub, bell = self._sub, self.bell
         while True:
             remaining = deadline - time.monotonic()
             if sub is None:
-                if head_now():
+                if head[_H_HEAD] > cursor:
                     return "data"
                 if remaining <= 0:
                     return "timeout"
                 time.sleep(min(POLL_FALLBACK_S, remaining))
                 continue
-            wait_s = min(max(remaining, 0.0), CHECK_EVERY_S)
-            gen = bell.wait(wait_s) if bell is not None else self._wake_one(sub, wait_s)
+            wait_s = remaining if remaining < CHECK_EVERY_S else CHECK_EVERY_S
+            gen = bell.wait(wait_s) if bell is not None else self._zmq_wake(sub, wait_s)
             if gen is None:  # quiet: look at the registry, the head, re-subscribe
                 if self.quiet():
                     return "moved"
-                if head_now():
+                if head[_H_HEAD] > cursor:
                     return "data"
                 if time.monotonic() >= deadline:
                     return "timeout"
                 continue
             if gen != generation:
                 return "moved"
-            if head_now():
+            if head[_H_HEAD] > cursor:
                 return "data"
             if bell is not None:  # bells queued while the reader was busy: drop them
                 gen = bell.drain()
@@ -270,10 +271,8 @@ class StreamLink:
         return False
 
     @staticmethod
-    def _wake_one(sub: HeadSubscriber | doorbell.Doorbell, timeout: float) -> int | None:
-        """Wait for one wake-up; the newest generation it announced, or None."""
-        if isinstance(sub, doorbell.Doorbell):
-            return sub.wait(timeout)
+    def _zmq_wake(sub: HeadSubscriber, timeout: float) -> int | None:
+        """Wait for ZeroMQ head updates; the newest generation announced, or None."""
         updates = sub.wait(timeout)
         return next(iter(updates.values())).generation if updates else None
 

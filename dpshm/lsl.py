@@ -100,10 +100,8 @@ LIBLSL_LOG_LEVEL = -1
 
 
 def _liblsl_config_files() -> list[Path]:
-    """The files liblsl reads its configuration from, in its order (see its api_config.cpp)."""
-    env = os.environ.get("LSLAPICFG")
-    files = [Path(env)] if env else []
-    return [*files, Path("lsl_api.cfg"), Path.home() / "lsl_api" / "lsl_api.cfg",
+    """The files liblsl looks for when ``$LSLAPICFG`` is unset, in its order (api_config.cpp)."""
+    return [Path("lsl_api.cfg"), Path.home() / "lsl_api" / "lsl_api.cfg",
             Path("/etc/lsl_api/lsl_api.cfg")]  # fmt: skip
 
 

@@ -123,8 +123,7 @@ class RingBuffer:
             )
         if not (isinstance(times, np.ndarray) and times.dtype == np.float64):
             times = np.asarray(times, dtype=np.float64)
-        mirrored_write(self._t_h, self.head, times)
-        self.head = mirrored_write(self._data_h, self.head, rows)
+        self.head = mirrored_write(self._data_h, self.head, rows, self._t_h, times)
         self.last_t = times[-1]
 
     def view(self, n: int | None = None) -> np.ndarray:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from dpshm.follow import CHECK_EVERY_S, StreamLink
+from dpshm.follow import StreamLink
 from dpshm.formats import decode_strings
 from dpshm.ring import _H_HEAD, SharedRing
 
@@ -198,7 +198,8 @@ class SharedStreamView:
 
     # -- reading --------------------------------------------------------------------------
     def _decode(self, arr: np.ndarray | None) -> np.ndarray | None:
-        if arr is not None and self.ring.string_width:
+        """``str`` objects for a string ring's copies (callers checked the view is open)."""
+        if arr is not None and self._ring.string_width:  # type: ignore[union-attr]
             return decode_strings(arr)
         return arr
 
@@ -354,9 +355,7 @@ class SharedStreamView:
         self._cursor = h
         if lost:
             self.lost_samples += lost
-        if r.string_width:
-            d = decode_strings(d)  # type: ignore[arg-type]
-        return d, t, lost  # type: ignore[return-value]
+        return self._decode(d), t, lost  # type: ignore[return-value]
 
     def update(self, wait: float | None = None) -> int:
         """Take in what is new (StreamWatcher API); returns the number of new samples.
@@ -419,35 +418,20 @@ class SharedStreamView:
             raise ValueError(f"SharedStreamView {self.name!r}: its ring was closed")
         if hot[_H_HEAD] > cursor:  # checked before sleeping: a lost wake-up costs no data
             return True
-        deadline = now + max(0.0, float(timeout))
-        bell = link.bell
-        if bell is not None and timeout > 0:
-            # The usual wake, spelled out (each call costs µs in a process that just
-            # woke): one bell announcing the next write. Anything else: the loop below.
-            gen = bell.wait(timeout if timeout < CHECK_EVERY_S else CHECK_EVERY_S)
-            if gen is None:
-                if link.quiet():
-                    self._follow(force=True)
-            elif gen != ring.generation:  # type: ignore[union-attr]
-                self._follow(force=True)
-            elif hot[_H_HEAD] > cursor:
-                return True
-            else:
-                bell.drain()  # stale bells, queued while the reader was busy
-            if self._has_new():
-                return True
+        if timeout <= 0:
+            return False
+        deadline = now + float(timeout)
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            got = link.wait(remaining, self._has_new, self._ring.generation)  # type: ignore[union-attr]
+            got = link.wait(deadline, hot, cursor, ring.generation)  # type: ignore[union-attr]
             if got == "data":
                 return True
             if got == "timeout":
                 return self._has_new()
-            self._follow(force=True)  # "moved"
+            self._follow(force=True)  # "moved": re-attach
             if self._has_new():
                 return True
+            ring, cursor = self._ring, self._cursor
+            hot = ring._hot  # type: ignore[union-attr]
 
     def _has_new(self) -> bool:
         return self._ring.head > self._cursor  # type: ignore[union-attr]

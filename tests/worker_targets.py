@@ -80,18 +80,8 @@ def make_spec(
     """A worker declaration as ``dpshm.config`` builds it from ``[workers.NAME]``."""
     from types import MappingProxyType
 
-    try:
-        from dpshm.config import RestartPolicy, WorkerConfig
-    except ImportError:  # config not merged yet: same shape
-        from types import SimpleNamespace
+    from dpshm.config import RestartPolicy, WorkerConfig
 
-        return SimpleNamespace(
-            name=name,
-            target=target,
-            mode=mode,
-            kwargs=MappingProxyType(dict(kwargs or {})),
-            restart=SimpleNamespace(policy=restart, max_restarts=max_restarts, backoff_s=backoff_s),
-        )
     return WorkerConfig(
         name=name,
         target=target,
