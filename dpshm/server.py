@@ -47,6 +47,15 @@ BUILT_IN_PCOMMS = ["STOP", "CLOSE", "GET_PCOMMS", "UP"]
 _POLL_S = 0.1
 _IDLE_WAKE_S = 1.0
 _UP_RAW = frozenset({b"UP", b"UP|"})
+_DELIMITERS = (b";", b"\n", b"\r\n")  # what the framer ends a command on
+# methods of the original's server that this one does not call: a subclass that
+# overrides one would silently lose its behaviour, so defining one is an error
+_NOT_CALLED = (
+    "handle_msg",
+    "default_msg_interpretation",
+    "msg_interpretation",
+    "process_connection",
+)
 
 
 def is_loopback(host: str) -> bool:
@@ -146,7 +155,42 @@ class DefaultServer:
     send_timeout_s : float
         A client that does not read a reply for this long is disconnected, so
         it cannot stall the server.
+    thread_stopper : Callable | None
+        dareplane-utils compatibility: called as ``thread_stopper(thread,
+        logger=logger)`` for each kept thread on ``STOP`` (after its event is
+        set) instead of the bounded join.
+    proc_stopper : Callable | None
+        dareplane-utils compatibility: called as ``proc_stopper(popen,
+        logger=logger)`` for each kept process on ``STOP`` instead of
+        :func:`~dpshm.procs.stop_process_tree`.
+    msg_interpreter : Callable | None
+        dareplane-utils compatibility: called as ``msg_interpreter(msg,
+        pcommand_map, logger=logger)`` with the command's bytes (terminator
+        removed) for every ``pcommand_map`` command, instead of dpshm's parser;
+        its return value is kept as a handler's would be.
+    delimiter : bytes
+        dareplane-utils compatibility: ``b";"`` (the default), ``b"\\n"`` or
+        ``b"\\r\\n"``; all three end a command anyway. Anything else is a
+        ``ValueError``.
+
+    Subclasses may override :meth:`on_connection_accepted` and
+    :meth:`on_connection_closed` (as with dareplane-utils). Overriding the
+    original's ``handle_msg``, ``default_msg_interpretation``,
+    ``msg_interpretation`` or ``process_connection`` is a ``TypeError`` when
+    the class is defined: this server does not call them, so the override
+    would be silently ignored (see docs/migration.md).
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        found = [m for m in _NOT_CALLED if m in cls.__dict__]
+        if found:
+            raise TypeError(
+                f"{cls.__qualname__} overrides {', '.join(found)} of dareplane-utils' "
+                "DefaultServer, which dpshm's DefaultServer never calls; put the logic in "
+                "pcommand_map handlers, pass msg_interpreter=..., or override "
+                "on_connection_accepted/on_connection_closed (docs/migration.md)"
+            )
 
     def __init__(
         self,
@@ -167,6 +211,10 @@ class DefaultServer:
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         accept_timeout_s: float = _POLL_S,
         send_timeout_s: float = 2.0,
+        thread_stopper: Callable[..., Any] | None = None,
+        proc_stopper: Callable[..., Any] | None = None,
+        msg_interpreter: Callable[..., Any] | None = None,
+        delimiter: bytes = b";",
     ) -> None:
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"port must be an int in 0..65535, got {port!r}")
@@ -174,6 +222,18 @@ class DefaultServer:
             raise ValueError(f"max_clients must be >= 1, got {max_clients!r}")
         if token is not None and not (isinstance(token, str) and token and "|" not in token):
             raise ValueError("token must be a non-empty str without '|' (or None for no auth)")
+        if delimiter not in _DELIMITERS:
+            raise ValueError(
+                f"delimiter {delimiter!r} is not supported: commands end on ';', '\\n' or "
+                "'\\r\\n' (all three always); drop the delimiter argument"
+            )
+        for what, f in (
+            ("thread_stopper", thread_stopper),
+            ("proc_stopper", proc_stopper),
+            ("msg_interpreter", msg_interpreter),
+        ):
+            if f is not None and not callable(f):
+                raise TypeError(f"{what} must be callable or None, got {type(f).__name__}")
         self.port = port
         self.ip = ip
         self.nlisten = nlisten
@@ -199,6 +259,10 @@ class DefaultServer:
         self.max_message_bytes = max_message_bytes
         self.accept_timeout_s = accept_timeout_s
         self.send_timeout_s = send_timeout_s
+        self.thread_stopper = thread_stopper
+        self.proc_stopper = proc_stopper
+        self.msg_interpreter = msg_interpreter
+        self.delimiter = delimiter
         self._counter = itertools.count()
         self._dispatch_lock = threading.RLock()
         self._book_lock = threading.Lock()
@@ -317,6 +381,27 @@ class DefaultServer:
     def _on_listen_stop(self) -> None:
         """Called when the accept loop ends, before threads/processes are stopped."""
 
+    def on_connection_accepted(self) -> None:
+        """Called for each new client before its banner, in that client's thread.
+
+        ``self.current_conn`` is the client's socket meanwhile (handlers and
+        these hooks run one at a time). Override in a subclass; the default
+        does nothing.
+        """
+
+    def on_connection_closed(self) -> None:
+        """Called when a client's connection ended, in that client's thread,
+        with ``self.current_conn`` set to its (closed) socket. Override in a
+        subclass; the default does nothing."""
+
+    def _hook(self, conn: _Connection, hook: Callable[[], None]) -> None:
+        with self._dispatch_lock:
+            self.current_conn = conn.sock
+            try:
+                hook()
+            except Exception:
+                self.logger.exception("%s of %s failed", hook.__name__, self.name)
+
     # -- connections -------------------------------------------------------
     def _accept(self, sock: socket.socket, addr: Any) -> None:
         sock.settimeout(None)
@@ -341,6 +426,7 @@ class DefaultServer:
     def _serve_connection(self, conn: _Connection) -> None:
         self.logger.info("client %s connected to %s", conn.addr, self.name)
         try:
+            self._hook(conn, self.on_connection_accepted)
             if conn.send(f"Connected to {self.name}\n".encode()):
                 self._read_loop(conn)
         except Exception:
@@ -349,6 +435,7 @@ class DefaultServer:
             conn.close()
             with self._conns_lock:
                 self._conns.discard(conn)
+            self._hook(conn, self.on_connection_closed)
             self.logger.info("client %s disconnected", conn.addr)
 
     def _completeness(self, rest: bytes) -> int:
@@ -447,7 +534,10 @@ class DefaultServer:
                 self._error(conn, f"unknown PCOMM {cmd.name!r}; known: {known}")
                 return
             try:
-                ret = func(*cmd.args, **cmd.kwargs)
+                if self.msg_interpreter is not None:
+                    ret = self.msg_interpreter(raw.strip(), self.pcommand_map, logger=self.logger)
+                else:
+                    ret = func(*cmd.args, **cmd.kwargs)
             except Exception as err:
                 self.logger.exception("handler of %r failed", cmd.name)
                 self._error(conn, f"{cmd.name} raised {type(err).__name__}: {err}")
@@ -511,6 +601,11 @@ class DefaultServer:
             self.threads.clear()
         for _key, (_th, ev) in items:
             ev.set()
+        if self.thread_stopper is not None:
+            for key, (th, _ev) in items:
+                if th is not threading.current_thread():
+                    self._custom_stop(self.thread_stopper, th, key)
+            return
         deadline = time.monotonic() + self.thread_join_timeout_s
         for key, (th, _ev) in items:
             if th is threading.current_thread() or th.ident is None:
@@ -530,8 +625,17 @@ class DefaultServer:
         with self._book_lock:
             items = list(self.processes.items())
             self.processes.clear()
-        for _key, proc in items:
-            stop_process_tree(proc, grace_s=self.process_grace_s)
+        for key, proc in items:
+            if self.proc_stopper is not None:
+                self._custom_stop(self.proc_stopper, proc, key)
+            else:
+                stop_process_tree(proc, grace_s=self.process_grace_s)
+
+    def _custom_stop(self, stopper: Callable[..., Any], what: Any, key: str) -> None:
+        try:
+            stopper(what, logger=self.logger)
+        except Exception:
+            self.logger.exception("stopper %r failed on %s", stopper, key)
 
 
 def __getattr__(name: str) -> Any:
