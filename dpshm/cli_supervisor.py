@@ -145,7 +145,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "down", help="stop the running supervisor", formatter_class=FMT,
         description="Send SIGTERM to the namespace's supervisor and wait until it has "
-        "unlinked its rings and exited.",
+        "unlinked its rings and exited. When no supervisor runs but a killed one (SIGKILL, "
+        "a crash) left its rings and registry behind, remove them (as the next `dpshm up` "
+        "would).",
     )  # fmt: skip
     _ns_arg(p)
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait")
@@ -509,19 +511,47 @@ def cmd_mock(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep_after_kill(ns: str, not_running: Exception) -> int:
+    """``dpshm down`` with no live supervisor: remove what a killed one left behind."""
+    from dpshm import registry
+    from dpshm.errors import SupervisorRunningError
+    from dpshm.supervisor import sweep_dead
+
+    try:
+        lock = registry.SupervisorLock(ns)
+    except SupervisorRunningError as exc:  # one is starting right now
+        raise SupervisorRunningError(f"{exc} (it is starting: run `dpshm down` again)") from None
+    with lock:
+        old, removed = sweep_dead(ns)
+    if not removed and old is None:
+        raise not_running  # nothing was running and nothing was left: say so (exit 1)
+    pid = (old or {}).get("pid", "unknown")
+    mb = sum(size for _, size in removed) / 1e6
+    print(
+        f"no supervisor runs on namespace {ns!r}; removed what a killed one (pid {pid}) left: "
+        f"{len(removed)} shared-memory segment(s) ({mb:.1f} MB)"
+        f"{' and its registry' if old is not None else ''}"
+    )
+    return 0
+
+
 def cmd_down(args: argparse.Namespace) -> int:
     """``dpshm down``."""
     from dpshm import registry
+    from dpshm.errors import SupervisorNotRunningError
 
     ns = _namespace(args)
-    reg = registry.read_registry(ns)
+    try:
+        reg = registry.read_registry(ns)
+    except SupervisorNotRunningError as exc:
+        return _sweep_after_kill(ns, exc)
     os.kill(reg.pid, signal.SIGTERM)
     deadline = time.monotonic() + args.timeout
     while reg.alive():
         if time.monotonic() > deadline:
             print(
                 f"dpshm: supervisor pid {reg.pid} still runs {args.timeout} s after SIGTERM; "
-                f"kill it with `kill -9 {reg.pid}` (the next `dpshm up` cleans up)",
+                f"kill it with `kill -9 {reg.pid}`, then `dpshm down` again removes what it left",
                 file=sys.stderr,
             )
             return 1

@@ -43,6 +43,45 @@ log = logging.getLogger(__name__)
 STATUS_EVERY_S = 1.0
 
 
+def sweep_dead(namespace: str) -> tuple[dict[str, Any] | None, list[tuple[str, int]]]:
+    """Remove the registry and ring segments a killed supervisor of ``namespace`` left.
+
+    Call only while holding the namespace's :class:`~dpshm.registry.SupervisorLock`
+    (so no live supervisor owns them). Each removal is logged as a warning.
+
+    Returns
+    -------
+    registry : dict | None
+        The dead supervisor's registry as written (None if there was none).
+    removed : list of (segment, bytes)
+        The segments removed and their sizes.
+    """
+    old = registry.read_registry_raw(namespace)
+    if old:
+        registry.remove_registry(namespace)
+    prefix = f"{SEGMENT_PREFIX}{namespace}."
+    try:
+        leftovers = sorted(e for e in os.listdir(SHM_DIR) if e.startswith(prefix))
+    except OSError:
+        leftovers = []
+    removed = []
+    for seg in leftovers:
+        try:  # the writer pid in the ring header names the dead supervisor
+            pid = ring_info(seg)["writer_pid"]
+        except Exception:  # not a complete ring (killed while creating it)
+            pid = (old or {}).get("pid", "unknown")
+        try:
+            size = os.stat(os.path.join(SHM_DIR, seg)).st_size
+        except OSError:
+            size = 0
+        if unlink_ring(seg, force=True):
+            removed.append((seg, size))
+            log.warning(
+                "removed shared-memory segment %r left by a dead supervisor (pid %s)", seg, pid
+            )
+    return old, removed
+
+
 class Supervisor:
     """Shares LSL streams through shared-memory rings; see the module docstring.
 
@@ -123,27 +162,10 @@ class Supervisor:
 
     def _cleanup_predecessor(self) -> None:
         """Remove what a supervisor killed on this namespace left behind."""
-        ns = self.config.namespace
-        old = registry.read_registry_raw(ns)
+        old, _ = sweep_dead(self.config.namespace)
         if old:
             for key, s in dict(old.get("streams", {})).items():
                 self._prev_generations[key] = int(s.get("generation", 0))
-            registry.remove_registry(ns)
-        prefix = f"{SEGMENT_PREFIX}{ns}."
-        try:
-            leftovers = sorted(e for e in os.listdir(SHM_DIR) if e.startswith(prefix))
-        except OSError:
-            leftovers = []
-        for seg in leftovers:
-            try:  # the writer pid in the ring header names the dead supervisor
-                pid = ring_info(seg)["writer_pid"]
-            except Exception:  # not a complete ring (killed while creating it)
-                pid = (old or {}).get("pid", "unknown")
-            if unlink_ring(seg, force=True):
-                log.warning(
-                    "removed shared-memory segment %r left by a dead supervisor (pid %s)",
-                    seg, pid,
-                )  # fmt: skip
 
     def inlet_buflen(self) -> int:
         """Seconds (hundreds of samples if irregular) the LSL inlet queues."""

@@ -372,6 +372,39 @@ def test_supervisor_killed_and_restarted(procs, unique_name):
         outlet.close()
 
 
+def _down(ns: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dpshm", "down"], env=_env(ns), capture_output=True, text=True,
+        timeout=30, cwd=str(REPO),
+    )  # fmt: skip
+
+
+def test_down_after_sigkill_removes_leftovers(procs, unique_name):
+    ns, started = procs
+    name = f"{unique_name}-k"
+    outlet = _outlet(name, 4, 200.0)
+    try:
+        sup = Sup(ns, name)
+        started.append(sup)
+        entry = sup.entry(name)
+        sup.stop(signal.SIGKILL)
+        assert _segments(ns) == [f"dpshm_{entry.ring}"]  # left behind
+        # another process holds the namespace lock (a supervisor starting): hands off
+        with registry.SupervisorLock(ns):
+            busy = _down(ns)
+        assert busy.returncode == 1 and "already runs" in busy.stderr, busy.stderr
+        assert "run `dpshm down` again" in busy.stderr and _segments(ns) == [f"dpshm_{entry.ring}"]
+        res = _down(ns)
+        assert res.returncode == 0, res.stderr
+        assert f"removed what a killed one (pid {sup.proc.pid}) left: 1 shared-memory" in res.stdout
+        assert "and its registry" in res.stdout
+        assert _segments(ns) == [] and registry.read_registry_raw(ns) is None
+        again = _down(ns)  # nothing runs and nothing is left: the plain error
+        assert again.returncode == 1 and "no dpshm supervisor runs" in again.stderr
+    finally:
+        outlet.close()
+
+
 def test_no_supervisor_and_bad_config(procs, tmp_path):
     ns, _ = procs
     with pytest.raises(NoSupervisorError) as info:
