@@ -309,7 +309,7 @@ def read_registry(namespace: str | None = None) -> Registry:
     if not reg.alive():
         raise SupervisorNotRunningError(
             f"the dpshm supervisor of namespace {ns!r} (pid {reg.pid}) is not running "
-            f"any more. {hint}."
+            f"any more. {hint} (it removes what the dead one left; so does `dpshm down`)."
         )
     return reg
 

@@ -395,6 +395,8 @@ class DefaultServer:
         subclass; the default does nothing."""
 
     def _hook(self, conn: _Connection, hook: Callable[[], None]) -> None:
+        if getattr(DefaultServer, hook.__name__) is getattr(type(self), hook.__name__):
+            return  # not overridden: no need to queue behind a running handler
         with self._dispatch_lock:
             self.current_conn = conn.sock
             try:
