@@ -16,77 +16,46 @@ Each figure is the best of ``--repeat`` runs; ratios are to the baseline.
 from __future__ import annotations
 
 import argparse
-import os
-import timeit
 from collections.abc import Callable
 
 import numpy as np
 
-from dpshm.ring import SharedRing
+from dpshm.bench._common import best_us_each, filled_ring
 from dpshm.ringbuffer import RingBuffer as OwnRingBuffer
-from dpshm.view import SharedStreamView
 
 TARGETS = {"write": 3.0, "unfold_buffer()": 1.5}
 
 
-def best_us(*funcs: Callable[[], object], repeat: int, budget_s: float = 0.02) -> list[float]:
-    """Best per-call time of each of ``funcs`` in microseconds.
-
-    The functions are timed in turn, ``repeat`` rounds, so load from other
-    processes on this shared machine hits a figure and its baseline alike.
-    """
-    timers = [timeit.Timer(f) for f in funcs]
-    numbers = [max(1, int(t.autorange()[0] * budget_s / 0.2)) for t in timers]
-    best = [float("inf")] * len(funcs)
-    for _ in range(repeat):
-        for i, (timer, number) in enumerate(zip(timers, numbers, strict=True)):
-            best[i] = min(best[i], timer.timeit(number) / number)
-    return [b * 1e6 for b in best]
-
-
 def bench(n_ch: int, srate: float, seconds: float, repeat: int) -> list[tuple]:
-    capacity = int(srate * seconds)
-    chunk_n = int(srate * 0.010)
-    rng = np.random.default_rng(0)
-    chunk = rng.standard_normal((chunk_n, n_ch)).astype(np.float32)
-    ts = np.arange(chunk_n, dtype=np.float64)
-    name = f"bench_{os.getpid()}_{n_ch}"
+    def best_us(*funcs: Callable[[], object]) -> list[float]:
+        return best_us_each(*funcs, repeat=repeat, budget_s=0.02)
+
     rows = []
-    with SharedRing.create(name, n_ch, capacity, "float32", srate=srate) as ring:
-        for _ in range(capacity // chunk_n + 1):
-            ring.write(chunk, ts)
-        with SharedStreamView(name) as sv:
-            dst = np.empty((2, chunk_n, n_ch), np.float32)
-
-            def copy_twice() -> None:
-                dst[0] = chunk
-                dst[1] = chunk
-
-            t_w, base_w = best_us(lambda: ring.write(chunk, ts), copy_twice, repeat=repeat)
-            rows.append(("write 10 ms chunk", t_w, "chunk copied twice", base_w, "write"))
-            plain = np.zeros((2 * capacity, n_ch), np.float32)
-            for n in (chunk_n * 10, capacity):
-                t_view, t_slice = best_us(
-                    lambda n=n: sv.get_window(n), lambda n=n: plain[5 : 5 + n], repeat=repeat
-                )
-                rows.append((f"get_window({n}, copy=False)", t_view, "numpy slice", t_slice, None))
-            window = sv.get_window(capacity)[0]
-            t_u, t_c, base_u = best_us(
-                sv.unfold_buffer, lambda: sv.get_window(copy=True), lambda: np.copy(window),
-                repeat=repeat,
-            )  # fmt: skip
-            rows.append(("unfold_buffer()", t_u, "np.copy same bytes", base_u, "unfold_buffer()"))
-            rows.append(("get_window(copy=True)", t_c, "np.copy same bytes", base_u, None))
-            # a consumer's cost per 10 ms chunk: (write + read) minus the write alone
-            t_rn, t_up, t_wr, base_r = best_us(
-                lambda: (ring.write(chunk, ts), sv.read_new()),
-                lambda: (ring.write(chunk, ts), sv.update()),
-                lambda: ring.write(chunk, ts),
-                lambda: (np.copy(chunk), np.copy(ts)),
-                repeat=repeat,
-            )
-            rows.append(("read_new() of 10 ms", t_rn - t_wr, "np.copy chunk + ts", base_r, None))
-            rows.append(("update() of 10 ms", t_up - t_wr, "np.copy chunk + ts", base_r, None))
+    with filled_ring(n_ch, srate, seconds) as f:
+        ring, sv, chunk, ts, capacity = f.ring, f.view, f.chunk, f.ts, f.capacity
+        chunk_n = len(chunk)
+        t_w, base_w = best_us(lambda: ring.write(chunk, ts), f.copy_twice)
+        rows.append(("write 10 ms chunk", t_w, "chunk copied twice", base_w, "write"))
+        plain = np.zeros((2 * capacity, n_ch), np.float32)
+        for n in (chunk_n * 10, capacity):
+            t_view, t_slice = best_us(lambda n=n: sv.get_window(n), lambda n=n: plain[5 : 5 + n])
+            rows.append((f"get_window({n}, copy=False)", t_view, "numpy slice", t_slice, None))
+        window = sv.get_window(capacity, copy=True)[0]  # outlives the ring (peer baseline)
+        t_u, t_c, base_u = best_us(
+            sv.unfold_buffer, lambda: sv.get_window(copy=True), lambda: np.copy(window)
+        )
+        rows.append(("unfold_buffer()", t_u, "np.copy same bytes", base_u, "unfold_buffer()"))
+        rows.append(("get_window(copy=True)", t_c, "np.copy same bytes", base_u, None))
+        # a consumer's cost per 10 ms chunk: (write + read) minus the write alone
+        t_rn, t_up, t_wr, base_r = best_us(
+            lambda: (ring.write(chunk, ts), sv.read_new()),
+            lambda: (ring.write(chunk, ts), sv.update()),
+            lambda: ring.write(chunk, ts),
+            lambda: (np.copy(chunk), np.copy(ts)),
+        )
+        rows.append(("read_new() of 10 ms", t_rn - t_wr, "np.copy chunk + ts", base_r, None))
+        rows.append(("update() of 10 ms", t_up - t_wr, "np.copy chunk + ts", base_r, None))
+        copy_twice = f.copy_twice
     try:
         from dareplane_utils.general.ringbuffer import RingBuffer
     except ImportError:
@@ -97,12 +66,11 @@ def bench(n_ch: int, srate: float, seconds: float, repeat: int) -> list[tuple]:
         rb.add_samples(chunk, ts)
         own.add_samples(chunk, ts)
     t_peer, t_own, base_w = best_us(
-        lambda: rb.add_samples(chunk, ts), lambda: own.add_samples(chunk, ts), copy_twice,
-        repeat=repeat,
-    )  # fmt: skip
+        lambda: rb.add_samples(chunk, ts), lambda: own.add_samples(chunk, ts), copy_twice
+    )
     rows.append(("peer RingBuffer.add_samples", t_peer, "chunk copied twice", base_w, None))
     rows.append(("dpshm RingBuffer.add_samples", t_own, "chunk copied twice", base_w, None))
-    t_peer_u, base_u = best_us(rb.unfold_buffer, lambda: np.copy(window), repeat=repeat)
+    t_peer_u, base_u = best_us(rb.unfold_buffer, lambda: np.copy(window))
     rows.append(("peer RingBuffer.unfold_buffer", t_peer_u, "np.copy same bytes", base_u, None))
     return rows
 

@@ -7,18 +7,17 @@ data is held by the original ``StreamWatcher``'s ring buffer (its
 ``unfold_buffer()`` is what a Dareplane module calls to read its data; the
 original has no window method, so a module takes ``unfold_buffer()[-n:]``).
 Every figure is the best per-call time of ``repeat`` runs (see
-:func:`~dpshm.bench._common.best_us`).
+:func:`~dpshm.bench._common.best_us_each`: a figure and its baseline are
+timed in turn).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import uuid
 
 import numpy as np
 
-from dpshm.bench._common import NEEDS_ORIGINAL, Row, best_us, import_original
+from dpshm.bench._common import NEEDS_ORIGINAL, Row, best_us_each, filled_ring, import_original
 
 CHUNK_S = 0.010
 
@@ -46,68 +45,52 @@ def measure(
     repeat, budget_s : int, float
         Runs per figure and seconds per run (best run counts).
     """
-    from dpshm.ring import SharedRing
     from dpshm.ringbuffer import RingBuffer
-    from dpshm.view import SharedStreamView
 
-    capacity = round(srate * seconds)
     n_win = round(srate * window_s)
-    chunk_n = max(1, round(srate * CHUNK_S))
-    rng = np.random.default_rng(0)
-    chunk = rng.standard_normal((chunk_n, n_ch)).astype(np.float32)
-    ts = np.arange(chunk_n, dtype=np.float64)
     tag = _tag(n_ch, srate, seconds)
-    name = f"bench{os.getpid()}_{uuid.uuid4().hex[:6]}"
 
-    def t(func: object) -> float:
-        return best_us(func, repeat, budget_s)  # type: ignore[arg-type]
+    def t(*funcs: object) -> list[float]:  # figure and baseline timed in turn
+        return best_us_each(*funcs, repeat=repeat, budget_s=budget_s)  # type: ignore[arg-type]
 
     rows: list[Row] = []
-    with SharedRing.create(name, n_ch, capacity, "float32", srate=srate) as ring:
-        for _ in range(capacity // chunk_n + 1):
-            ring.write(chunk, ts)
-        with SharedStreamView(name) as sv:
-            twice = np.empty((2, chunk_n, n_ch), np.float32)
-
-            def copy_twice() -> None:
-                twice[0] = chunk
-                twice[1] = chunk
-
-            base_write = t(copy_twice)
-            write = t(lambda: ring.write(chunk, ts))
-            rows.append(Row("ring_write", f"SharedRing.write({chunk_n} rows), {tag}", "us",
-                            write, "chunk copied twice", base_write))  # fmt: skip
-            plain = np.zeros((2 * capacity, n_ch), np.float32)
-            win_view = t(lambda: sv.get_window(n_win))
-            rows.append(Row("get_window_view", f"get_window({n_win}) zero-copy", "us", win_view,
-                            "numpy slice", t(lambda: plain[5 : 5 + n_win])))  # fmt: skip
-            win_bytes = np.ascontiguousarray(sv.get_window(n_win)[0])
-            win_copy = t(lambda: sv.get_window(n_win, copy=True))
-            base_win = t(lambda: np.copy(win_bytes))
-            rows.append(Row("get_window_copy", f"get_window({n_win}, copy=True)", "us", win_copy,
-                            "np.copy of the same bytes", base_win))  # fmt: skip
-            full_bytes = np.ascontiguousarray(sv.get_window(capacity)[0])
-            base_unfold = t(lambda: np.copy(full_bytes))
-            unfold = t(sv.unfold_buffer)
-            rows.append(Row("unfold_buffer", f"SharedStreamView.unfold_buffer() {tag}", "us",
-                            unfold, "np.copy of the same bytes", base_unfold))  # fmt: skip
+    with filled_ring(n_ch, srate, seconds) as f:
+        ring, sv, chunk, ts, capacity = f.ring, f.view, f.chunk, f.ts, f.capacity
+        chunk_n = len(chunk)
+        write, base_write = t(lambda: ring.write(chunk, ts), f.copy_twice)
+        rows.append(Row("ring_write", f"SharedRing.write({chunk_n} rows), {tag}", "us",
+                        write, "chunk copied twice", base_write))  # fmt: skip
+        plain = np.zeros((2 * capacity, n_ch), np.float32)
+        win_view, base_view = t(lambda: sv.get_window(n_win), lambda: plain[5 : 5 + n_win])
+        rows.append(Row("get_window_view", f"get_window({n_win}) zero-copy", "us", win_view,
+                        "numpy slice", base_view))  # fmt: skip
+        win_bytes = np.ascontiguousarray(sv.get_window(n_win)[0])
+        win_copy, base_win = t(lambda: sv.get_window(n_win, copy=True), lambda: np.copy(win_bytes))
+        rows.append(Row("get_window_copy", f"get_window({n_win}, copy=True)", "us", win_copy,
+                        "np.copy of the same bytes", base_win))  # fmt: skip
+        full_bytes = np.ascontiguousarray(sv.get_window(capacity)[0])
+        unfold, base_unfold = t(sv.unfold_buffer, lambda: np.copy(full_bytes))
+        rows.append(Row("unfold_buffer", f"SharedStreamView.unfold_buffer() {tag}", "us",
+                        unfold, "np.copy of the same bytes", base_unfold))  # fmt: skip
 
     rb = RingBuffer((capacity, n_ch), dtype=np.float32)
     for _ in range(capacity // chunk_n + 1):
         rb.add_samples(chunk, ts)
-    rb_unfold = t(rb.unfold_buffer)
-    rb_add = t(lambda: rb.add_samples(chunk, ts))
-
+    own = (rb.unfold_buffer, lambda: rb.add_samples(chunk, ts))
     orig = _original_watcher(n_ch, srate, seconds)
     if orig is None:
+        rb_unfold, rb_add = t(*own)
         o_unfold = o_window = o_add = None
         needs: str | None = NEEDS_ORIGINAL
     else:
         for _ in range(capacity // chunk_n + 1):
             orig.ring_buffer.add_samples(chunk, ts)
-        o_unfold = t(orig.unfold_buffer)
-        o_window = t(lambda: orig.unfold_buffer()[-n_win:])
-        o_add = t(lambda: orig.ring_buffer.add_samples(chunk, ts))
+        rb_unfold, rb_add, o_unfold, o_window, o_add = t(
+            *own,
+            orig.unfold_buffer,
+            lambda: orig.unfold_buffer()[-n_win:],
+            lambda: orig.ring_buffer.add_samples(chunk, ts),
+        )
         needs = None
     orig_label = "original StreamWatcher"
     rows += [
