@@ -6,6 +6,8 @@ with more choices and prints one line per stream format and N:
 (a) dpshm: ``dpshm up`` + N processes calling
     ``SharedStreamView.next_window(seconds=1.0)``: a zero-copy window
     (``view``) and/or a copied one (``copy``);
+    with ``--floor`` also consumers that only sleep on the doorbell and read
+    nothing (``floor``): what N Python processes woken per chunk cost at least;
 (b) Dareplane: N processes, each with the ORIGINAL ``dareplane_utils``
     ``StreamWatcher`` (its own LSL inlet), calling ``update()`` and copying a
     1 s window every 10 ms;
@@ -19,6 +21,7 @@ Usage::
     python benchmarks/bench_fanout.py            # 64ch@1kHz and 256ch@2kHz, N=1,2,4,8
     python benchmarks/bench_fanout.py --quick    # 64ch@1kHz, N=1,8, short runs
     python benchmarks/bench_fanout.py --repeat 3 --wake zmq   # medians; ZeroMQ wake-ups
+    python benchmarks/bench_fanout.py --window view --floor --ns 8 --repeat 3
 """
 
 from __future__ import annotations
@@ -56,6 +59,11 @@ def main() -> None:
         "--wake", choices=("doorbell", "zmq"), default=None,
         help="dpshm consumers' wake path (DPSHM_WAKE); default: the platform's",
     )  # fmt: skip
+    p.add_argument(
+        "--floor", action="store_true",
+        help="add an arm whose consumers only sleep on the doorbell and read nothing:\n"
+        "the CPU floor of N Python processes woken per chunk (+ the supervisor)",
+    )  # fmt: skip
     p.add_argument("--repeat", type=int, default=1, help="runs per cell; medians are shown")
     a = p.parse_args()
 
@@ -63,13 +71,13 @@ def main() -> None:
     ns = [1, 8] if a.quick else [int(x) for x in a.ns.split(",")]
     seconds = a.seconds or (3.0 if a.quick else 6.0)
     windows = fanout.WINDOWS if a.window == "both" else (a.window,)
+    windows += (fanout.FLOOR,) if a.floor else ()
     print(f"fan-out benchmark: {seconds:g} s per run, 10 ms chunks, 1 s window per wake/10 ms")
     print(f"dpshm wake path: {a.wake or 'default'}; medians of {a.repeat} run(s); CPU in % of one "
           f"core (dpshm: supervisor share in ()); ratio = dpshm / dareplane")  # fmt: skip
     print(f"machine: {psutil.cpu_count()} cores, python {sys.version.split()[0]}")
     print("outlet CPU%: with the first dpshm arm / with the dareplane consumers\n")
-    arms = [("dpshm", "view"), ("dpshm_copy", "copy")]
-    arms = [(k, w) for k, w in arms if w in windows]
+    arms = [(fanout.ARM_KEYS[w], w) for w in windows]
     hdr = f"{'stream':<12} {'N':>2} | " + "".join(
         f"{w + ' CPU% (sup)':>18} {'ratio':>6} {w + ' p50/p99 ms':>17} | " for _, w in arms
     )

@@ -48,6 +48,8 @@ WINDOW_S = 1.0
 READY_TIMEOUT_S = 30.0
 WARMUP_S = 0.5
 WINDOWS = ("view", "copy")  # dpshm arms: zero-copy and copied 1 s windows
+FLOOR = "floor"  # diagnostic arm: consumers that only sleep on the doorbell, reading nothing
+ARM_KEYS = {"view": "dpshm", "copy": "dpshm_copy", FLOOR: "dpshm_floor"}
 NEEDS_SUPERVISOR = "needs the dpshm supervisor (dpshm.supervisor, `dpshm up`)"
 
 # -- roles (each runs in its own process) ---------------------------------------------
@@ -100,6 +102,9 @@ def role_dpshm(a: argparse.Namespace) -> None:
     lat: list[float] = []
     copy = a.window == "copy"
     with view:
+        if a.window == FLOOR:
+            _doorbell_only(view, stop)
+            return
         print("ready", flush=True)
         while not stop:
             win = view.next_window(seconds=WINDOW_S, timeout=0.1, copy=copy)
@@ -111,6 +116,19 @@ def role_dpshm(a: argparse.Namespace) -> None:
                 t.append(now)
                 lat.append(now - float(ts[-1]))
     _report(t, lat)
+
+
+def _doorbell_only(view: Any, stop: list[int]) -> None:
+    """The wake-up floor: a blocking ``recv`` on the view's doorbell and nothing else."""
+    bell = view._link.bell
+    if bell is None:
+        raise SystemExit("the floor arm needs doorbells (Linux, DPSHM_WAKE unset)")
+    sock, buf = bell._sock, bytearray(8)
+    print("ready", flush=True)
+    while not stop:
+        with contextlib.suppress(BlockingIOError):  # the receive timeout: check the stop flag
+            sock.recv_into(buf)
+    _report([], [])
 
 
 def role_dareplane(a: argparse.Namespace) -> None:
@@ -292,9 +310,9 @@ def _case(
 
 
 def supervisor_args(name: str) -> list[str]:
-    """Command line of the benchmark's supervisor: shares only stream ``name``."""
-    return [sys.executable, "-m", "dpshm", "up", "--quiet", "--stream", name,
-            "--resolve-interval-s", "0.5", "--buffer-s", "5"]  # fmt: skip
+    """Command line of the benchmark's supervisor: shares only stream ``name``; the
+    default resolve interval (1 s), as a user runs it, and 5 s rings."""
+    return [sys.executable, "-m", "dpshm", "up", "--quiet", "--stream", name, "--buffer-s", "5"]
 
 
 def wait_shared(name: str, timeout: float = READY_TIMEOUT_S) -> None:
@@ -329,14 +347,16 @@ def run(
     """Measure one stream format for every N; raw results as a dict.
 
     Keys: ``direct`` (one case); ``dpshm`` (zero-copy windows), ``dpshm_copy``
-    (copied windows) and ``dareplane`` (each ``{N: case}``, empty when that arm
-    was not asked for, or the supervisor or the original is not installed).
-    ``windows`` chooses the dpshm arms (``"view"``, ``"copy"``); ``wake`` sets
-    the consumers' ``DPSHM_WAKE`` (None: the default wake path).
+    (copied windows), ``dpshm_floor`` (consumers that only sleep on the
+    doorbell: the wake-up floor) and ``dareplane`` (each ``{N: case}``, empty
+    when that arm was not asked for, or the supervisor or the original is not
+    installed). ``windows`` chooses the dpshm arms (``"view"``, ``"copy"``,
+    ``"floor"``); ``wake`` sets the consumers' ``DPSHM_WAKE`` (None: the
+    default wake path).
     """
     from dpshm.bench.roundtrip import original_available
 
-    res: dict[str, Any] = {"direct": None, "dpshm": {}, "dpshm_copy": {}, "dareplane": {}}
+    res: dict[str, Any] = {"direct": None, "dareplane": {}, **{k: {} for k in ARM_KEYS.values()}}
     uid = uuid.uuid4().hex[:8]
     name = f"dpshmbench{uid}"
     kw = {"name": name, "channels": channels, "rate": rate}
@@ -354,8 +374,7 @@ def run(
                 try:
                     for n in ns:  # the arms alternate, so a drifting load hits both
                         for w in windows:
-                            key = "dpshm" if w == "view" else "dpshm_copy"
-                            res[key][n] = _case(
+                            res[ARM_KEYS[w]][n] = _case(
                                 "dpshm", n, seconds, env, outlet, {**kw, "window": w}, [sup]
                             )
                 finally:
@@ -417,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--name", required=True)
     p.add_argument("--channels", type=int, required=True)
     p.add_argument("--rate", type=float, required=True)
-    p.add_argument("--window", choices=WINDOWS, default="view")
+    p.add_argument("--window", choices=sorted(ARM_KEYS), default="view")
     a = p.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         ROLES[a.role](a)
