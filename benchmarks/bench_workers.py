@@ -135,14 +135,9 @@ def _dareplane_module(name: str, ready, stop) -> None:
 
 
 def _cpu(procs: list[psutil.Process]) -> float:
-    total = 0.0
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.Error:
-            pass
-    return total
+    from dpshm.bench._common import process_cpu_s
+
+    return sum(process_cpu_s(p.pid) for p in procs)
 
 
 def _measure(procs: list[psutil.Process], seconds: float) -> float:

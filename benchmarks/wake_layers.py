@@ -36,21 +36,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from dpshm.bench import fanout
-from dpshm.bench._common import child_env
+from dpshm.bench._common import child_env, process_cpu_s
 
 KINDS = ("recv", "bell+head", "wait", "next_window")
-
-
-def _cpu_s(pid: int) -> float:
-    """On-CPU seconds of every thread of ``pid``."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
-        except OSError:  # the thread ended meanwhile
-            pass
-    return total / 1e9
 
 
 def consumer(kind: str, name: str, copy: bool) -> None:
@@ -118,9 +106,10 @@ def main() -> None:
                 c.ready()
             time.sleep(1.0)  # settle
             pids = [c.proc.pid for c in consumers]
-            c0, s0, w0 = [_cpu_s(q) for q in pids], _cpu_s(sup.proc.pid), time.perf_counter()
+            cpu = process_cpu_s
+            c0, s0, w0 = [cpu(q) for q in pids], cpu(sup.proc.pid), time.perf_counter()
             time.sleep(a.seconds)
-            c1, s1, wall = [_cpu_s(q) for q in pids], _cpu_s(sup.proc.pid), time.perf_counter() - w0
+            c1, s1, wall = [cpu(q) for q in pids], cpu(sup.proc.pid), time.perf_counter() - w0
         finally:
             for c in reversed(procs):
                 c.stop()

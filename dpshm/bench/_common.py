@@ -135,6 +135,35 @@ def filled_ring(n_ch: int, srate: float, seconds: float) -> Iterator[FilledRing]
             yield FilledRing(ring, view, chunk, ts, capacity)
 
 
+def process_cpu_s(pid: int) -> float:
+    """On-CPU seconds of process ``pid`` so far (all its threads).
+
+    Linux: the scheduler's nanosecond counts (``/proc/<pid>/task/*/schedstat``);
+    elsewhere psutil's user+system time (10 ms ticks: coarse for short runs).
+    Returns 0.0 once the process is gone.
+    """
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        tids = None
+    if tids is not None and os.path.exists(f"/proc/{pid}/task/{tids[0]}/schedstat"):
+        total = 0
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):  # the thread ended meanwhile
+                pass
+        return total / 1e9
+    import psutil
+
+    try:
+        t = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return t.user + t.system
+
+
 def percentiles(samples: Any, scale: float = 1.0) -> tuple[float, float]:
     """``(p50, p99)`` of ``samples`` times ``scale`` (``nan`` when empty)."""
     a = np.asarray(samples, dtype=np.float64)

@@ -16,8 +16,9 @@ Measured in one run, side by side, for each stream format and N:
 The outlet (its own process) pushes 10 ms chunks on absolute deadlines,
 stamped with ``local_clock()`` at push time; a consumer's latency is
 ``local_clock()`` when it has the chunk minus the chunk's newest timestamp.
-CPU is the sum of user+system time (psutil) of the consumers, plus the
-supervisor for dpshm, over the measurement window, in % of one core; the
+CPU is the on-CPU time of the consumers, plus the supervisor for dpshm, over
+the measurement window, in % of one core (Linux: the scheduler's nanosecond
+counts, :func:`~dpshm.bench._common.process_cpu_s`); the
 outlet's own CPU is kept apart (JSON). Consumers start, say ``ready``, and the
 window opens once all are ready (imports and connects are not measured).
 
@@ -41,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from dpshm.bench._common import NEEDS_ORIGINAL, Row, child_env, percentiles
+from dpshm.bench._common import NEEDS_ORIGINAL, Row, child_env, percentiles, process_cpu_s
 
 CHUNK_S = 0.010
 WINDOW_S = 1.0
@@ -193,15 +194,12 @@ class _Child:
     """One benchmark process: started, awaited ready, CPU sampled, stopped."""
 
     def __init__(self, args: list[str], env: dict[str, str], what: str) -> None:
-        import psutil
-
         self.what = repr(what)
         # a pipe could fill up with liblsl's log lines; closed by stop()
         self.err = tempfile.TemporaryFile()  # noqa: SIM115
         self.proc = subprocess.Popen(
             args, env=env, stdout=subprocess.PIPE, stderr=self.err, text=True
         )
-        self.ps = psutil.Process(self.proc.pid)
 
     def _stderr_tail(self) -> str:
         self.err.seek(0)
@@ -233,13 +231,7 @@ class _Child:
                     )
 
     def cpu(self) -> float:
-        import psutil
-
-        try:
-            t = self.ps.cpu_times()
-            return t.user + t.system
-        except psutil.Error:
-            return 0.0
+        return process_cpu_s(self.proc.pid)
 
     def stop(self, timeout: float = 10.0) -> str:
         """SIGTERM, wait, return what the process printed since ``ready``."""
