@@ -514,37 +514,42 @@ class DefaultServer:
             return
         try:
             cmd = parse_command(raw)
+            name = cmd.name
         except ProtocolError as err:
-            self._error(conn, str(err))
-            return
-        if not cmd.name:
+            if self.msg_interpreter is None:
+                self._error(conn, str(err))
+                return
+            # the module's interpreter reads its own payload format: only the name counts here
+            cmd, name = None, raw.strip().split(b"|", 1)[0].strip().decode("utf-8", "replace")
+        if not name:
             self._error(conn, f"empty command name in {raw[:80]!r}")
             return
         if self.token is not None and not conn.authenticated:
-            self._error(conn, f"not authenticated; send AUTH|<token> before {cmd.name!r}")
+            self._error(conn, f"not authenticated; send AUTH|<token> before {name!r}")
             return
-        if cmd.name != "UP":
+        if name != "UP":
             self.logger.info("Received: %r", raw)
         with self._dispatch_lock:
             self.current_conn = conn.sock
-            if cmd.name in BUILT_IN_PCOMMS:
-                self._builtin(conn, cmd.name)
+            if name in BUILT_IN_PCOMMS:
+                self._builtin(conn, name)
                 return
-            func = self.pcommand_map.get(cmd.name)
+            func = self.pcommand_map.get(name)
             if func is None:
                 known = "|".join([*self.pcommand_map, *BUILT_IN_PCOMMS])
-                self._error(conn, f"unknown PCOMM {cmd.name!r}; known: {known}")
+                self._error(conn, f"unknown PCOMM {name!r}; known: {known}")
                 return
             try:
                 if self.msg_interpreter is not None:
                     ret = self.msg_interpreter(raw.strip(), self.pcommand_map, logger=self.logger)
                 else:
+                    assert cmd is not None
                     ret = func(*cmd.args, **cmd.kwargs)
             except Exception as err:
-                self.logger.exception("handler of %r failed", cmd.name)
-                self._error(conn, f"{cmd.name} raised {type(err).__name__}: {err}")
+                self.logger.exception("handler of %r failed", name)
+                self._error(conn, f"{name} raised {type(err).__name__}: {err}")
                 return
-        self._keep(conn, cmd.name, raw, ret)
+        self._keep(conn, name, raw, ret)
 
     def _authenticate(self, conn: _Connection, raw: bytes) -> None:
         if self.token is None:

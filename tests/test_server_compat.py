@@ -204,3 +204,25 @@ def test_failing_stopper_logged_and_others_still_stopped(caplog: pytest.LogCaptu
         assert "stopper exploded" in caplog.text and srv.threads == {}
     finally:
         rs.stop()
+
+
+def test_msg_interpreter_reads_its_own_payload_format() -> None:
+    """A payload dpshm's parser refuses (not JSON) reaches the module's interpreter."""
+    seen: list[bytes] = []
+
+    def interpreter(msg: bytes, pcommand_map: dict, logger: logging.Logger) -> str:
+        seen.append(msg)
+        name, _, rest = msg.decode().partition("|")
+        return pcommand_map[name](rest)
+
+    pmap = {"RAW": lambda text: f"got {text}\n"}
+    rs = RunningServer(DefaultServer(0, name="i", pcommand_map=pmap, msg_interpreter=interpreter))
+    try:
+        c = rs.client()
+        c.send(b"RAW|{not json;")
+        assert c.read_line() == b"got {not json\n"
+        c.send(b"NOPE|{x;")  # unknown names are still refused before the interpreter
+        assert c.read_line().startswith(b"ERROR unknown PCOMM 'NOPE'")
+        assert seen == [b"RAW|{not json"]
+    finally:
+        rs.stop()
