@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import signal
 import struct
 import uuid
 from pathlib import Path
@@ -32,6 +33,12 @@ def _dpshm_segments() -> set[str]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Tests send SIGINT (Ctrl-C) to child Pythons. A runner that starts the session in
+    # the background of a non-interactive shell (`cmd &`, nohup) hands it SIGINT
+    # ignored, children inherit that, and Python then installs no KeyboardInterrupt
+    # handler. A Python handler here is reset to the default on exec in the children.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     # run dareplane-utils' one-time dictConfig now, and undo it (see module docstring)
     with preserved_logging(), contextlib.suppress(ImportError):
         importlib.import_module("dareplane_utils.general.ringbuffer")
