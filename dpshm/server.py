@@ -116,6 +116,13 @@ class _Connection:
 class DefaultServer:
     """TCP command server of a Dareplane module.
 
+    Subclasses may override :meth:`on_connection_accepted` and
+    :meth:`on_connection_closed` (as with dareplane-utils). Overriding the
+    original's ``handle_msg``, ``default_msg_interpretation``,
+    ``msg_interpretation`` or ``process_connection`` is a ``TypeError`` when
+    the class is defined: this server does not call them, so the override
+    would be silently ignored (see docs/migration.md).
+
     Parameters
     ----------
     port : int
@@ -172,13 +179,6 @@ class DefaultServer:
         dareplane-utils compatibility: ``b";"`` (the default), ``b"\\n"`` or
         ``b"\\r\\n"``; all three end a command anyway. Anything else is a
         ``ValueError``.
-
-    Subclasses may override :meth:`on_connection_accepted` and
-    :meth:`on_connection_closed` (as with dareplane-utils). Overriding the
-    original's ``handle_msg``, ``default_msg_interpretation``,
-    ``msg_interpretation`` or ``process_connection`` is a ``TypeError`` when
-    the class is defined: this server does not call them, so the override
-    would be silently ignored (see docs/migration.md).
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
