@@ -36,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from dpshm.bench import fanout
-from dpshm.bench._common import child_env, process_cpu_s
+from dpshm.bench._common import CHUNK_S, child_env, process_cpu_s
 
 KINDS = ("recv", "bell+head", "wait", "next_window")
 
@@ -49,13 +49,11 @@ def consumer(kind: str, name: str, copy: bool) -> None:
     bell, ring = v._link.bell, v.ring  # type: ignore[union-attr]
     if bell is None:
         raise SystemExit("no doorbell: this benchmark needs Linux and DPSHM_WAKE unset")
-    sock, buf = bell._sock, bytearray(4)
-    assert sock is not None
+    if kind == "recv":  # the fan-out benchmark's floor arm: one recv per wake, nothing else
+        fanout.doorbell_floor(v, stop=[])
+        return
     print("ready", flush=True)
-    if kind == "recv":  # the socket blocks (no Python-level timeout): one system call
-        while True:
-            sock.recv_into(buf)
-    elif kind == "bell+head":
+    if kind == "bell+head":
         while True:
             bell.wait(0.1)
             v._cursor = ring.head
@@ -113,7 +111,7 @@ def main() -> None:
         finally:
             for c in reversed(procs):
                 c.stop()
-    wakes = wall / fanout.CHUNK_S
+    wakes = wall / CHUNK_S
     print(f"{a.channels} ch @ {a.rate:g} Hz, 10 ms chunks, {a.seconds:g} s, {len(kinds)} consumers "
           f"({a.each} of each kind), window {'copied' if a.copy else 'zero-copy'}")  # fmt: skip
     print(f"{'kind':<12} | CPU µs per wake-up (mean of {a.each}) | % of one core each")

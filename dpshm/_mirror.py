@@ -98,6 +98,19 @@ def mirrored_write(
     return head + k
 
 
+def mirrored_start(capacity: int, head: int, n: int) -> int:
+    """Position where the newest ``n <= capacity`` samples begin (see the module notes).
+
+    Raises
+    ------
+    ValueError
+        ``n`` is negative or exceeds ``capacity``.
+    """
+    if not 0 <= n <= capacity:
+        raise ValueError(f"window of {n} samples does not fit a ring of capacity {capacity}")
+    return (head - n) % capacity
+
+
 def mirrored_window(buf: np.ndarray, head: int, n: int) -> np.ndarray:
     """Return a view of the newest ``n`` samples (oldest first, newest last).
 
@@ -105,8 +118,5 @@ def mirrored_window(buf: np.ndarray, head: int, n: int) -> np.ndarray:
     be ``<= capacity``. When fewer than ``n`` samples were ever written the
     view starts with the initial (unwritten) contents.
     """
-    capacity = buf.shape[0] // 2
-    if not 0 <= n <= capacity:
-        raise ValueError(f"window of {n} samples does not fit a ring of capacity {capacity}")
-    start = (head - n) % capacity  # where the newest n samples begin
+    start = mirrored_start(buf.shape[0] // 2, head, n)
     return buf[start : start + n]

@@ -31,6 +31,8 @@ from dpshm.errors import ProtocolError
 __all__ = ["Command", "CommandFramer", "completeness", "parse_command"]
 
 MAX_MESSAGE_BYTES = 1 << 20
+#: What ends a command (:class:`CommandFramer`): each of these, always.
+TERMINATORS = (b";", b"\n", b"\r\n")
 
 
 @dataclass(frozen=True)

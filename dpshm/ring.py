@@ -90,7 +90,7 @@ from typing import Any
 
 import numpy as np
 
-from dpshm._mirror import mirror_halves, mirrored_write
+from dpshm._mirror import mirror_halves, mirrored_start, mirrored_write
 from dpshm.errors import RingFormatError, RingNotFoundError, RingOwnershipError
 from dpshm.formats import (
     _CODE_TO_FORMAT,
@@ -688,11 +688,7 @@ class SharedRing:
             head = self.head
         elif self._hot is None:
             self._live()
-        # mirrored_window() for both arrays, spelled out: a consumer calls this once per wake
-        cap = self.capacity
-        if not 0 <= n <= cap:
-            raise ValueError(f"window of {n} samples does not fit a ring of capacity {cap}")
-        start = (head - n) % cap
+        start = mirrored_start(self.capacity, head, n)  # the same for data and timestamps
         return self._data[start : start + n], self._ts[start : start + n]
 
     def copy_range(
@@ -711,7 +707,7 @@ class SharedRing:
         cap = self.capacity
         if not 0 <= n <= cap:
             raise ValueError(f"cannot copy {n} samples from a ring of capacity {cap}")
-        i = start % cap  # mirrored_window(), spelled out as in window()
+        i = mirrored_start(cap, stop, n)
         d = self._data[i : i + n].copy() if data else None
         t = self._ts[i : i + n].copy() if timestamps else None
         first = max(start, hot[_H_PENDING] - cap)

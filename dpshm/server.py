@@ -36,6 +36,7 @@ from dpshm.protocol import (
     COMPLETE_NOW,
     INCOMPLETE,
     MAX_MESSAGE_BYTES,
+    TERMINATORS,
     CommandFramer,
     completeness,
     parse_command,
@@ -47,7 +48,6 @@ BUILT_IN_PCOMMS = ["STOP", "CLOSE", "GET_PCOMMS", "UP"]
 _POLL_S = 0.1
 _IDLE_WAKE_S = 1.0
 _UP_RAW = frozenset({b"UP", b"UP|"})
-_DELIMITERS = (b";", b"\n", b"\r\n")  # what the framer ends a command on
 # methods of the original's server that this one does not call: a subclass that
 # overrides one would silently lose its behaviour, so defining one is an error
 _NOT_CALLED = (
@@ -222,7 +222,7 @@ class DefaultServer:
             raise ValueError(f"max_clients must be >= 1, got {max_clients!r}")
         if token is not None and not (isinstance(token, str) and token and "|" not in token):
             raise ValueError("token must be a non-empty str without '|' (or None for no auth)")
-        if delimiter not in _DELIMITERS:
+        if delimiter not in TERMINATORS:
             raise ValueError(
                 f"delimiter {delimiter!r} is not supported: commands end on ';', '\\n' or "
                 "'\\r\\n' (all three always); drop the delimiter argument"
@@ -509,7 +509,8 @@ class DefaultServer:
         if raw in _UP_RAW and (self.token is None or conn.authenticated):
             conn.send(b"1")  # the health check: no parsing, no logging
             return
-        if raw.strip().split(b"|", 1)[0].strip() == b"AUTH":
+        first = raw.strip().split(b"|", 1)[0].strip()  # the command's name field
+        if first == b"AUTH":
             self._authenticate(conn, raw)
             return
         try:
@@ -520,7 +521,7 @@ class DefaultServer:
                 self._error(conn, str(err))
                 return
             # the module's interpreter reads its own payload format: only the name counts here
-            cmd, name = None, raw.strip().split(b"|", 1)[0].strip().decode("utf-8", "replace")
+            cmd, name = None, first.decode("utf-8", "replace")
         if not name:
             self._error(conn, f"empty command name in {raw[:80]!r}")
             return

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+#: Chunk length of the benchmarks' streams (s): what the outlets push at once.
+CHUNK_S = 0.010
 #: Shown instead of a baseline that needs the original dareplane-utils.
 NEEDS_ORIGINAL = "baseline needs: pip install 'dpshm[bench]'"
 
@@ -117,14 +119,14 @@ class FilledRing:
 
 @contextlib.contextmanager
 def filled_ring(n_ch: int, srate: float, seconds: float) -> Iterator[FilledRing]:
-    """A ring of ``seconds * srate`` rows x ``n_ch`` float32, filled with 10 ms chunks
+    """A ring of ``seconds * srate`` rows x ``n_ch`` float32, filled with :data:`CHUNK_S` chunks
     of noise (wrapped at least once), with a :class:`~dpshm.view.SharedStreamView`;
     unlinked on exit."""
     from dpshm.ring import SharedRing
     from dpshm.view import SharedStreamView
 
     capacity = round(srate * seconds)
-    chunk_n = max(1, round(srate * 0.010))
+    chunk_n = max(1, round(srate * CHUNK_S))
     chunk = np.random.default_rng(0).standard_normal((chunk_n, n_ch)).astype(np.float32)
     ts = np.arange(chunk_n, dtype=np.float64)
     name = f"bench{os.getpid()}_{uuid.uuid4().hex[:6]}"
@@ -146,7 +148,7 @@ def process_cpu_s(pid: int) -> float:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
         tids = None
-    if tids is not None and os.path.exists(f"/proc/{pid}/task/{tids[0]}/schedstat"):
+    if tids and os.path.exists(f"/proc/{pid}/task/{tids[0]}/schedstat"):
         total = 0
         for tid in tids:
             try:

@@ -19,8 +19,6 @@ import numpy as np
 
 from dpshm.bench._common import NEEDS_ORIGINAL, Row, best_us_each, filled_ring, import_original
 
-CHUNK_S = 0.010
-
 
 def _tag(n_ch: int, srate: float, seconds: float) -> str:
     return f"{n_ch}ch x {seconds:g} s @ {srate / 1000:g} kHz"

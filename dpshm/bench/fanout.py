@@ -42,9 +42,15 @@ from typing import Any
 
 import numpy as np
 
-from dpshm.bench._common import NEEDS_ORIGINAL, Row, child_env, percentiles, process_cpu_s
+from dpshm.bench._common import (
+    CHUNK_S,
+    NEEDS_ORIGINAL,
+    Row,
+    child_env,
+    percentiles,
+    process_cpu_s,
+)
 
-CHUNK_S = 0.010
 WINDOW_S = 1.0
 READY_TIMEOUT_S = 30.0
 WARMUP_S = 0.5
@@ -104,7 +110,7 @@ def role_dpshm(a: argparse.Namespace) -> None:
     copy = a.window == "copy"
     with view:
         if a.window == FLOOR:
-            _doorbell_only(view, stop)
+            doorbell_floor(view, stop)
             return
         print("ready", flush=True)
         while not stop:
@@ -119,16 +125,20 @@ def role_dpshm(a: argparse.Namespace) -> None:
     _report(t, lat)
 
 
-def _doorbell_only(view: Any, stop: list[int]) -> None:
-    """The wake-up floor: a blocking ``recv`` on the view's doorbell and nothing else."""
+def doorbell_floor(view: Any, stop: list[int]) -> None:
+    """The wake-up floor: a blocking ``recv`` on the view's doorbell and nothing else,
+    until ``stop`` is non-empty; prints ``ready`` first (also ``wake_layers.py``'s
+    ``recv`` kind)."""
     bell = view._link.bell
     if bell is None:
         raise SystemExit("the floor arm needs doorbells (Linux, DPSHM_WAKE unset)")
     sock, buf = bell._sock, bytearray(8)
     print("ready", flush=True)
     while not stop:
-        with contextlib.suppress(BlockingIOError):  # the receive timeout: check the stop flag
+        try:  # noqa: SIM105 -- a try costs nothing per wake, contextlib.suppress does
             sock.recv_into(buf)
+        except BlockingIOError:  # the socket's receive timeout: look at the stop flag
+            pass
     _report([], [])
 
 
