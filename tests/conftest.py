@@ -97,7 +97,7 @@ def _foreign(seg: str) -> bool:
         return True  # gone meanwhile
     if len(head) < 88 or head[:8] != b"DPSHMRNG":
         return False
-    (pid,) = struct.unpack_from("<Q", head, 80)  # writer pid (layout: dpshm/ring.py)
+    (pid,) = struct.unpack_from("<Q", head, 80)  # writer pid (layout: dpshm/shm/ring.py)
     me = os.getpid()
     try:
         proc = psutil.Process(pid)

@@ -7,10 +7,14 @@ import importlib
 import logging
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import TypeVar
 
 T = TypeVar("T")
+
+TESTS = Path(__file__).resolve().parent  # tests/ (helpers, worker targets)
+ROOT = TESTS.parent  # the repository
 
 
 def wait_until(pred: Callable[[], T], timeout: float = 5.0, interval: float = 0.005) -> T:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from helpers import wait_until
 
-from dpshm.procs import stop_process_tree
+from dpshm.dareplane.procs import stop_process_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES_DIR = ROOT / "examples"
