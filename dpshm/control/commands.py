@@ -49,7 +49,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from dpshm.control.worker_proc import WORKER_LOGGER_PREFIX, attach_view
+from dpshm.control.context import WORKER_LOGGER_PREFIX, attach_view
 from dpshm.control.workers import WorkerManager
 from dpshm.dareplane.logs import DEFAULT_LOG_PORT, JsonSocketHandler
 from dpshm.dareplane.server import DefaultServer, is_loopback
