@@ -34,6 +34,7 @@ from dpshm import lsl
 from dpshm.config import StreamSelector, SupervisorConfig
 from dpshm.shm import registry
 from dpshm.shm.bus import HeadPublisher, LogPublisher, ZmqLogHandler
+from dpshm.shm.cpu import check_platform
 from dpshm.shm.doorbell import AVAILABLE as DOORBELLS
 from dpshm.shm.doorbell import DoorbellServer, control_address
 from dpshm.shm.feed import JOIN_TIMEOUT_S, Feed, stream_key
@@ -122,7 +123,10 @@ class Supervisor:
         ------
         SupervisorRunningError
             Another supervisor runs on this namespace.
+        UnsupportedPlatformError
+            The ring is not safe on this CPU (see :mod:`dpshm.shm.cpu`).
         """
+        check_platform()
         ns = self.config.namespace
         self._lock = registry.SupervisorLock(ns)
         self._closed = False
