@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import threading
 import time
@@ -47,17 +48,27 @@ def _mock_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source-id", default="", help="source_id of the signal (default derived)")
 
 
+def _mock_spec(args: argparse.Namespace) -> Any:
+    """The :class:`~dpshm.mock.MockSpec` of the flags (ConfigError names a bad flag)."""
+    from dpshm.mock import MockSpec
+
+    d = args.duration
+    if d is not None and not (math.isfinite(d) and d >= 0):
+        raise C.ConfigError(f"--duration must be a number of seconds >= 0, got {d!r}")
+    return MockSpec(
+        name=args.name, channels=args.channels, rate=args.rate, markers=not args.no_markers,
+        marker_name=args.marker_name, source_id=args.source_id,
+    )  # fmt: skip
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """``dpshm demo``: mock outlets, a supervisor and a consumer in one process."""
-    from dpshm.mock import MockOutlets, MockSpec
+    from dpshm.mock import MockOutlets
     from dpshm.shm.supervisor import Supervisor
     from dpshm.shm.view import SharedStreamView
 
     setup_logging("WARNING")
-    spec = MockSpec(
-        name=args.name, channels=args.channels, rate=args.rate, markers=not args.no_markers,
-        marker_name=args.marker_name, source_id=args.source_id,
-    )  # fmt: skip
+    spec = _mock_spec(args)
     selectors = [C.StreamSelector(name=spec.name)]
     if spec.markers:
         selectors.append(C.StreamSelector(name=spec.marker_name))
@@ -82,6 +93,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     if time.monotonic() > deadline:
                         return
                     sup.stop_event.wait(0.1)
+            if view is None:  # stopped (Ctrl-C) before the stream was shared
+                return
             with view:
                 while not sup.stop_event.is_set():
                     data, _, lost = view.read_new() if view.wait(0.5) else (None, None, 0)
@@ -112,12 +125,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_mock(args: argparse.Namespace) -> int:
     """``dpshm mock``."""
-    from dpshm.mock import MockOutlets, MockSpec
+    from dpshm.mock import MockOutlets
 
-    spec = MockSpec(
-        name=args.name, channels=args.channels, rate=args.rate, markers=not args.no_markers,
-        marker_name=args.marker_name, source_id=args.source_id,
-    )  # fmt: skip
+    spec = _mock_spec(args)
     stop = stop_on_signals()
     with MockOutlets(spec) as mock:
         print(

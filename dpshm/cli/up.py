@@ -81,7 +81,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Send SIGTERM to the namespace's supervisor and wait until it has "
         "unlinked its rings and exited. When no supervisor runs but a killed one (SIGKILL, "
         "a crash) left its rings and registry behind, remove them (as the next `dpshm up` "
-        "would).",
+        "would). With nothing to stop it says so and exits 0.",
     )  # fmt: skip
     ns_arg(p)
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait")
@@ -145,7 +145,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sweep_after_kill(ns: str, not_running: Exception) -> int:
+def _sweep_after_kill(ns: str) -> int:
     """``dpshm down`` with no live supervisor: remove what a killed one left behind."""
     from dpshm.errors import SupervisorRunningError
     from dpshm.shm import registry
@@ -157,8 +157,12 @@ def _sweep_after_kill(ns: str, not_running: Exception) -> int:
         raise SupervisorRunningError(f"{exc} (it is starting: run `dpshm down` again)") from None
     with lock:
         old, removed = sweep_dead(ns)
-    if not removed and old is None:
-        raise not_running  # nothing was running and nothing was left: say so (exit 1)
+    if not removed and old is None:  # nothing runs and nothing was left: say so (exit 0)
+        print(
+            f"nothing to stop: no dpshm supervisor runs on namespace {ns!r}, and none left "
+            "shared memory behind"
+        )
+        return 0
     pid = (old or {}).get("pid", "unknown")
     mb = sum(size for _, size in removed) / 1e6
     print(
@@ -177,8 +181,8 @@ def cmd_down(args: argparse.Namespace) -> int:
     ns = namespace(args)
     try:
         reg = registry.read_registry(ns)
-    except SupervisorNotRunningError as exc:
-        return _sweep_after_kill(ns, exc)
+    except SupervisorNotRunningError:
+        return _sweep_after_kill(ns)
     os.kill(reg.pid, signal.SIGTERM)
     deadline = time.monotonic() + args.timeout
     while reg.alive():
