@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import threading
 import time
 from typing import Any
 
 from dpshm import config as C
 from dpshm.cli._common import FMT, ns_arg, setup_logging, stop_on_signals
-from dpshm.cli.screen import LiveStatus
+from dpshm.cli.live import LiveStatus
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -75,7 +74,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg = C.load_config(None, overrides={"namespace": args.namespace, "streams": selectors})
     live = LiveStatus()
     got = {"samples": 0, "lost": 0}
-    with MockOutlets(spec) as mock, Supervisor(cfg) as sup:
+    with live, MockOutlets(spec) as mock, Supervisor(cfg) as sup:
         print(
             f"dpshm demo: mock outlets {spec.name!r} ({spec.channels} ch @ {spec.rate:g} Hz)"
             f"{' and ' + repr(spec.marker_name) if spec.markers else ''} -> supervisor "
@@ -106,12 +105,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         reader.start()
 
         def show(status: dict[str, Any]) -> None:
-            live(status)
-            if live.tty:
-                msg = f"consumer: {got['samples']} samples read, {got['lost']} lost; "
-                msg += f"outlet pushed {mock.pushed}"
-                sys.stdout.write(msg + "\n")
-                live.lines += 1
+            msg = f"consumer: {got['samples']} samples read, {got['lost']} lost; "
+            live(status, extra=[msg + f"outlet pushed {mock.pushed}"])
 
         sup.run(duration=args.duration, on_status=show)
         sup.stop()

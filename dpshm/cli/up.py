@@ -12,7 +12,7 @@ from typing import Any
 
 from dpshm import config as C
 from dpshm.cli._common import FMT, namespace, ns_arg, setup_logging
-from dpshm.cli.screen import LiveStatus
+from dpshm.cli.live import LiveStatus
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -118,7 +118,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     check_bind(cfg.server.host, cfg.server.token)  # refuse before sharing anything
     # a port the user chose must work; the implicit default may be taken (another namespace)
     explicit_port = args.port is not None or cfg.server != C.ServerConfig()
-    with Supervisor(cfg) as sup, contextlib.ExitStack() as stack:
+    live = None if args.quiet else LiveStatus()
+    # on a terminal, log lines scroll above the live table from here on
+    with live or contextlib.nullcontext(), Supervisor(cfg) as sup, contextlib.ExitStack() as stack:
         try:
             commands = stack.enter_context(SupervisorFrontend(sup, cfg))
         except OSError as exc:
@@ -141,7 +143,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 "Ctrl-C or `dpshm down` stops it.",
                 flush=True,
             )
-        sup.run(duration=args.duration, on_status=None if args.quiet else LiveStatus())
+        sup.run(duration=args.duration, on_status=live)
     return 0
 
 
