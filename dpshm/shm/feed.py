@@ -125,8 +125,10 @@ class Feed:
         self._data = np.zeros((chunk, n_ch), dtype=spec.dtype)
         self._ts = np.zeros(chunk, dtype=np.float64)
         log.info(
-            "stream %r (%s, %d ch %s @ %g Hz) -> ring %r, %d samples, generation %d",
-            spec.name, spec.type, n_ch, fmt, srate, self.ring.name, capacity, self.generation,
+            "stream %r (%s, %d ch %s @ %g Hz) from host %r, source_id %r -> ring %r, "
+            "%d samples, generation %d",
+            spec.name, spec.type, n_ch, fmt, srate, spec.hostname, spec.source_id,
+            self.ring.name, capacity, self.generation,
         )  # fmt: skip
 
     def entry(self) -> dict[str, Any]:

@@ -113,6 +113,7 @@ class Supervisor:
         self._keeper: threading.Thread | None = None
         self.run_id = format(int(time.time() * 1000) % 36**6, "x")[-6:]
         self._prev_generations: dict[str, int] = {}
+        self._claimed_twice_seen: set[str] = set()  # outlet uids already logged
         self.started = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -283,13 +284,16 @@ class Supervisor:
             except Exception:
                 log.exception("LSL resolution failed; retrying")
                 specs = []
-            seen = set()
+            seen: dict[str, Any] = {}
             for spec in specs:
                 sel = self.config.selects(spec.name, spec.type, spec.source_id)
                 if sel is None:
                     continue
                 key = stream_key(spec.name, spec.source_id, spec.hostname)
-                seen.add(key)
+                if key in seen:  # a second outlet with the identity of one already seen
+                    self._claimed_twice(seen[key], spec)
+                    continue
+                seen[key] = spec
                 feed = self.feeds.get(key)
                 if feed is None:
                     self._add_feed(key, spec, sel)
@@ -299,6 +303,19 @@ class Supervisor:
                 if key not in seen:
                     feed.missed()
             self.stop_event.wait(max(0.0, interval - (time.monotonic() - t0)))
+
+    def _claimed_twice(self, first: Any, other: Any) -> None:
+        """Log (once per outlet) that two outlets claim one stream identity."""
+        if other.uid in self._claimed_twice_seen:
+            return
+        self._claimed_twice_seen.add(other.uid)
+        ident = f"source_id {first.source_id!r}" if first.source_id else "no source_id"
+        log.warning(
+            "two LSL outlets named %r claim the same identity (%s): one on host %r (uid %s), "
+            "one on host %r (uid %s); dpshm shares only one of them. Give each outlet its own "
+            "source_id.",
+            first.name, ident, first.hostname, first.uid, other.hostname, other.uid,
+        )  # fmt: skip
 
     def _add_feed(self, key: str, spec: Any, sel: StreamSelector) -> None:
         gen = self._prev_generations.get(key, 0) + 1

@@ -98,7 +98,7 @@ def test_up_keeps_every_log_line_above_the_table(unique_name, outlets):
         term.shows("Ctrl-C or `dpshm down` stops it")
         out = outlets.make(name=name, n_channels=2, srate=100.0, source_id=f"{name}-sid")
         with pushing(out, 2, 100.0):
-            term.shows(f"stream '{name}' (EEG, 2 ch float32 @ 100 Hz) -> ring")
+            term.shows(f"stream '{name}' (EEG, 2 ch float32 @ 100 Hz) from host")
             wait_until(lambda: _row(term.screen(), name).endswith(" ok"), 20, 0.1)
         out.close()  # the outlet goes away ...
         screen = term.shows("STALE: outlet closed")
