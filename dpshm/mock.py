@@ -154,11 +154,15 @@ class MockOutlets:
                 self.markers_pushed += 1
                 next_marker += spec.marker_every_s
 
-    def close(self) -> None:
-        """Stop the thread (bounded join) and close the outlets (idempotent)."""
+    def stop(self) -> None:
+        """Stop pushing (bounded join); the outlets stay open, ``pushed`` is final."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(2.0)
+
+    def close(self) -> None:
+        """Stop pushing and close the outlets (idempotent)."""
+        self.stop()
         for outlet in (self.signal, self.marker):
             if outlet is not None:
                 outlet.close()

@@ -6,10 +6,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -85,3 +86,33 @@ def pushing(outlet, n_channels: int, srate: float) -> Iterator[None]:
     finally:
         stop.set()
         t.join(5)
+
+
+def spawn_dpshm(ns: str, *args: str, python_flags: Sequence[str] = ()) -> subprocess.Popen:
+    """Start ``python -m dpshm ARGS`` in its own session (a terminal's process group)."""
+    return subprocess.Popen(
+        [sys.executable, *python_flags, "-m", "dpshm", *args], env=dpshm_env(ns),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(ROOT),
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def ctrl_c(
+    proc: subprocess.Popen, when: Callable[[], object], timeout: float = 30.0, collect: bool = True
+) -> tuple[str, str]:
+    """Once ``when()`` holds, send Ctrl-C (SIGINT to the group); (stdout, stderr) at exit.
+
+    ``collect=False`` when the caller reads the pipes itself (then ``("", "")``).
+    The process is killed if it does not end within ``timeout`` after the Ctrl-C.
+    """
+    try:
+        wait_until(lambda: when() or proc.poll() is not None, timeout, 0.001)
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        if not collect:
+            proc.wait(timeout)
+            return "", ""
+        return proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate(timeout=10)

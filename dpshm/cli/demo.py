@@ -6,11 +6,16 @@ import argparse
 import math
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from dpshm import config as C
 from dpshm.cli._common import FMT, ns_arg, setup_logging, stop_on_signals
 from dpshm.cli.live import LiveStatus
+
+STATUS_EVERY_S = 1.0  # the live table's refresh
+SETTLE_S = 0.3  # at the end: a count unchanged this long has taken everything in flight
+SETTLE_MAX_S = 3.0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -108,14 +113,51 @@ def cmd_demo(args: argparse.Namespace) -> int:
             msg = f"consumer: {got['samples']} samples read, {got['lost']} lost; "
             live(status, extra=[msg + f"outlet pushed {mock.pushed}"])
 
-        sup.run(duration=args.duration, on_status=show)
+        stop = stop_on_signals()  # Ctrl-C ends the loop, not the supervisor: it drains first
+        end = None if args.duration is None else time.monotonic() + args.duration
+        while not stop.is_set():
+            left = STATUS_EVERY_S if end is None else min(STATUS_EVERY_S, end - time.monotonic())
+            if left <= 0 or stop.wait(left):
+                break
+            show(sup.status())
+        # stop pushing, then let supervisor and consumer take what is on its way, so
+        # that the figures add up: pushed = before the supervisor + shared
+        mock.stop()
+        shared = _settled(lambda: _head(sup.status(), spec.name))
+        _settled(lambda: got["samples"] + got["lost"])
         sup.stop()
         reader.join(2.0)
-    print(
-        f"demo done: outlet pushed {mock.pushed} samples; consumer read {got['samples']}, "
-        f"lost {got['lost']}."
-    )
+    print(_summary(mock.pushed, shared, got["samples"], got["lost"]))
     return 0
+
+
+def _head(status: dict[str, Any], name: str) -> int:
+    """Samples the supervisor shared of stream ``name`` (0 before it found it)."""
+    return sum(int(s.get("head", 0)) for s in status["streams"].values() if s["name"] == name)
+
+
+def _settled(value: Callable[[], int]) -> int:
+    """``value()`` once it stopped changing for :data:`SETTLE_S` (at most SETTLE_MAX_S)."""
+    deadline = time.monotonic() + SETTLE_MAX_S
+    last, since = value(), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < SETTLE_S:
+        time.sleep(0.05)
+        now = value()
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
+
+
+def _summary(pushed: int, shared: int, read: int, lost: int) -> str:
+    """What ``dpshm demo`` says at the end: every pushed sample accounted for."""
+    before_sup, before_consumer = pushed - shared, shared - read - lost
+    text = (
+        f"demo done: {pushed} pushed, {before_sup} before the supervisor connected (LSL "
+        f"does not replay them), {shared} shared"
+    )
+    if before_consumer:
+        text += f", {before_consumer} of them before the consumer attached (it reads new samples)"
+    return text + f"; {read} read, {lost} lost."
 
 
 def cmd_mock(args: argparse.Namespace) -> int:

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -12,8 +10,17 @@ import threading
 import time
 
 import pytest
-from cli_util import dpshm_env, pushing, run_dpshm, segments, shared, supervisor
-from helpers import ROOT, wait_until
+from cli_util import (
+    ctrl_c,
+    dpshm_env,
+    pushing,
+    run_dpshm,
+    segments,
+    shared,
+    spawn_dpshm,
+    supervisor,
+)
+from helpers import ROOT
 
 from dpshm.shm import registry
 
@@ -95,26 +102,28 @@ def _interrupt_start(ns: str, args: list[str], delay_s: float) -> tuple[int, str
     imported, ``python -m dpshm`` runs our code (a Ctrl-C while the interpreter
     itself starts is Python's business, not ours). Returns exit code and output.
     """
-    proc = subprocess.Popen(
-        [sys.executable, "-X", "importtime", "-m", "dpshm", *args], env=dpshm_env(ns),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(ROOT),
-        start_new_session=True,
-    )  # fmt: skip
+    proc = spawn_dpshm(ns, *args, python_flags=["-X", "importtime"])
+    out: list[str] = []
     err: list[str] = []
-    reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
-    reader.start()
+    readers = [
+        threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True),
+        threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True),
+    ]
+    for r in readers:
+        r.start()
+
+    def in_our_code() -> bool:
+        if any(e.split("|")[-1].strip() == "dpshm.cli" for e in err):
+            time.sleep(delay_s)  # the point of the test: a moment inside the start-up
+            return True
+        return False
+
     try:
-        loaded = lambda: any(e.split("|")[-1].strip() == "dpshm.cli" for e in err)  # noqa: E731
-        wait_until(lambda: loaded() or proc.poll() is not None, 30, 0.001)
-        time.sleep(delay_s)  # the point of the test: a moment inside the start-up
-        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
-        out, _ = proc.communicate(timeout=30)
+        ctrl_c(proc, in_our_code, collect=False)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate(timeout=10)
-        reader.join(10)
-    return proc.returncode, out + "".join(e for e in err if not e.startswith("import time:"))
+        for r in readers:
+            r.join(10)
+    return proc.returncode, "".join(out + [e for e in err if not e.startswith("import time:")])
 
 
 @pytest.mark.lsl
@@ -135,21 +144,13 @@ def test_ctrl_c_during_start_up(unique_name, command, delay_s):
 @pytest.mark.lsl
 def test_ctrl_c_before_the_demo_consumer_attached(unique_name):
     """Ctrl-C right after the demo's first line: its consumer has not found the stream."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dpshm", "demo", "--name", f"{unique_name}-m",
-         "--marker-name", f"{unique_name}-k"], env=dpshm_env(unique_name),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=str(ROOT),
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        first = proc.stdout.readline()
-        assert first.startswith("dpshm demo:"), first
-        os.killpg(proc.pid, signal.SIGINT)
-        out, _ = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate(timeout=10)
+    proc = spawn_dpshm(
+        unique_name, "demo", "--name", f"{unique_name}-m", "--marker-name", f"{unique_name}-k"
+    )
+    first = proc.stdout.readline()
+    assert first.startswith("dpshm demo:"), first
+    out, err = ctrl_c(proc, lambda: True)
+    out += err
     assert proc.returncode in (0, 130) and "Traceback" not in out, out
     assert segments(unique_name) == []
 

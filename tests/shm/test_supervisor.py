@@ -436,6 +436,6 @@ def test_demo_one_command(procs, unique_name):
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     done = res.stdout.strip().splitlines()[-1]
-    read = int(done.split("consumer read ")[1].split(",")[0])
-    assert read > 100 and "lost 0" in done, res.stdout
+    read = int(done.split("; ")[-1].split(" read")[0])
+    assert read > 100 and done.endswith(" 0 lost."), res.stdout
     assert _segments(ns) == []
