@@ -24,7 +24,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Resolve LSL streams and share each through a shared-memory ring; "
         "consumers read them with dpshm.SharedStreamView('NAME'). Runs until Ctrl-C, "
         "SIGTERM or `dpshm down`.",
-        epilog=f"Environment: {C.ENV_NAMESPACE} (namespace), {C.ENV_CONFIG} (config file). "
+        epilog=f"Environment: {C.ENV_NAMESPACE} (namespace), {C.ENV_CONFIG} (config file), "
+        f"{C.ENV_ALLOW_UNSAFE_PLATFORM}=1 (run on a CPU other than x86-64, at your risk). "
         "Config file sections: [supervisor], [[streams]], [server], [workers.NAME]; "
         "see docs/supervisor.md.",
     )

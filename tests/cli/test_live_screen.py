@@ -129,3 +129,25 @@ def test_up_keeps_every_log_line_above_the_table(unique_name, outlets):
     finally:
         term.close()
     assert segments(ns) == [] and registry.read_registry_raw(ns) is None
+
+
+def test_demo_screen_ends_with_one_table_and_the_summary(unique_name):
+    ns = unique_name
+    env = dpshm_env(ns)
+    demo = [sys.executable, "-m", "dpshm", "demo", "--duration", "3", "--name",
+            f"{ns}-m", "--marker-name", f"{ns}-k"]  # fmt: skip
+    command = (
+        f"cd {shlex.quote(str(ROOT))} && env PYTHONPATH={shlex.quote(env['PYTHONPATH'])} "
+        f"DPSHM_NAMESPACE={ns} {shlex.join(demo)}; echo dpshm-exit=$?; sleep 60"
+    )
+    term = Terminal(f"dpshm-{unique_name}", command)
+    try:
+        screen = term.shows("dpshm-exit=0", 60)
+    finally:
+        term.close()
+    _one_table(screen, ns)
+    lines = [line for line in screen.splitlines() if line.strip()]
+    done = next(i for i, line in enumerate(lines) if line.startswith("demo done: "))
+    assert lines[-1] == "dpshm-exit=0" and lines[done - 1].startswith("consumer: "), screen
+    assert _row(screen, f"{ns}-m").endswith(" ok")  # the last table stays, the summary below
+    assert lines[0].startswith("dpshm demo: mock outlets") and "Traceback" not in screen
