@@ -90,3 +90,23 @@ def import_original(module: str) -> ModuleType:
     """
     with preserved_logging():
         return importlib.import_module(module)
+
+
+@contextlib.contextmanager
+def supervisor_in_process(namespace: str, *names: str, resolve_s: float = 0.3) -> Iterator[object]:
+    """A real :class:`~dpshm.shm.supervisor.Supervisor` in this process, sharing only
+    the streams ``names`` on ``namespace``; closed (rings unlinked) on exit."""
+    from dpshm.config import StreamSelector, load_config
+    from dpshm.shm.supervisor import Supervisor
+
+    cfg = load_config(
+        None,
+        env={},
+        overrides={
+            "namespace": namespace,
+            "streams": [StreamSelector(name=n) for n in names],
+            "resolve_interval_s": resolve_s,
+        },
+    )
+    with Supervisor(cfg) as sup:
+        yield sup
