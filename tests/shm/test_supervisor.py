@@ -356,6 +356,9 @@ def test_supervisor_killed_and_restarted(procs, unique_name):
             # the view re-attaches by itself and reads the samples of the new ring
             np.testing.assert_array_equal(_read(view, 30), _expected(np.arange(20, 50), 2))
             assert view.generation == new.generation
+            # it says it re-attached after a restart; nothing was sent meanwhile: none missed
+            assert view.reattached == 1 and view.gaps[0].reason == "supervisor restarted"
+            assert view.gaps[0].missed == 0 and view.lost_samples == 0
             if doorbell.AVAILABLE:  # the view woke on the new supervisor's doorbell
                 bell = view._link._sub
                 assert bell is not first_bell
