@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ROOT, wait_until
+from helpers import ROOT, wait_for_registry, wait_until
 
 from dpshm import lsl
 from dpshm.errors import AmbiguousStreamError, NoSupervisorError, StreamNotFoundError
@@ -99,7 +99,7 @@ class Sup(Proc):
         )
 
     def ready(self, timeout: float = 15.0) -> registry.Registry:
-        return registry.wait_for_registry(self.ns, timeout, pid=self.proc.pid)
+        return wait_for_registry(self.ns, timeout, pid=self.proc.pid)
 
     def entry(self, name: str, pred=lambda e: True, timeout: float = 15.0):
         def found():
