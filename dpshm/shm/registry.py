@@ -49,7 +49,6 @@ import json
 import logging
 import os
 import tempfile
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -467,26 +466,3 @@ def list_streams(namespace: str | None = None) -> dict[str, Any]:
             pass
         streams[key] = s
     return {"namespace": ns, "pid": reg.pid, "streams": streams}
-
-
-def registry_mtime(namespace: str | None = None) -> float | None:
-    """Modification time of the registry file (cheap change detection)."""
-    try:
-        return (namespace_dir(namespace, create=False) / REGISTRY_FILE).stat().st_mtime
-    except OSError:
-        return None
-
-
-def wait_for_registry(namespace: str, timeout: float, pid: int | None = None) -> Registry:
-    """Wait until a live supervisor (``pid`` if given) has written its registry."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(SupervisorNotRunningError):
-            reg = read_registry(namespace)
-            if pid is None or reg.pid == pid:
-                return reg
-        if time.monotonic() >= deadline:
-            raise SupervisorNotRunningError(
-                f"the supervisor of namespace {namespace!r} did not come up within {timeout} s."
-            )
-        time.sleep(0.02)

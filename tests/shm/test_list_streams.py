@@ -10,40 +10,35 @@ import subprocess
 import sys
 
 import pytest
-from helpers import ROOT, supervisor_in_process, wait_until
-from lsl_util import OutletFactory
+from helpers import ROOT, wait_until
+from supervisor_util import Sup, child_env
 
 import dpshm
 from dpshm.errors import AmbiguousStreamError, StreamNotFoundError, SupervisorNotRunningError
 from dpshm.shm import registry
 
-
-def _ls_json(ns: str) -> subprocess.CompletedProcess:
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return subprocess.run(
-        [sys.executable, "-m", "dpshm", "ls", "--json"], capture_output=True, text=True,
-        timeout=60, cwd=str(ROOT), env=dict(os.environ, PYTHONPATH=path, DPSHM_NAMESPACE=ns),
-    )  # fmt: skip
-
-
 LIVE = {"head", "measured_rate", "lag_s", "updated"}  # figures that move between two reads
 
 
 @pytest.mark.lsl
-def test_list_streams_is_what_ls_json_shows(ns, unique_name):
+def test_list_streams_is_what_ls_json_shows(procs, outlets):
+    ns, started = procs
     with pytest.raises(SupervisorNotRunningError, match="dpshm up"):
         dpshm.list_streams(ns)
-    with OutletFactory(unique_name) as outlets:
-        a = outlets.make(type="EEG", n_channels=3)
-        b = outlets.make(type="Markers", n_channels=1, srate=0.0, channel_format="string")
-        with supervisor_in_process(ns, a.spec.name, b.spec.name):
-            wait_until(lambda: len(dpshm.list_streams(ns)["streams"]) == 2, 15)
-            listed = dpshm.list_streams()  # the namespace from $DPSHM_NAMESPACE
-            res = _ls_json(ns)
-            assert res.returncode == 0, res.stderr
-            shown = json.loads(res.stdout)
+    a = outlets.make(type="EEG", n_channels=3)
+    b = outlets.make(type="Markers", n_channels=1, srate=0.0, channel_format="string")
+    sup = Sup(ns, a.spec.name, b.spec.name)
+    started.append(sup)
+    wait_until(lambda: len(sup.ready().streams) == 2, 15)
+    listed = dpshm.list_streams()  # the namespace from $DPSHM_NAMESPACE
+    res = subprocess.run(
+        [sys.executable, "-m", "dpshm", "ls", "--json"], capture_output=True, text=True,
+        timeout=60, cwd=str(ROOT), env=child_env(ns),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    shown = json.loads(res.stdout)
     assert listed["namespace"] == shown["namespace"] == ns
-    assert listed["pid"] == shown["pid"] == os.getpid()
+    assert listed["pid"] == shown["pid"] == sup.proc.pid
     assert set(listed["streams"]) == set(shown["streams"]) and len(shown["streams"]) == 2
     for key in shown["streams"]:
         mine, theirs = listed["streams"][key], shown["streams"][key]
