@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 POLL_FALLBACK_S = 0.002  # head polling period for rings without a supervisor
 CHECK_EVERY_S = 0.25  # registry stat() throttle; notifications of a new generation force it
+ALIVE_EVERY_S = 1.0  # while no wake-up comes: is the supervisor process still alive?
 ENV_WAKE = "DPSHM_WAKE"  # "doorbell" (default where available) or "zmq"
 WAKE_CHOICES = ("doorbell", "zmq")
 
@@ -109,6 +110,8 @@ class StreamLink:
         self._reg_path = registry.namespace_dir(self.namespace, create=False) / "registry.json"
         self.next_check = 0.0  # monotonic time of the next registry check (see moved())
         self.gone_at: float | None = None  # time.time() the supervisor was seen gone
+        self._sup_proc: tuple[int, float | None] | None = None  # its (pid, create time)
+        self._alive_check = 0.0  # monotonic time of the next liveness check (see quiet())
         self.wake = wake_path()
 
     # -- lookup -------------------------------------------------------------------------
@@ -150,6 +153,7 @@ class StreamLink:
                 raise
             self.key = entry.key
         who = (reg.pid, float(reg.raw.get("started", 0.0)))  # another: it was restarted
+        self._sup_proc = (reg.pid, reg.pid_create_time)
         return self._set(Target(entry.ring, entry, self._endpoint(reg), who))
 
     @property
@@ -216,14 +220,7 @@ class StreamLink:
             return None
         if stamp is None:  # supervisor gone: keep reading the old ring until one is back
             self._reg_stamp = None
-            if self.gone_at is None:
-                self.gone_at = time.time()
-                log.warning(
-                    "the supervisor of namespace %r is gone: stream %s keeps its last ring "
-                    "and re-attaches when a supervisor is back; what the outlet sends "
-                    "meanwhile is not captured (the view's gaps and lost_samples say it)",
-                    self.namespace, self.request,
-                )  # fmt: skip
+            self._note_gone()
             return None
         old = self.target
         try:
@@ -284,12 +281,30 @@ class StreamLink:
                 if gen is not None and gen != generation:
                     return "moved"
 
+    def _note_gone(self) -> None:
+        """The supervisor stopped or died: say so once (until the view re-attaches)."""
+        if self.gone_at is not None:
+            return
+        self.gone_at = time.time()
+        log.warning(
+            "the supervisor of namespace %r is gone: stream %s keeps its last ring and "
+            "re-attaches when a supervisor is back; what the outlet sends meanwhile is not "
+            "captured (the view's gaps and lost_samples say it)",
+            self.namespace, self.request,
+        )  # fmt: skip
+
     def quiet(self) -> bool:
         """No wake-up came for a while: True if the stream moved (a new generation
         that sends nothing yet, a restarted supervisor); re-sends the doorbell
-        subscription (the supervisor ignores duplicates)."""
+        subscription (the supervisor ignores duplicates). A supervisor killed
+        without removing its registry is noticed here (its process is gone)."""
         if self.moved() is not None:
             return True
+        now = time.monotonic()
+        if self.gone_at is None and self._sup_proc is not None and now >= self._alive_check:
+            self._alive_check = now + ALIVE_EVERY_S
+            if not registry.process_alive(*self._sup_proc):
+                self._note_gone()
         if self.bell is not None:
             self.bell.subscribe()
         return False
