@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import threading
 import time
@@ -88,16 +89,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
 
         def consume() -> None:
-            deadline = time.monotonic() + 10.0
-            view = None
-            while view is None and not sup.stop_event.is_set():
-                try:
-                    view = SharedStreamView(spec.name, namespace=cfg.namespace)
-                except LookupError:
-                    if time.monotonic() > deadline:
-                        return
-                    sup.stop_event.wait(0.1)
-            if view is None:  # stopped (Ctrl-C) before the stream was shared
+            try:  # the supervisor shares the stream within a resolve interval or two
+                view = SharedStreamView(spec.name, namespace=cfg.namespace, timeout=10.0)
+            except LookupError as exc:
+                if not sup.stop_event.is_set():  # not because the demo was stopped meanwhile
+                    logging.getLogger("dpshm.demo").error("the demo's consumer gave up: %s", exc)
                 return
             with view:
                 while not sup.stop_event.is_set():
