@@ -10,17 +10,9 @@ import threading
 import time
 
 import pytest
-from cli_util import (
-    ctrl_c,
-    dpshm_env,
-    pushing,
-    run_dpshm,
-    segments,
-    shared,
-    spawn_dpshm,
-    supervisor,
-)
+from cli_util import ctrl_c, pushing, run_dpshm, spawn_dpshm
 from helpers import ROOT
+from supervisor_util import Sup, child_env, segments
 
 from dpshm.shm import registry
 
@@ -68,28 +60,33 @@ def test_demo_refuses_a_zero_rate_before_starting_anything(unique_name):
     assert segments(unique_name) == []
 
 
-def test_ls_json_into_a_closed_pipe_exits_quietly(unique_name):
-    with supervisor(unique_name):
-        reader_gone = subprocess.Popen(
-            [sys.executable, "-m", "dpshm", "ls", "--json"], env=dpshm_env(unique_name),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(ROOT),
-        )  # fmt: skip
-        reader_gone.stdout.close()  # like `| head -0`: nobody reads
-        _, err = reader_gone.communicate(timeout=60)
+def test_ls_json_into_a_closed_pipe_exits_quietly(procs):
+    ns, started = procs
+    sup = Sup(ns, f"{ns}-none")
+    started.append(sup)
+    sup.ready()
+    reader_gone = subprocess.Popen(
+        [sys.executable, "-m", "dpshm", "ls", "--json"], env=child_env(ns),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(ROOT),
+    )  # fmt: skip
+    reader_gone.stdout.close()  # like `| head -0`: nobody reads
+    _, err = reader_gone.communicate(timeout=60)
     assert err.decode() == "" and reader_gone.returncode == 141, err.decode()
 
 
 @pytest.mark.lsl
-def test_tail_into_head_exits_quietly(unique_name, outlets):
-    name = f"{unique_name}-sig"
+def test_tail_into_head_exits_quietly(procs, outlets):
+    ns, started = procs
+    name = f"{ns}-sig"
     out = outlets.make(name=name, n_channels=2, srate=200.0)
-    with supervisor(unique_name, name), pushing(out, 2, 200.0):
-        shared(unique_name, name)
+    sup = Sup(ns, name)
+    started.append(sup)
+    sup.entry(name)
+    with pushing(out, 2, 200.0):
         res = subprocess.run(
             ["bash", "-c", f"{sys.executable} -m dpshm tail {name} --duration 30 --rate 50 "
              "| head -3; echo \"tail exit ${PIPESTATUS[0]}\" >&2"],
-            env=dpshm_env(unique_name), capture_output=True, text=True, timeout=60,
-            cwd=str(ROOT),
+            env=child_env(ns), capture_output=True, text=True, timeout=60, cwd=str(ROOT),
         )  # fmt: skip
     assert len(res.stdout.splitlines()) == 3, res.stdout
     assert res.stderr.strip() == "tail exit 141", res.stderr

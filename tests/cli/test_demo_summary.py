@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from cli_util import ctrl_c, run_dpshm, segments, spawn_dpshm
+from cli_util import ctrl_c, run_dpshm, spawn_dpshm
+from supervisor_util import segments
 
 from dpshm.shm import registry
 

@@ -11,8 +11,9 @@ import subprocess
 import sys
 
 import pytest
-from cli_util import dpshm_env, pushing, segments
+from cli_util import pushing
 from helpers import ROOT, wait_until
+from supervisor_util import child_env, segments
 
 from dpshm.shm import registry
 
@@ -68,7 +69,7 @@ class Terminal:
 
 
 def _up_command(ns: str, name: str) -> str:
-    env = dpshm_env(ns)
+    env = child_env(ns)
     assigns = " ".join(
         f"{k}={shlex.quote(env[k])}" for k in ("PYTHONPATH", "DPSHM_NAMESPACE", "PATH")
     )
@@ -133,7 +134,7 @@ def test_up_keeps_every_log_line_above_the_table(unique_name, outlets):
 
 def test_demo_screen_ends_with_one_table_and_the_summary(unique_name):
     ns = unique_name
-    env = dpshm_env(ns)
+    env = child_env(ns)
     demo = [sys.executable, "-m", "dpshm", "demo", "--duration", "3", "--name",
             f"{ns}-m", "--marker-name", f"{ns}-k"]  # fmt: skip
     command = (

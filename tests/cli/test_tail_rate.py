@@ -6,39 +6,23 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
 import pytest
-from cli_util import dpshm_env, shared, supervisor
 from helpers import ROOT, wait_until
+from supervisor_util import Proc, Sup, child_env
 
 pytestmark = pytest.mark.lsl
 
 
-class Tail:
-    """``python -m dpshm tail ARGS`` with its output collected by a thread."""
+def _tail(ns: str, *args: str) -> Proc:
+    return Proc(ns, ["-m", "dpshm", "tail", *args])
 
-    def __init__(self, ns: str, *args: str):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dpshm", "tail", *args], env=dpshm_env(ns),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=str(ROOT),
-        )  # fmt: skip
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout))
-        self._reader.start()
 
-    def finish(self, timeout: float = 30.0) -> list[str]:
-        try:
-            self.proc.wait(timeout)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait(10)
-            self._reader.join(10)
-        assert self.proc.returncode == 0, "".join(self.lines)
-        return [line.rstrip("\n") for line in self.lines]
+def _lines(tail: Proc) -> list[str]:
+    assert tail.finish(30) == 0, tail.output
+    return tail.output.splitlines()
 
 
 def _push(outlet, total: int, chunk: int, every_s: float) -> None:
@@ -48,16 +32,19 @@ def _push(outlet, total: int, chunk: int, every_s: float) -> None:
         time.sleep(every_s)  # the outlet's pace (data generation, not synchronisation)
 
 
-def test_numeric_lines_are_rate_limited_and_add_up(unique_name, outlets):
-    name = f"{unique_name}-eeg"
+def test_numeric_lines_are_rate_limited_and_add_up(procs, outlets):
+    ns, started = procs
+    name = f"{ns}-eeg"
     out = outlets.make(name=name, n_channels=2, srate=200.0, channel_names=["Fz", "Cz"])
-    with supervisor(unique_name, name):
-        shared(unique_name, name)
-        wait_until(out.have_consumers, 10)
-        tail = Tail(unique_name, name, "--duration", "5")
-        wait_until(lambda: len(tail.lines) >= 2, 15)  # attached: header printed
-        _push(out, total=400, chunk=10, every_s=0.05)  # 2 s, 40 chunks
-        lines = tail.finish()
+    sup = Sup(ns, name)
+    started.append(sup)
+    sup.entry(name)
+    wait_until(out.have_consumers, 10)
+    tail = _tail(ns, name, "--duration", "5")
+    started.append(tail)
+    wait_until(lambda: len(tail.lines) >= 2, 15)  # attached: header printed
+    _push(out, total=400, chunk=10, every_s=0.05)  # 2 s, 40 chunks
+    lines = _lines(tail)
     assert lines[0].startswith(f"{name}: 2 ch float32 @ 200")
     header = lines[1].split()
     assert header[:5] == ["time", "(LSL", "s)", "new", "Fz"] and header[5] == "Cz", lines[1]
@@ -71,22 +58,25 @@ def test_numeric_lines_are_rate_limited_and_add_up(unique_name, outlets):
     assert float(newest[2]) == 399.0 and float(newest[3]) == -399.0, data[-1]
 
 
-def test_rate_zero_prints_every_chunk_and_markers_all(unique_name, outlets):
-    name, mk = f"{unique_name}-eeg", f"{unique_name}-mk"
+def test_rate_zero_prints_every_chunk_and_markers_all(procs, outlets):
+    ns, started = procs
+    name, mk = f"{ns}-eeg", f"{ns}-mk"
     out = outlets.make(name=name, n_channels=2, srate=200.0)
     markers = outlets.make(name=mk, type="Markers", n_channels=1, srate=0.0,
                            channel_format="string")  # fmt: skip
-    with supervisor(unique_name, name, mk):
-        shared(unique_name, name)
-        shared(unique_name, mk)
-        wait_until(lambda: out.have_consumers() and markers.have_consumers(), 10)
-        every = Tail(unique_name, name, "--rate", "0", "--duration", "4")
-        marks = Tail(unique_name, mk, "--duration", "4")
-        wait_until(lambda: len(every.lines) >= 2 and len(marks.lines) >= 2, 15)
-        for i in range(30):  # 30 markers in a burst: more than 5 a second, all shown
-            markers.push_sample([f"m{i}"])
-        _push(out, total=100, chunk=10, every_s=0.1)
-        every_lines, mark_lines = every.finish(), marks.finish()
+    sup = Sup(ns, name, mk)
+    started.append(sup)
+    sup.entry(name)
+    sup.entry(mk)
+    wait_until(lambda: out.have_consumers() and markers.have_consumers(), 10)
+    every = _tail(ns, name, "--rate", "0", "--duration", "4")
+    marks = _tail(ns, mk, "--duration", "4")
+    started += [every, marks]
+    wait_until(lambda: len(every.lines) >= 2 and len(marks.lines) >= 2, 15)
+    for i in range(30):  # 30 markers in a burst: more than 5 a second, all shown
+        markers.push_sample([f"m{i}"])
+    _push(out, total=100, chunk=10, every_s=0.1)
+    every_lines, mark_lines = _lines(every), _lines(marks)
     assert "one per chunk" in every_lines[1]
     assert sum(int(line.split()[1].lstrip("+")) for line in every_lines[2:]) == 100
     assert len(every_lines[2:]) >= 5  # 10 chunks, 0.1 s apart: (almost) one line each
@@ -94,14 +84,15 @@ def test_rate_zero_prints_every_chunk_and_markers_all(unique_name, outlets):
     assert [line.split()[-1] for line in mark_lines[2:]] == [f"m{i}" for i in range(30)]
 
 
-def test_tail_refuses_a_negative_rate(unique_name, outlets):
-    name = f"{unique_name}-eeg"
+def test_tail_refuses_a_negative_rate(procs, outlets):
+    ns, started = procs
+    name = f"{ns}-eeg"
     outlets.make(name=name, n_channels=2, srate=200.0)
-    with supervisor(unique_name, name):
-        shared(unique_name, name)
-        res = subprocess.run(
-            [sys.executable, "-m", "dpshm", "tail", name, "--rate", "-1"],
-            env=dpshm_env(unique_name), capture_output=True, text=True, timeout=30,
-            cwd=str(ROOT),
-        )  # fmt: skip
+    sup = Sup(ns, name)
+    started.append(sup)
+    sup.entry(name)
+    res = subprocess.run(
+        [sys.executable, "-m", "dpshm", "tail", name, "--rate", "-1"], env=child_env(ns),
+        capture_output=True, text=True, timeout=30, cwd=str(ROOT),
+    )  # fmt: skip
     assert res.returncode == 1 and res.stderr.startswith("dpshm tail: error: --rate"), res.stderr
