@@ -6,9 +6,12 @@ messages, workers' output) scrolls above it, as pip and cargo show progress.
 
 To catch *every* line, :meth:`LiveStatus.capture` points the process's file
 descriptors 1 and 2 at a pipe (liblsl writes to fd 2 from C, worker processes
-inherit both) and a thread copies what arrives, line by line, to the terminal
+inherit both; fd 2 only when it is the terminal too: a redirected stderr stays
+where it goes) and a thread copies what arrives, line by line, to the terminal
 through :meth:`LiveStatus.log_line`: clear the block, write the line, draw the
-block again, all under one lock. The block is cut to the terminal's width and
+block again, all under one lock. A crash that kills the process (a segfault)
+loses what was still in the pipe; Python's own tracebacks print after the
+descriptors are back. The block is cut to the terminal's width and
 height, since a wrapped or scrolled-off line could not be redrawn in place.
 :meth:`LiveStatus.close` puts the descriptors back; the last block stays on screen.
 
@@ -113,7 +116,8 @@ class LiveStatus:
         fd = self.out.fileno()
         self._term = open(os.dup(fd), "w", encoding="utf-8", errors="replace")  # noqa: SIM115
         r, w = os.pipe()
-        for target in (1, 2):
+        # stderr too when it is a terminal (liblsl writes there); a redirected one stays so
+        for target in (1, 2) if _fd_is_terminal(2) else (1,):
             self._saved[target] = os.dup(target)
             os.dup2(w, target)
         os.close(w)
@@ -167,6 +171,13 @@ def _is_terminal(stream: Any) -> bool:
     try:
         return bool(stream.isatty())
     except (AttributeError, ValueError):
+        return False
+
+
+def _fd_is_terminal(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
         return False
 
 
