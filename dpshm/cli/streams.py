@@ -81,8 +81,15 @@ def cmd_tail(args: argparse.Namespace) -> int:
     period = 1.0 / args.rate if args.rate else 0.0
     with SharedStreamView(args.name, source_id=args.source_id, namespace=args.namespace) as v:
         strings = v.format == "string"
+        origin = v.meta.get("lsl", {})  # where the supervisor's stream comes from
+        where = (
+            f" from host {origin.get('hostname')!r}, source_id {origin.get('source_id')!r}"
+            if origin
+            else ""
+        )
         print(
-            f"{args.name}: {v.n_channels} ch {v.format} @ {fmt_rate(v.srate)} (Ctrl-C stops)",
+            f"{args.name}: {v.n_channels} ch {v.format} @ {fmt_rate(v.srate)}{where} "
+            "(Ctrl-C stops)",
             flush=True,
         )
         if strings:

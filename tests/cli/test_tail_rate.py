@@ -4,6 +4,7 @@ line (they add up to every sample), the newest sample at the end; markers all.""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -45,7 +46,8 @@ def test_numeric_lines_are_rate_limited_and_add_up(procs, outlets):
     wait_until(lambda: len(tail.lines) >= 2, 15)  # attached: header printed
     _push(out, total=400, chunk=10, every_s=0.05)  # 2 s, 40 chunks
     lines = _lines(tail)
-    assert lines[0].startswith(f"{name}: 2 ch float32 @ 200")
+    host = socket.gethostname()
+    assert lines[0].startswith(f"{name}: 2 ch float32 @ 200 from host {host!r}, source_id ")
     header = lines[1].split()
     assert header[:5] == ["time", "(LSL", "s)", "new", "Fz"] and header[5] == "Cz", lines[1]
     assert "at most 5 lines/s" in lines[1]
