@@ -113,7 +113,7 @@ class Supervisor:
         self._keeper: threading.Thread | None = None
         self.run_id = format(int(time.time() * 1000) % 36**6, "x")[-6:]
         self._prev_generations: dict[str, int] = {}
-        self._claimed_twice_seen: set[str] = set()  # outlet uids already logged
+        self._claimed_twice_seen: set[frozenset[str]] = set()  # outlet uid pairs logged
         self.started = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -305,10 +305,11 @@ class Supervisor:
             self.stop_event.wait(max(0.0, interval - (time.monotonic() - t0)))
 
     def _claimed_twice(self, first: Any, other: Any) -> None:
-        """Log (once per outlet) that two outlets claim one stream identity."""
-        if other.uid in self._claimed_twice_seen:
+        """Log (once per pair of outlets) that two outlets claim one stream identity."""
+        pair = frozenset((first.uid, other.uid))  # the resolver may list them in any order
+        if pair in self._claimed_twice_seen:
             return
-        self._claimed_twice_seen.add(other.uid)
+        self._claimed_twice_seen.add(pair)
         ident = f"source_id {first.source_id!r}" if first.source_id else "no source_id"
         log.warning(
             "two LSL outlets named %r claim the same identity (%s): one on host %r (uid %s), "

@@ -60,5 +60,5 @@ def test_a_second_outlet_with_a_taken_source_id_is_logged(procs, outlets):
     warning = next(line for line in sup.output.splitlines() if "claim the same identity" in line)
     assert " WARNING " in warning and name in warning and f"source_id {sid!r}" in warning
     assert "its own source_id" in warning
-    # logged once per outlet, not once per resolve round
+    # logged once per pair of outlets, not once per resolve round
     assert sup.output.count("claim the same identity") == 1, out
