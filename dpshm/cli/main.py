@@ -59,7 +59,12 @@ def _cmd_logserver(args: argparse.Namespace) -> int:
         rcv = LogRecordSocketReceiver(
             host=args.host, port=args.port, logfile=args.logfile, console=not args.quiet
         )
-    except OSError as exc:  # the port is taken (another log server) or the host is wrong
+    except OSError as exc:  # the port is taken (another log server), or the log file
+        if exc.filename:
+            raise DpshmError(
+                f"cannot write the log file {exc.filename!r}: {exc.strerror}; choose another "
+                "--logfile"
+            ) from None
         raise DpshmError(exc.strerror or str(exc)) from None
     print(f"dpshm logserver listening on {rcv.host}:{rcv.port}, writing {args.logfile}", flush=True)
 

@@ -35,6 +35,14 @@ def test_logserver_on_a_taken_port(unique_name):
     assert f"127.0.0.1:{port}" in err and "already in use" in err and "--port" in err
 
 
+def test_logserver_with_an_unwritable_log_file(unique_name, tmp_path):
+    res = run_dpshm(
+        unique_name, "logserver", "--port", "0", "--logfile", str(tmp_path / "no" / "x.log")
+    )
+    err = _one_line_error(res, "logserver")
+    assert f"cannot write the log file '{tmp_path / 'no' / 'x.log'}'" in err and "--logfile" in err
+
+
 @pytest.mark.parametrize(
     ("flags", "says"),
     [
