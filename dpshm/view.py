@@ -30,7 +30,7 @@ import numpy as np
 
 from dpshm.follow import StreamLink
 from dpshm.formats import decode_strings
-from dpshm.ring import _H_HEAD, SharedRing
+from dpshm.ring import SharedRing
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,8 @@ class SharedStreamView:
         self.n_new = 0
         self.lost_samples = 0
         self.skipped_samples = 0  # see next_window()
+        self.cut_samples = 0  # see get_window()
+        self._warned_cut = False
         self._win_key: tuple | None = None  # next_window()'s validated length
         self._win_n = 0
         self.samples: np.ndarray = np.empty((0, 0))
@@ -168,14 +170,12 @@ class SharedStreamView:
     @property
     def buffer(self) -> np.ndarray:
         """Ring storage ``(capacity, n_channels)``, read-only, zero-copy; row ``curr_i`` is next."""
-        r = self.ring
-        return r._data[: r.capacity]
+        return self.ring.buffer
 
     @property
     def buffer_t(self) -> np.ndarray:
         """Timestamp storage ``(capacity,)``, read-only, zero-copy."""
-        r = self.ring
-        return r._ts[: r.capacity]
+        return self.ring.buffer_t
 
     @property
     def curr_i(self) -> int:
@@ -191,10 +191,10 @@ class SharedStreamView:
             h = r.head
             if h == 0:
                 return None
-            t = float(r._ts[(h - 1) % r.capacity])
-            if r.pending - (h - 1) <= r.capacity:
-                return t
-        return float(r._ts[(r.head - 1) % r.capacity])
+            t = r.copy_range(h - 1, h, data=False)[1]
+            if len(t):
+                return float(t[0])
+        return float(r.window(1)[1][0])  # the writer overran each copy: its newest, unchecked
 
     # -- reading --------------------------------------------------------------------------
     def _decode(self, arr: np.ndarray | None) -> np.ndarray | None:
@@ -206,7 +206,11 @@ class SharedStreamView:
     def _checked_window(
         self, n: int, data: bool = True, timestamps: bool = True, pad: bool = False
     ) -> tuple[np.ndarray | None, np.ndarray | None, int]:
-        """Consistent copies of the newest ``n`` rows, and the head they end at."""
+        """Consistent copies of the newest ``n`` rows, and the head they end at.
+
+        Rows the writer overwrote during every attempt are left out (the copy
+        starts later) and counted in :attr:`cut_samples`.
+        """
         r = self.ring
         for _attempt in range(_RETRIES + 1):
             h = r.head
@@ -215,10 +219,15 @@ class SharedStreamView:
             if first == h - m:
                 break
         else:
-            logger.warning(
+            cut = first - (h - m)
+            self.cut_samples += cut
+            log = logger.debug if self._warned_cut else logger.warning
+            self._warned_cut = True
+            log(
                 "ring %r: writer overwrote %d of %d rows during %d copies; returning the "
-                "newest %d (make the ring larger or read smaller windows)",
-                r.name, first - (h - m), m, _RETRIES + 1, h - first,
+                "newest %d (counted in cut_samples, warned once; make the ring larger or "
+                "read smaller windows)",
+                r.name, cut, m, _RETRIES + 1, h - first,
             )  # fmt: skip
         return self._decode(d), t, h
 
@@ -261,7 +270,10 @@ class SharedStreamView:
         -------
         data : np.ndarray, shape (m, n_channels)
         timestamps : np.ndarray, shape (m,)
-            ``m = min(n, head)``: only samples that were written.
+            ``m = min(n, head)``: only samples that were written. A copy is
+            shorter when the writer overwrote its oldest rows while they were
+            copied, in each of four attempts (a writer that laps the ring
+            during one copy); those rows are counted in :attr:`cut_samples`.
         """
         n = self._n_from(n_samples, seconds)
         r = self.ring
@@ -289,9 +301,9 @@ class SharedStreamView:
         Counters: :attr:`n_new` grows by the samples that arrived since the
         previous call (as with :meth:`update`); those among them that are
         older than the window's first sample (the loop took longer than the
-        window is long) are added to :attr:`skipped_samples`: they never
-        appeared in any window. Use :meth:`read_new` when every sample
-        matters.
+        window is long, or a copy was cut, see :meth:`get_window`) are added
+        to :attr:`skipped_samples`: they never appeared in any window. Use
+        :meth:`read_new` when every sample matters.
 
         Examples
         --------
@@ -309,13 +321,15 @@ class SharedStreamView:
             n = self._window_n(n_samples, seconds)
         if copy:
             d, t, h = self._checked_window(n)
+            first = h - len(t)  # type: ignore[arg-type]
         else:
-            h = ring._hot[_H_HEAD]  # type: ignore[union-attr]
+            h = ring.head  # type: ignore[union-attr]
             d, t = ring.window(n if n < h else h, h)  # type: ignore[union-attr]
+            first = h - n
         cursor, self._cursor = self._cursor, h
         self.n_new += h - cursor
-        if h - n > cursor:
-            self.skipped_samples += h - n - cursor
+        if first > cursor:
+            self.skipped_samples += first - cursor
         return d, t  # type: ignore[return-value]
 
     def _window_n(self, n_samples: int | None, seconds: float | None) -> int:
@@ -336,26 +350,23 @@ class SharedStreamView:
         timestamps : np.ndarray, shape (k,)
         lost : int
             Samples that were overwritten before they could be read (also
-            added to :attr:`lost_samples`). Over all calls,
-            ``sum(k) + sum(lost)`` equals the samples written meanwhile.
+            added to :attr:`lost_samples`): exactly the gap between the
+            previous call's last sample and this call's first, so
+            ``timestamps`` follow the previous call's after ``lost`` missing
+            samples, and a call that returns no rows reports no loss (a
+            later call reports it with the rows after it). Over all calls,
+            ``sum(k) + sum(lost)`` equals the samples written meanwhile (see
+            :meth:`SharedRing.read <dpshm.ring.SharedRing.read>`).
             After a re-attach (see the class notes) reading starts at the new
             ring's first sample; what the old ring had not delivered is lost.
         """
         link = self._link
         if link is None or time.monotonic() >= link.next_check:  # closed, or a check is due
             self._follow()
-        r = self.ring
-        cursor = self._cursor
-        h = r._hot[_H_HEAD]  # type: ignore[index]
-        start = h - r.capacity
-        if start < cursor:
-            start = cursor
-        d, t, first = r.copy_range(start, h)
-        lost = first - cursor
-        self._cursor = h
+        d, t, lost, self._cursor = self.ring.read(self._cursor)
         if lost:
             self.lost_samples += lost
-        return self._decode(d), t, lost  # type: ignore[return-value]
+        return self._decode(d), t, lost
 
     def update(self, wait: float | None = None) -> int:
         """Take in what is new (StreamWatcher API); returns the number of new samples.
@@ -412,17 +423,14 @@ class SharedStreamView:
         now = time.monotonic()
         if now >= link.next_check:  # a registry check is due (at most every 0.25 s)
             self._follow()
-        ring, cursor = self._ring, self._cursor
-        hot = ring._hot  # type: ignore[union-attr]
-        if hot is None:
-            raise ValueError(f"SharedStreamView {self.name!r}: its ring was closed")
-        if hot[_H_HEAD] > cursor:  # checked before sleeping: a lost wake-up costs no data
+        ring, cursor = self._ring, self._cursor  # (not None while the link is open)
+        if ring.head > cursor:  # checked before sleeping: a lost wake-up costs no data
             return True
         if timeout <= 0:
             return False
         deadline = now + float(timeout)
         while True:
-            got = link.wait(deadline, hot, cursor, ring.generation)  # type: ignore[union-attr]
+            got = link.wait(deadline, ring, cursor)
             if got == "data":
                 return True
             if got == "timeout":
@@ -431,7 +439,6 @@ class SharedStreamView:
             if self._has_new():
                 return True
             ring, cursor = self._ring, self._cursor
-            hot = ring._hot  # type: ignore[union-attr]
 
     def _has_new(self) -> bool:
         return self._ring.head > self._cursor  # type: ignore[union-attr]
