@@ -60,7 +60,11 @@ class SharedStreamView:
     stream's generation (its outlet came back with another format) or is
     restarted, the next :meth:`wait`, :meth:`update` or :meth:`read_new`
     re-attaches to the new ring and reads it from its first sample; no retry
-    code is needed. :attr:`generation` tells which ring is attached.
+    code is needed. :attr:`generation` tells which ring is attached. Samples
+    the old ring published that the view had not read are counted: in the
+    ``lost`` of the first :meth:`read_new` that returns rows of the new ring
+    (and so in :meth:`update`'s count), or in :attr:`skipped_samples` by
+    :meth:`next_window`.
 
     Raises
     ------
@@ -98,6 +102,7 @@ class SharedStreamView:
         self.skipped_samples = 0  # see next_window()
         self.cut_samples = 0  # see get_window()
         self._warned_cut = False
+        self._unread = 0  # samples of a ring the view left that it never read (see _follow)
         self._win_key: tuple | None = None  # next_window()'s validated length
         self._win_n = 0
         self.samples: np.ndarray = np.empty((0, 0))
@@ -330,6 +335,10 @@ class SharedStreamView:
         self.n_new += h - cursor
         if first > cursor:
             self.skipped_samples += first - cursor
+        if self._unread:  # left unread in the ring the view moved away from
+            self.n_new += self._unread
+            self.skipped_samples += self._unread
+            self._unread = 0
         return d, t  # type: ignore[return-value]
 
     def _window_n(self, n_samples: int | None, seconds: float | None) -> int:
@@ -358,12 +367,16 @@ class SharedStreamView:
             ``sum(k) + sum(lost)`` equals the samples written meanwhile (see
             :meth:`SharedRing.read <dpshm.ring.SharedRing.read>`).
             After a re-attach (see the class notes) reading starts at the new
-            ring's first sample; what the old ring had not delivered is lost.
+            ring's first sample; what the old ring had not delivered is
+            added to ``lost`` of the first call that returns rows of the new
+            ring.
         """
         link = self._link
         if link is None or time.monotonic() >= link.next_check:  # closed, or a check is due
             self._follow()
         d, t, lost, self._cursor = self.ring.read(self._cursor)
+        if self._unread and len(t):
+            lost, self._unread = lost + self._unread, 0
         if lost:
             self.lost_samples += lost
         return self._decode(d), t, lost
@@ -450,6 +463,8 @@ class SharedStreamView:
             return
         if link.moved(force) is None:
             return
+        old = self._ring
+        unread = 0 if old.closed else max(0, old.head - self._cursor)  # never read
         try:
             self._attach(self.name)  # resolves the new ring; resets the cursor to its head
         except LookupError as exc:  # it moved again meanwhile: keep the old ring, retry
@@ -457,9 +472,11 @@ class SharedStreamView:
             link.invalidate()
             return
         self._cursor = 0  # ... but a moved stream is read from its new ring's first sample
+        self._unread += unread  # counted by the next read (see read_new, next_window)
         logger.info(
-            "SharedStreamView %r re-attached to ring %r (generation %d)",
-            self.name, self.ring.name, self.ring.generation,
+            "SharedStreamView %r re-attached to ring %r (generation %d); %d samples of the "
+            "old ring were not read",
+            self.name, self.ring.name, self.ring.generation, unread,
         )  # fmt: skip
 
     # -- StreamWatcher compatibility ------------------------------------------------------
@@ -468,6 +485,7 @@ class SharedStreamView:
         if identifier and identifier.get("name"):
             self.name = identifier["name"]
         self._attach(self.name)
+        self._unread = 0  # a fresh start: reading begins at the ring's head
 
     def disconnect(self) -> None:
         """StreamWatcher compatibility: same as :meth:`close`."""
