@@ -386,7 +386,9 @@ class SharedStreamView:
 
         Sets :attr:`samples`/:attr:`times` to the new rows (if any) and adds
         the number of new samples, lost ones included, to :attr:`n_new`, which
-        accumulates until you reset it. Shares its cursor with :meth:`read_new`.
+        accumulates until you reset it. Shares its cursor with :meth:`read_new`:
+        the count is ``len(samples) + lost`` of that call, so whenever it is
+        not 0, :attr:`samples` holds the rows that follow the lost ones.
 
         Parameters
         ----------
