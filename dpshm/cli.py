@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     from dpshm.cli_supervisor import add_commands as add_supervisor_commands
 
     add_supervisor_commands(sub)
+    from dpshm.cli_view import add_command as add_view_command
+
+    add_view_command(sub)
     from dpshm.bench.cli import add_command as add_bench_command
 
     add_bench_command(sub)

@@ -162,6 +162,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _mock_args(p)
     _ns_arg(p)
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    p.add_argument(
+        "--view", action="store_true",
+        help="also start `dpshm view` on the demo's streams and open it in the browser",
+    )  # fmt: skip
+    p.add_argument(
+        "--view-port", type=int, default=C.DEFAULT_VIEW_PORT,
+        help=f"port of the viewer (default {C.DEFAULT_VIEW_PORT}; 0 = any free port)",
+    )  # fmt: skip
+    p.add_argument("--no-browser", action="store_true", help="with --view: open no browser")
     p.set_defaults(func=cmd_demo)
 
 
@@ -330,6 +339,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         reader = threading.Thread(target=consume, name="dpshm-demo-consumer", daemon=True)
         reader.start()
+        viewer = None
+        if args.view:  # its own process: the viewer never runs inside the supervisor's
+            from dpshm.cli_view import spawn_viewer
+
+            viewer = spawn_viewer(cfg.namespace, args.view_port, not args.no_browser)
 
         def show(status: dict[str, Any]) -> None:
             live(status)
@@ -339,7 +353,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 sys.stdout.write(msg + "\n")
                 live.lines += 1
 
-        sup.run(duration=args.duration, on_status=show)
+        try:
+            sup.run(duration=args.duration, on_status=show)
+        finally:
+            if viewer is not None:
+                _stop_child(viewer)
         sup.stop()
         reader.join(2.0)
     print(
@@ -347,6 +365,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"lost {got['lost']}."
     )
     return 0
+
+
+def _stop_child(proc: Any, timeout: float = 5.0) -> None:
+    """SIGTERM a child process, SIGKILL it after ``timeout`` s."""
+    import subprocess
+
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
 
 
 # -- ls ----------------------------------------------------------------------------------
@@ -475,12 +506,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def _format_record(rec: dict[str, Any]) -> str:
-    msg = str(rec.get("msg", ""))
-    args = rec.get("args") or []
-    try:
-        text = msg % tuple(args) if args else msg
-    except (TypeError, ValueError):
-        text = f"{msg} {args}"
+    from dpshm.logs import record_message
+
+    text = record_message(rec)
     when = time.strftime("%H:%M:%S", time.localtime(float(rec.get("created", 0))))
     line = f"{when} {rec.get('levelname', '?'):<7} {rec.get('name', '?')}: {text}"
     if rec.get("exc_text"):
