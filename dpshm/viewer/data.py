@@ -185,7 +185,7 @@ class StreamBook:
     def __init__(self, namespace: str):
         self.namespace = namespace
         self._lock = threading.Lock()
-        self._stamp: float | None = None
+        self._stamp: float | None = -1.0  # registry mtime last read (-1: never)
         self._reg: registry.Registry | None = None
         self._problem = ""
         self._rings: dict[str, SharedRing] = {}  # registry key -> attached ring
@@ -400,7 +400,7 @@ class StreamBook:
         with self._lock:
             self._drop(set())
             self._reg = None
-            self._stamp = None
+            self._stamp = -1.0
 
     def __enter__(self) -> StreamBook:
         return self

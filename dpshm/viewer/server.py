@@ -225,9 +225,9 @@ class ViewerServer:
             ) from None
         self.port: int = self._httpd.server_address[1]
         self.logs = LogTail(namespace)
-        loop = {"127.0.0.1", "localhost", "::1"} if is_loopback(host) else set()
-        self.allowed_hosts = {f"{h}:{self.port}" for h in loop} | {f"[::1]:{self.port}"}
-        self.check_host = is_loopback(host)
+        names = ("127.0.0.1", "localhost", "[::1]")
+        self.allowed_hosts = {f"{h}:{self.port}" for h in names}
+        self.check_host = is_loopback(host)  # else the token protects it
 
     @property
     def url(self) -> str:
@@ -422,7 +422,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _static_file(self, path: str, query: dict[str, str]) -> None:
         viewer = self.server.viewer
         if path == "/" and viewer.token is not None and "token" in query:
-            cookie = f"{viewer.cookie_name}={viewer.token}; Path=/; HttpOnly; SameSite=Strict"  # the token leaves the address bar (and the history)
+            # the token leaves the address bar (and the history) for an HttpOnly cookie
+            cookie = f"{viewer.cookie_name}={viewer.token}; Path=/; HttpOnly; SameSite=Strict"
             self._send(303, b"", "text/plain", {"Location": "/", "Set-Cookie": cookie})
             return
         name, ctype = STATIC[path]

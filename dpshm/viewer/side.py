@@ -54,6 +54,8 @@ class LogTail:
 
     def __init__(self, namespace: str):
         self.namespace = namespace
+        #: The ZeroMQ endpoint subscribed to (None while no supervisor runs).
+        self.endpoint: str | None = None
         self._records: deque[dict[str, Any]] = deque(maxlen=LOG_TAIL)
         self._seq = 0
         self._lock = threading.Lock()
@@ -83,7 +85,6 @@ class LogTail:
 
     def _run(self) -> None:
         sub: LogSubscriber | None = None
-        endpoint = None
         next_check = 0.0
         try:
             while not self._stop.is_set():
@@ -91,13 +92,13 @@ class LogTail:
                 if now >= next_check:
                     next_check = now + 1.0
                     new = _logs_endpoint(self.namespace)
-                    if new != endpoint:
+                    if new != self.endpoint:
                         if sub is not None:
                             sub.close()
                             sub = None
-                        endpoint = new
                         if new:
                             sub = LogSubscriber(new)
+                        self.endpoint = new
                 if sub is None:
                     self._stop.wait(0.5)
                     continue
