@@ -7,7 +7,6 @@ import contextlib
 import http.client
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,24 +19,12 @@ from helpers import wait_until
 from lsl_util import ramp
 from viewer_util import REPO, children, get, supervise
 
-from dpshm import registry
 from dpshm.errors import ConfigError
 from dpshm.ring import SharedRing
 from dpshm.viewer import ViewerServer, check_view_bind
 from dpshm.viewer.data import unpack_window
 
 pytestmark = pytest.mark.lsl
-
-
-@pytest.fixture
-def ns(unique_name, monkeypatch):
-    monkeypatch.setenv("DPSHM_NAMESPACE", unique_name)
-    yield unique_name
-    for seg in os.listdir("/dev/shm"):  # a supervisor killed by a failing test leaves these
-        if seg.startswith(f"dpshm_{unique_name}."):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(f"/dev/shm/{seg}")
-    shutil.rmtree(registry.namespace_dir(unique_name, create=False), ignore_errors=True)
 
 
 @contextlib.contextmanager
