@@ -35,6 +35,7 @@ import logging
 import math
 import struct
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,8 @@ MAX_VALUES = 2_000_000
 MAX_DECIMATORS = 16
 #: Newest rows of a marker stream searched for markers.
 MARKER_ROWS = 256
+#: Seconds between looks at the registry (its mtime, the supervisor's pid).
+REFRESH_EVERY_S = 0.25
 #: Most markers returned with a window.
 MAX_MARKERS = 200
 #: Longest marker label sent (characters).
@@ -186,6 +189,7 @@ class StreamBook:
         self.namespace = namespace
         self._lock = threading.Lock()
         self._stamp: float | None = -1.0  # registry mtime last read (-1: never)
+        self._next_refresh = 0.0
         self._reg: registry.Registry | None = None
         self._problem = ""
         self._rings: dict[str, SharedRing] = {}  # registry key -> attached ring
@@ -199,6 +203,10 @@ class StreamBook:
             self._refresh()
 
     def _refresh(self) -> None:
+        now = time.monotonic()
+        if now < self._next_refresh:  # a page polls 25 times a second: look 4 times
+            return
+        self._next_refresh = now + REFRESH_EVERY_S
         stamp = registry.registry_mtime(self.namespace)
         if stamp == self._stamp and (self._reg is None or self._reg.alive()):
             return
@@ -219,6 +227,7 @@ class StreamBook:
             except (RingNotFoundError, RingFormatError) as exc:
                 log.debug("cannot attach ring %r of %r yet: %s", e.ring, key, exc)
                 self._stamp = None  # try again on the next refresh
+                self._next_refresh = 0.0
                 continue
             if ring is not None:
                 self._close_ring(key, ring)
@@ -401,6 +410,7 @@ class StreamBook:
             self._drop(set())
             self._reg = None
             self._stamp = -1.0
+            self._next_refresh = 0.0
 
     def __enter__(self) -> StreamBook:
         return self

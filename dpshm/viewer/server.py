@@ -314,6 +314,7 @@ def _static(name: str) -> bytes:
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: _HTTPServer
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms ACK delay
     timeout = IDLE_TIMEOUT_S
     server_version = "dpshm-view"
     sys_version = ""
