@@ -4,12 +4,12 @@ For each stream size (64 ch @ 1 kHz, 256 ch @ 2 kHz; float32, 10 ms chunks
 from a ``dpshm mock`` outlet process):
 
 1. ``dpshm up`` alone: the supervisor's CPU.
-2. ``dpshm view`` (its own process) with one simulated page: an event-stream
-   client plus the page's trace polling (``/api/window`` every 40 ms, the
-   page's period, 5 s window, 1200 columns, ``since=`` the last column it
-   holds), first with the page's default 16 channels shown, then with every
-   channel shown. Measured: the viewer's and the supervisor's CPU, the polls
-   per second served and their latency.
+2. ``dpshm view`` (its own process) with one simulated page: the page's two
+   event streams, status (``/api/events``) and trace (``/api/trace``: 25
+   frames a second of new min/max columns, 5 s window, 1200 columns; decoded
+   as the page does), first with the page's default 16 channels shown, then
+   with every channel shown. Measured: the viewer's and the supervisor's CPU,
+   the frames and bytes per second received.
 3. ``dpshm up`` alone again (the supervisor with and without the viewer, in
    one run).
 4. Baseline: one plain pylsl inlet on the stream in its own process, pulling
@@ -25,10 +25,9 @@ Run: ``python benchmarks/bench_view.py [--seconds S] [--quick]``.
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
-import json
 import os
-import statistics
 import subprocess
 import sys
 import threading
@@ -45,7 +44,6 @@ except ImportError:  # run from a checkout without installing
 from dpshm import registry  # noqa: E402
 from dpshm.bench._common import child_env, process_cpu_s  # noqa: E402
 
-POLL_S = 0.040  # the page's trace period (viewer.js POLL_MS)
 WIDTH = 1200
 WINDOW_S = 5
 
@@ -110,54 +108,37 @@ def _wait_stream(ns: str, name: str, timeout: float = 30.0) -> registry.StreamEn
 
 
 class Page:
-    """What one open page asks of the viewer: the event stream and the trace polls."""
+    """What one open page asks of the viewer: the status events and the trace events."""
 
     def __init__(self, port: int, key: str, nch: int):
-        self.port, self.key, self.nch = port, key, nch
         self.stop = threading.Event()
-        self.lat: list[float] = []
+        self.frames = 0
         self.bytes = 0
-        self.events = 0
+        q = f"key={key}&seconds={WINDOW_S}&width={WIDTH}&ch0=0&nch={nch}"
         self._threads = [
-            threading.Thread(target=self._sse, daemon=True),
-            threading.Thread(target=self._poll, daemon=True),
+            threading.Thread(target=self._read, args=(port, "/api/events", False), daemon=True),
+            threading.Thread(target=self._read, args=(port, f"/api/trace?{q}", True), daemon=True),
         ]
         for t in self._threads:
             t.start()
 
-    def _sse(self) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        conn.request("GET", "/api/events")
+    def _read(self, port: int, path: str, trace: bool) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", path)
         resp = conn.getresponse()
         while not self.stop.is_set():
             line = resp.fp.readline()
             if not line:
                 break
-            self.events += line.startswith(b"event:")
+            if trace and line.startswith(b"data: "):
+                body = base64.b64decode(line[6:])  # what the page decodes
+                self.frames += 1
+                self.bytes += len(body)
         resp.close()
         conn.close()
 
-    def _poll(self) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        since = None
-        nxt = time.monotonic()
-        while not self.stop.is_set():
-            q = f"key={self.key}&seconds={WINDOW_S}&width={WIDTH}&ch0=0&nch={self.nch}"
-            if since is not None:
-                q += f"&since={since}"
-            t0 = time.perf_counter()
-            conn.request("GET", f"/api/window?{q}")
-            body = conn.getresponse().read()
-            self.lat.append(time.perf_counter() - t0)
-            self.bytes += len(body)
-            n = int.from_bytes(body[:4], "little")
-            since = json.loads(body[4 : 4 + n])["end_col"]
-            nxt += POLL_S
-            self.stop.wait(max(0.0, nxt - time.monotonic()))
-        conn.close()
-
     def reset(self) -> None:
-        self.lat.clear()
+        self.frames = 0
         self.bytes = 0
 
     def close(self) -> None:
@@ -189,15 +170,13 @@ def run_case(n_ch: int, rate: float, seconds: float) -> dict:
             time.sleep(2.0)
             page.reset()
             s, v = _cpu([sup.pid, view.pid], seconds)
+            frames, nbytes = page.frames, page.bytes
             page.close()
-            lat = sorted(page.lat)
             out[f"view_{label}"] = {
                 "sup": s,
                 "viewer": v,
-                "polls_per_s": len(lat) / seconds,
-                "p50_ms": 1e3 * statistics.median(lat),
-                "p99_ms": 1e3 * lat[int(0.99 * (len(lat) - 1))],
-                "kB_per_s": page.bytes / seconds / 1e3,
+                "frames_per_s": frames / seconds,
+                "kB_per_s": nbytes / seconds / 1e3,
             }
         _stop(view)
         procs.remove(view)
@@ -230,8 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [run_case(n, r, secs) for n, r in cases]
     head = (
         "| stream | page shows | viewer CPU | one pylsl inlet | viewer / inlet | "
-        "supervisor alone | supervisor + viewer | supervisor alone again | polls/s | "
-        "poll p50 / p99 ms | kB/s |"
+        "supervisor alone | supervisor + viewer | supervisor alone again | frames/s | kB/s |"
     )
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
@@ -242,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"| {r['stream']} | {label} ch | {v['viewer']:.1f} % | {r['inlet']['inlet']:.1f} % "
                 f"| {ratio:.2f} | {r['sup_alone']:.1f} % | {v['sup']:.1f} % | "
-                f"{r['sup_alone_again']:.1f} % | {v['polls_per_s']:.1f} | "
-                f"{v['p50_ms']:.2f} / {v['p99_ms']:.2f} | {v['kB_per_s']:.0f} |"
+                f"{r['sup_alone_again']:.1f} % | {v['frames_per_s']:.1f} | "
+                f"{v['kB_per_s']:.0f} |"
             )
     print()
     for r in rows:

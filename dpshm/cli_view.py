@@ -61,6 +61,7 @@ def _check_port(value: int, flag: str, allow_zero: bool = True) -> int:
 
 def cmd_view(args: argparse.Namespace) -> int:
     """``dpshm view``."""
+    from dpshm.errors import DpshmError
     from dpshm.viewer import ViewerServer, new_token
 
     ns = C.validate_namespace(args.namespace, "--namespace") if args.namespace else None
@@ -72,9 +73,11 @@ def cmd_view(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with ViewerServer(
-        ns, args.host, args.port, token, supervisor_port=args.supervisor_port
-    ) as viewer:
+    try:
+        viewer = ViewerServer(ns, args.host, args.port, token, supervisor_port=args.supervisor_port)
+    except OSError as exc:  # the port is taken: a clear line, not a traceback
+        raise DpshmError(str(exc)) from None
+    with viewer:
         viewer.start()
         print(f"dpshm view of namespace {ns!r}: {viewer.url} (Ctrl-C stops)", flush=True)
         if not args.no_browser:

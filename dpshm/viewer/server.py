@@ -16,6 +16,11 @@ Routes::
     /api/workers           JSON: LIST_WORKERS of the supervisor (or why not)
     /api/events            text/event-stream: "streams" every STATUS_EVERY_S,
                            "logs" when records arrive, "workers" when they change
+    /api/trace?key=K&seconds=S&width=W[&ch0=I][&nch=N]
+                           text/event-stream: "window" every TRACE_EVERY_S with the
+                           columns completed since the last one (base64 of the
+                           /api/window reply); "problem" when the stream is gone.
+                           What the page uses: no request per frame.
 
 Security
 --------
@@ -26,7 +31,7 @@ Security
   ``127.0.0.1:PORT``, ``localhost:PORT`` or ``[::1]:PORT`` is refused (``421``):
   a web page on another name (DNS rebinding) cannot read the viewer.
 * Bounded: :data:`MAX_CONNECTIONS` connections (more get ``503`` at once),
-  :data:`MAX_EVENT_CLIENTS` event streams, request lines of
+  :data:`MAX_EVENT_CLIENTS` event streams of each kind, request lines of
   :data:`MAX_URL` bytes, no request bodies, idle connections closed after
   :data:`IDLE_TIMEOUT_S`; window size bounds in :mod:`dpshm.viewer.data`.
   Every refusal names the limit; the log says so at most every 10 s per limit.
@@ -34,6 +39,7 @@ Security
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hmac
 import http.server
@@ -43,7 +49,9 @@ import secrets
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -66,6 +74,8 @@ MAX_URL = 4096
 IDLE_TIMEOUT_S = 30.0
 #: Seconds between "streams" events.
 STATUS_EVERY_S = 0.5
+#: Seconds between frames of a trace stream (the page's refresh: 25 frames/s).
+TRACE_EVERY_S = 0.040
 #: Seconds between workers checks of an event stream.
 WORKERS_EVERY_S = 2.0
 STATIC = {"/": ("index.html", "text/html"), "/viewer.js": ("viewer.js", "text/javascript"),
@@ -209,8 +219,8 @@ class ViewerServer:
         self.max_connections, self.max_event_clients = max_connections, max_event_clients
         self.limits = _Limiter()
         self.stopping = threading.Event()
-        self._events = 0
-        self._events_lock = threading.Lock()
+        self._streams: Counter[str] = Counter()  # open event streams per kind
+        self._streams_lock = threading.Lock()
         self._table: tuple[float, dict[str, Any]] = (0.0, {})
         self._table_lock = threading.Lock()
         self.book = StreamBook(namespace)
@@ -251,22 +261,22 @@ class ViewerServer:
                 self._table = (time.monotonic(), table)
             return table
 
-    def event_slot(self) -> bool:
-        """Take an event-stream slot; False when :attr:`max_event_clients` are open."""
-        with self._events_lock:
-            if self._events >= self.max_event_clients:
+    def stream_slot(self, kind: str) -> bool:
+        """Take a slot for an event stream of ``kind`` (``"events"``, ``"trace"``);
+        False when :attr:`max_event_clients` of that kind are open."""
+        with self._streams_lock:
+            if self._streams[kind] >= self.max_event_clients:
                 return False
-            self._events += 1
+            self._streams[kind] += 1
             return True
 
-    def release_event_slot(self) -> None:
-        with self._events_lock:
-            self._events -= 1
+    def release_stream_slot(self, kind: str) -> None:
+        with self._streams_lock:
+            self._streams[kind] -= 1
 
-    @property
-    def event_clients(self) -> int:
-        """Event streams open now."""
-        return self._events
+    def open_streams(self, kind: str = "events") -> int:
+        """Event streams of ``kind`` open now."""
+        return self._streams[kind]
 
     # -- running ------------------------------------------------------------------------
     def serve_forever(self) -> None:
@@ -320,7 +330,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     sys_version = ""
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s", self.address_string(), format % args)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        if log.isEnabledFor(logging.DEBUG):  # formatting it costs a poll ~5 % for nothing
+            super().log_request(code, size)
 
     # -- plumbing -----------------------------------------------------------------------
     def _send(self, code: int, body: bytes, ctype: str, extra: dict[str, str] | None = None):
@@ -457,11 +472,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._json(self.server.viewer.workers.get())
 
     def _events(self, path: str, query: dict[str, str]) -> None:
+        self._event_stream("events", self._status_loop)
+
+    def _trace(self, path: str, query: dict[str, str]) -> None:
+        req = WindowRequest.from_query(query)  # bad parameters: 400 before the stream opens
+        self._event_stream("trace", lambda viewer, send: self._trace_loop(viewer, send, req))
+
+    def _event_stream(self, kind: str, loop: Callable[[ViewerServer, Callable], None]) -> None:
+        """Serve one event stream of ``kind`` (each kind has its own slot limit)."""
         viewer = self.server.viewer
-        if not viewer.event_slot():
+        if not viewer.stream_slot(kind):
             viewer.limits.warn(
-                "events", "viewer: %d pages open (the limit); refusing another",
-                viewer.max_event_clients,
+                kind, "viewer: %d %s streams open (the limit); refusing another",
+                viewer.max_event_clients, kind,
             )  # fmt: skip
             self.close_connection = True
             self._error(
@@ -470,22 +493,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             )
             return
         try:
-            self._event_loop(viewer)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Connection", "close")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.end_headers()
+            self.connection.settimeout(10.0)  # a page that stops reading is dropped
+            loop(viewer, _event_writer(self.wfile))
         except (BrokenPipeError, ConnectionResetError, TimeoutError, OSError):
             pass
         finally:
-            viewer.release_event_slot()
+            viewer.release_stream_slot(kind)
             self.close_connection = True
 
-    def _event_loop(self, viewer: ViewerServer) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("Connection", "close")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.end_headers()
-        self.connection.settimeout(10.0)  # a page that stops reading is dropped
-        send = _event_writer(self.wfile)
+    @staticmethod
+    def _status_loop(viewer: ViewerServer, send: Callable[[str, Any], None]) -> None:
         send("hello", {"namespace": viewer.namespace, "port": viewer.port})
         seq, workers, next_workers = 0, None, 0.0
         while not viewer.stopping.is_set():
@@ -501,10 +524,31 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     send("workers", now)
             viewer.stopping.wait(STATUS_EVERY_S)
 
+    @staticmethod
+    def _trace_loop(viewer: ViewerServer, send: Callable, req: WindowRequest) -> None:
+        """Push the window's new columns every :data:`TRACE_EVERY_S` (base64 of the
+        binary window reply): one wake-up per frame, no request to parse."""
+        since = None
+        nxt = time.monotonic()
+        while not viewer.stopping.is_set():
+            try:
+                header, body = viewer.book.window(replace(req, since=since))
+            except ViewerError as exc:  # the stream went away (or moved): say so, retry
+                send("problem", {"error": str(exc)})
+                since = None
+                viewer.stopping.wait(1.0)
+                continue
+            if header["n_cols"] or since is None:
+                send("window", base64.b64encode(body).decode(), raw=True)
+            since = header["end_col"]
+            nxt = max(nxt + TRACE_EVERY_S, time.monotonic())
+            viewer.stopping.wait(nxt - time.monotonic())
 
-def _event_writer(wfile: Any) -> Callable[[str, Any], None]:
-    def send(event: str, data: Any) -> None:
-        wfile.write(f"event: {event}\ndata: {to_json_line(data)}\n\n".encode())
+
+def _event_writer(wfile: Any) -> Callable[..., None]:
+    def send(event: str, data: Any, raw: bool = False) -> None:
+        text = data if raw else to_json_line(data)
+        wfile.write(f"event: {event}\ndata: {text}\n\n".encode())
         wfile.flush()
 
     return send
@@ -517,4 +561,5 @@ _ROUTES: dict[str, Callable[[_Handler, str, dict[str, str]], None]] = {
     "/api/logs": _Handler._logs,
     "/api/workers": _Handler._workers,
     "/api/events": _Handler._events,
+    "/api/trace": _Handler._trace,
 }

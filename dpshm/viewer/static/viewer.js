@@ -1,11 +1,10 @@
 // dpshm view: the page's script. No framework, no build step.
-// Status, logs and workers arrive as server-sent events (/api/events); the trace
-// of the selected stream is polled from /api/window, which returns only the
-// min/max columns completed since the last poll (layout: dpshm/viewer/data.py).
+// Status, logs and workers arrive as server-sent events (/api/events); so does the
+// trace of the selected stream (/api/trace): 25 times a second, the min/max columns
+// completed since the last frame (layout: dpshm/viewer/data.py).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const POLL_MS = 40; // trace refresh period (25 frames/s at most)
 const LOG_LINES = 200;
 
 const view = {
@@ -13,7 +12,8 @@ const view = {
   key: null, // selected stream
   gain: 1,
   ch0: 0,
-  timer: null,
+  timer: null, // marker list refresh
+  trace: null, // EventSource of the trace
   token: 0, // bumps on every selection: stale replies are dropped
   t: null, // trace store (see resetStore)
   frames: 0,
@@ -137,6 +137,7 @@ function select(key) {
 
 function restart() {
   clearTimeout(view.timer);
+  closeTrace();
   view.t = null;
   const s = view.streams.get(view.key);
   if (!s) return;
@@ -145,7 +146,7 @@ function restart() {
   $("trace").hidden = markers;
   updateTitle();
   view.token += 1;
-  (markers ? pollMarkers : pollWindow)(view.token);
+  (markers ? pollMarkers : openTrace)(view.token);
 }
 
 function updateTitle() {
@@ -170,33 +171,43 @@ function setupControls() {
     if (s && view.ch0 + perPage() < s.channels) { view.ch0 += perPage(); restart(); }
   });
   window.addEventListener("resize", () => { if (view.key) restart(); });
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden) closeTrace(); // nobody looks: the viewer sends nothing
+    else if (view.key) restart();
+  });
 }
 
 // -- traces ------------------------------------------------------------------------
-async function pollWindow(token) {
-  const started = performance.now();
+function closeTrace() {
+  if (view.trace) view.trace.close();
+  view.trace = null;
+}
+
+// The trace is pushed by the viewer (/api/trace): each "window" event carries the
+// columns completed since the previous one (base64 of the binary window reply).
+function openTrace(token) {
+  closeTrace();
+  if (document.hidden) return; // reopened when the tab shows again
   const canvas = $("trace");
   const width = Math.max(16, Math.min(4096, Math.floor(canvas.clientWidth - MARGIN - 8)));
   const q = new URLSearchParams({ key: view.key, seconds: $("win").value, width: String(width),
     ch0: String(view.ch0), nch: String(perPage()) });
-  if (view.t && view.t.width === width) q.set("since", String(view.t.end));
-  let wait = POLL_MS;
-  try {
-    const r = await fetch("/api/window?" + q, { cache: "no-store" });
+  const es = new EventSource("/api/trace?" + q);
+  view.trace = es;
+  es.addEventListener("window", (e) => {
     if (token !== view.token) return;
-    if (!r.ok) {
-      $("trace-info").textContent = (await r.json()).error || r.statusText;
-      wait = 1000;
-    } else {
-      merge(await r.arrayBuffer(), width);
-      draw();
-      wait = Math.max(0, POLL_MS - (performance.now() - started));
-    }
-  } catch (err) {
-    $("trace-info").textContent = "viewer unreachable: " + err;
-    wait = 1000;
-  }
-  if (token === view.token) view.timer = setTimeout(() => pollWindow(token), wait);
+    const bin = atob(e.data);
+    const bytes = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    merge(bytes.buffer, width);
+    draw();
+  });
+  es.addEventListener("problem", (e) => {
+    $("trace-info").textContent = JSON.parse(e.data).error;
+  });
+  es.onerror = () => {
+    if (token === view.token) $("trace-info").textContent = "trace interrupted (reconnecting)";
+  };
 }
 
 function merge(buf, width) {
