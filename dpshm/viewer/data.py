@@ -177,12 +177,12 @@ class Decimator:
 class StreamBook:
     """Read-only picture of a namespace: registry, live figures and rings.
 
+    Thread-safe: the viewer's request threads share one book.
+
     Parameters
     ----------
     namespace : str
         The supervisor's namespace.
-
-    Thread-safe: the viewer's request threads share one book.
     """
 
     def __init__(self, namespace: str):

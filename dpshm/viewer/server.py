@@ -303,6 +303,7 @@ class ViewerServer:
             httpd.cut_all()  # idle keep-alive reads and event streams end now
             httpd.server_close()  # joins the handler threads
         self.logs.close()
+        self.workers.close()
         self.book.close()
 
     def __enter__(self) -> ViewerServer:

@@ -7,9 +7,10 @@ what it has not seen. It re-subscribes when the supervisor is restarted.
 
 :class:`WorkerPoll` asks the supervisor's TCP command server
 ``LIST_WORKERS`` (at most every :data:`WORKERS_EVERY_S`, only while a page is
-open). The viewer does not know that server's port unless told
-(``dpshm view --supervisor-port``): it then says so on the page. It never
-sends any other command.
+open) on one connection it keeps open; the supervisor logs these queries at
+DEBUG, so the polling does not fill its log. The viewer does not know that
+server's port unless told (``dpshm view --supervisor-port``): it then says so
+on the page. It never sends any other command.
 """
 
 from __future__ import annotations
@@ -147,6 +148,7 @@ class WorkerPoll:
         self._lock = threading.Lock()
         self._next = 0.0
         self._last: dict[str, Any] = self._disabled()
+        self._conn: _Lines | None = None
 
     def _disabled(self) -> dict[str, Any]:
         return {
@@ -157,7 +159,7 @@ class WorkerPoll:
         }
 
     def get(self) -> dict[str, Any]:
-        """The newest ``LIST_WORKERS`` reply (or why there is none)."""
+        """The newest ``LIST_WORKERS`` reply (or why there is none); thread-safe."""
         if self.port is None:
             return self._last
         with self._lock:
@@ -166,21 +168,33 @@ class WorkerPoll:
                 self._next = time.monotonic() + WORKERS_EVERY_S
             return self._last
 
+    def _connect(self) -> _Lines:
+        """One connection kept open (a connection per poll would log two lines each)."""
+        if self._conn is None:
+            sock = socket.create_connection((self.host, self.port), WORKERS_TIMEOUT_S)
+            sock.settimeout(WORKERS_TIMEOUT_S)
+            lines = _Lines(sock)
+            try:
+                lines.next()  # "Connected to <name>"
+                if self.token:
+                    sock.sendall(f"AUTH|{self.token};".encode())
+                    ok = lines.next()
+                    if ok != "OK":
+                        raise OSError(f"the command server refused the token: {ok}")
+            except BaseException:
+                sock.close()
+                raise
+            self._conn = lines
+        return self._conn
+
     def _ask(self) -> dict[str, Any]:
         where = f"{self.host}:{self.port}"
         try:
-            with socket.create_connection((self.host, self.port), WORKERS_TIMEOUT_S) as s:
-                s.settimeout(WORKERS_TIMEOUT_S)
-                lines = _Lines(s)
-                lines.next()  # "Connected to <name>"
-                if self.token:
-                    s.sendall(f"AUTH|{self.token};".encode())
-                    ok = lines.next()
-                    if ok != "OK":
-                        return {"enabled": True, "error": f"{where} refused the token: {ok}"}
-                s.sendall(b"LIST_WORKERS;")
-                reply = lines.next()
+            lines = self._connect()
+            lines.sock.sendall(b"LIST_WORKERS;")
+            reply = lines.next()
         except OSError as exc:
+            self.close()
             return {"enabled": True, "error": f"no answer from the command server on {where}: "
                     f"{exc}"}  # fmt: skip
         if reply.startswith("ERROR"):
@@ -192,6 +206,12 @@ class WorkerPoll:
         if not isinstance(data, dict):
             return {"enabled": True, "error": f"{where} sent {type(data).__name__}, not an object"}
         return {"enabled": True, "error": None, "server": where, **data}
+
+    def close(self) -> None:
+        """Close the connection to the command server (idempotent)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.sock.close()
 
 
 class _Lines:

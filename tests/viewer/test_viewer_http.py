@@ -117,6 +117,10 @@ def test_endpoints_against_a_supervisor(ns, outlets, tmp_path):
             workers = seen["workers"][-1]
             assert workers["enabled"] and workers["error"] is None
             assert workers["workers"] == [] and workers["declared"] == {}
+            # the viewer's polling stays out of the supervisor's INFO log: one connection,
+            # and LIST_WORKERS is a quiet (DEBUG) command
+            assert "LIST_WORKERS" not in sup.output
+            assert sup.output.count("connected to dpshm") == 1, sup.output
             row = seen["streams"][-1]["streams"]
             sig_row = next(r for r in row if r["name"] == sig.spec.name)
             assert sig_row["channels"] == 4 and sig_row["srate"] == 200.0

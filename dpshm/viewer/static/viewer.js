@@ -113,9 +113,9 @@ function renderWorkers(w) {
   table.hidden = list.length === 0;
   const rows = list.map((x) => {
     const tr = el("tr");
-    for (const [t, c] of [[x.id], [x.state, x.state], [x.mode], [(x.streams || []).join(", ")],
-      [x.pid, "num"], [x.restarts, "num"]]) tr.appendChild(el("td", t, c));
-    if (x.error) tr.title = x.error;
+    for (const [t, c] of [[x.id], [x.state, x.state], [(x.streams || []).join(", "), "wrap"],
+      [x.restarts, "num"]]) tr.appendChild(el("td", t, c));
+    tr.title = `${x.mode} worker, pid ${x.pid}` + (x.error ? ` · ${x.error}` : "");
     return tr;
   });
   document.querySelector("#workers tbody").replaceChildren(...rows);
