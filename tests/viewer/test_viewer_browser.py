@@ -51,6 +51,18 @@ def test_page_lists_streams_scrolls_traces_and_shows_stale(ns, unique_name, tmp_
             browser.wait_for(f"Number({TRACE}.dataset.markers) > 0", timeout=15)
             shot = browser.screenshot(tmp_path / "viewer.png")
             print(f"screenshot of the page: {shot}")
+            # another window length: the viewer decimates anew
+            browser.eval("const w = document.getElementById('win'); w.value = '2'; "
+                         "w.dispatchEvent(new Event('change'))")  # fmt: skip
+            browser.wait_for("document.getElementById('trace-info').textContent"
+                             ".includes('2.0 s')")  # fmt: skip
+            # the marker stream: its newest markers as a list
+            browser.eval(f"{ROW.format(mk)}.click()")
+            browser.wait_for("Number(document.getElementById('markers').dataset.count) > 0")
+            rows = "[...document.querySelectorAll('#markers tbody tr')]"
+            labels = browser.eval(f"{rows}.map(r => r.cells[1].textContent)")
+            assert set(labels) <= {"trial_start", "stimulus", "response"} and labels
+            browser.eval(f"{ROW.format(sig)}.click()")
             # the outlet stops: the page shows the stream stale
             assert mock.stop() == 0
             browser.wait_for(f"{ROW.format(sig)}.dataset.stale === '1'", timeout=30)
@@ -58,3 +70,22 @@ def test_page_lists_streams_scrolls_traces_and_shows_stale(ns, unique_name, tmp_
             assert "STALE" in browser.eval("document.getElementById('trace-title').textContent")
             shot = browser.screenshot(tmp_path / "viewer-stale.png")
             print(f"screenshot with the outlet stopped: {shot}")
+
+
+def test_token_page_flow(ns, tmp_path):
+    """With a token, the printed URL opens the page once; the cookie carries on."""
+    with children(ns, tmp_path) as start:
+        view = start("view", "--port", "0", "--no-browser", "--token", "generate")
+        url = view.expect(r"(http://127\.0\.0\.1:\d+/\?token=[\w-]+)")[1]
+        with Chromium(tmp_path / "profile") as browser:
+            browser.open(url.split("?")[0])  # without the token: refused
+            assert "needs its token" in browser.eval("document.body.textContent")
+            browser.open(url)
+            assert browser.eval("location.search") == ""  # the token left the address bar
+            browser.wait_for("document.getElementById('connection').textContent === 'live'")
+            browser.wait_for(
+                "document.getElementById('supervisor').textContent === 'no supervisor'"
+            )
+            assert "no dpshm supervisor runs" in browser.eval(
+                "document.getElementById('problem').textContent"
+            )

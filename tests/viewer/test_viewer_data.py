@@ -46,17 +46,24 @@ def test_columns_are_min_max_of_their_samples(ring):
 
 
 def test_columns_overwritten_before_reading_are_blank(ring):
-    ring.write(_rows(0, 20), np.arange(20) / 100.0)
+    def write(a: int, b: int) -> None:
+        ring.write(_rows(a, b - a), np.arange(a, b) / 100.0)
+
     with SharedRing.attach(ring.name) as r:
-        dec = Decimator(r, spc=10, n_cols=30)
-        dec.update()
-        ring.write(_rows(20, 250), np.arange(20, 270) / 100.0)  # 2.5 capacities later
-        assert dec.update() == 27
+        dec = Decimator(r, spc=5, n_cols=30)  # slots are reused: column c lives in c % 30
+        write(0, 100)
+        assert dec.update() == 20
+        write(100, 200)
+        assert dec.update() == 40
+        write(200, 320)  # more than the ring (100) since the last update: 40..43 are gone
+        assert dec.update() == 64
         first, times, mm = dec.columns(None, 0, 3)
-        assert first == 0 and len(times) == 27
-        # columns 2..16 were overwritten before anyone computed them: NaN, never stale data
-        assert np.isnan(mm[2:17]).all() and np.isnan(times[2:17]).all()
-        assert np.isfinite(mm[17:]).all() and np.isfinite(mm[:2]).all()
+        assert first == 34 and len(times) == 30
+        gone = slice(40 - 34, 44 - 34)
+        # columns nobody could compute are NaN, never what their slot held before (10..13)
+        assert np.isnan(mm[gone]).all() and np.isnan(times[gone]).all()
+        assert np.isfinite(mm[: gone.start]).all() and np.isfinite(mm[gone.stop :]).all()
+        np.testing.assert_array_equal(mm[-1, :, 1], _rows(200, 120)[-5:].max(axis=0))
 
 
 def test_window_request_bounds():
