@@ -21,7 +21,7 @@ from collections.abc import Callable
 import numpy as np
 
 from dpshm.bench._common import best_us_each, filled_ring
-from dpshm.ringbuffer import RingBuffer as OwnRingBuffer
+from dpshm.dareplane.ringbuffer import RingBuffer as OwnRingBuffer
 
 TARGETS = {"write": 3.0, "unfold_buffer()": 1.5}
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from dpshm.bench._common import import_original, percentiles
 from dpshm.bench.roundtrip import bench_up
-from dpshm.logs import JsonSocketHandler
+from dpshm.dareplane.logs import JsonSocketHandler
 
 
 def bench_log_call(n: int) -> dict[str, np.ndarray]:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from dpshm import timing
 from dpshm.bench.loop import bench_loop, bench_sleep, implementations
-from dpshm.timing import get_spin_margin, set_spin_quantile
+from dpshm.dareplane import timing
+from dpshm.dareplane.timing import get_spin_margin, set_spin_quantile
 
 
 def main() -> None:

@@ -41,8 +41,8 @@ try:
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(HERE.parent))
 
-from dpshm import registry  # noqa: E402
 from dpshm.bench._common import child_env, process_cpu_s  # noqa: E402
+from dpshm.shm import registry  # noqa: E402
 
 WIDTH = 1200
 WINDOW_S = 5

@@ -50,8 +50,8 @@ def main() -> None:
 
     from dpshm.bench import copies
     from dpshm.bench._common import import_original
+    from dpshm.dareplane.watcher import StreamWatcher
     from dpshm.lsl import Outlet
-    from dpshm.watcher import StreamWatcher
 
     mod = import_original("dareplane_utils.stream_watcher.lsl_stream_watcher")
     if mod is None:

@@ -94,7 +94,7 @@ def _bridge_proc(name: str, ring_name: str, ready, stop) -> None:
     """One LSL inlet -> shared ring (what the supervisor does for each stream)."""
     import pylsl
 
-    from dpshm.ring import SharedRing
+    from dpshm.shm.ring import SharedRing
 
     (info,) = pylsl.resolve_byprop("name", name, 1, 10.0)
     inlet = pylsl.StreamInlet(info, max_buflen=5)
@@ -164,10 +164,10 @@ class _FirstWindows(logging.Handler):
 def bench_start_latency(reps: int) -> dict[str, list[float]]:
     from types import MappingProxyType, SimpleNamespace
 
-    from dpshm.frontend import Frontend, SupervisorServer
-    from dpshm.ring import SharedRing
-    from dpshm.view import SharedStreamView
-    from dpshm.workers import WorkerManager
+    from dpshm.control.commands import Frontend, SupervisorServer
+    from dpshm.control.workers import WorkerManager
+    from dpshm.shm.ring import SharedRing
+    from dpshm.shm.view import SharedStreamView
 
     ring_name = f"bench{uuid.uuid4().hex[:8]}"
     ring = SharedRing.create(ring_name, CH, 5 * RATE, "float32", srate=RATE)
@@ -229,8 +229,8 @@ def bench_start_latency(reps: int) -> dict[str, list[float]]:
 def bench_cpu(seconds: float, use_supervisor: bool) -> dict[str, float]:
     from types import MappingProxyType, SimpleNamespace
 
-    from dpshm.worker_proc import attach_view
-    from dpshm.workers import WorkerManager
+    from dpshm.control.context import attach_view
+    from dpshm.control.workers import WorkerManager
 
     ctx = mp.get_context("spawn")
     name = f"bench{uuid.uuid4().hex[:8]}"

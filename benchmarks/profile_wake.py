@@ -37,7 +37,7 @@ from dpshm.bench._common import child_env  # noqa: E402
 
 
 def consume(name: str, seconds: float, copy: bool, one_call: bool = False) -> dict[str, float]:
-    from dpshm.view import SharedStreamView
+    from dpshm.shm.view import SharedStreamView
 
     tt = time.thread_time_ns
     acc = {"wait": 0, "update": 0, "window": 0}

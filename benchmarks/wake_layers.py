@@ -43,7 +43,7 @@ KINDS = ("recv", "bell+head", "wait", "next_window")
 
 def consumer(kind: str, name: str, copy: bool) -> None:
     """Child process: wake on every chunk the ``kind`` way until SIGTERM ends it."""
-    from dpshm.view import SharedStreamView
+    from dpshm.shm.view import SharedStreamView
 
     v = SharedStreamView(name)
     bell, ring = v._link.bell, v.ring  # type: ignore[union-attr]

@@ -15,18 +15,18 @@ from dpshm.errors import DpshmError
 
 # public name -> module that defines it
 _LAZY: dict[str, str] = {
-    "SharedRing": "dpshm.ring",
-    "SharedStreamView": "dpshm.view",
-    "RingBuffer": "dpshm.ringbuffer",
-    "StreamWatcher": "dpshm.watcher",
-    "get_streams_names": "dpshm.watcher",
-    "EventLoop": "dpshm.timing",
-    "sleep_s": "dpshm.timing",
-    "DefaultServer": "dpshm.server",
-    "DefaultCallbackServer": "dpshm.server",
-    "get_logger": "dpshm.logs",
-    "JsonSocketHandler": "dpshm.logs",
-    "LogRecordSocketReceiver": "dpshm.logserver",
+    "SharedRing": "dpshm.shm.ring",
+    "SharedStreamView": "dpshm.shm.view",
+    "RingBuffer": "dpshm.dareplane.ringbuffer",
+    "StreamWatcher": "dpshm.dareplane.watcher",
+    "get_streams_names": "dpshm.dareplane.watcher",
+    "EventLoop": "dpshm.dareplane.eventloop",
+    "sleep_s": "dpshm.dareplane.timing",
+    "DefaultServer": "dpshm.dareplane.server",
+    "DefaultCallbackServer": "dpshm.dareplane.callback_server",
+    "get_logger": "dpshm.dareplane.logs",
+    "JsonSocketHandler": "dpshm.dareplane.logs",
+    "LogRecordSocketReceiver": "dpshm.dareplane.logserver",
 }
 
 __all__ = ["DpshmError", "__version__", *_LAZY]

@@ -1,5 +1,5 @@
 """``python -m dpshm`` runs the command-line interface."""
 
-from dpshm.cli import main
+from dpshm.cli.main import main
 
 raise SystemExit(main())

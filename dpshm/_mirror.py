@@ -1,5 +1,5 @@
-"""Mirrored ring arithmetic shared by :class:`~dpshm.ring.SharedRing` and
-:class:`~dpshm.ringbuffer.RingBuffer`.
+"""Mirrored ring arithmetic shared by :class:`~dpshm.shm.ring.SharedRing` and
+:class:`~dpshm.dareplane.ringbuffer.RingBuffer`.
 
 A ring of ``capacity`` rows is stored in an array of ``2 * capacity`` rows.
 Absolute sample ``i`` (``0 <= i < head``) lives at position ``p = i % capacity``

@@ -82,8 +82,8 @@ def run(ctx) -> None:
 
 
 def main() -> None:
-    from dpshm.view import SharedStreamView
-    from dpshm.worker_proc import WorkerContext
+    from dpshm.control.context import WorkerContext
+    from dpshm.shm.view import SharedStreamView
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--stream", default="MockEEG", help="stream to read (default: %(default)s)")

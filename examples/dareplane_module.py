@@ -17,8 +17,8 @@ import argparse
 import json
 import threading
 
-from dpshm.logs import get_logger
-from dpshm.server import DefaultServer
+from dpshm.dareplane.logs import get_logger
+from dpshm.dareplane.server import DefaultServer
 
 logger = get_logger("dareplane_module", add_console_handler=True)
 logger.setLevel("INFO")

@@ -21,8 +21,8 @@ import time
 import numpy as np
 
 from dpshm.errors import RingNotFoundError
-from dpshm.ring import SharedRing, unlink_ring
-from dpshm.view import SharedStreamView
+from dpshm.shm.ring import SharedRing, unlink_ring
+from dpshm.shm.view import SharedStreamView
 
 CHUNK_S = 0.010
 

@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 
+from dpshm.dareplane.watcher import StreamWatcher
 from dpshm.lsl import Outlet
-from dpshm.watcher import StreamWatcher
 
 
 def mock_outlet(name: str, stop: threading.Event, srate: float = 250.0) -> None:

@@ -6,7 +6,7 @@ import socket
 import threading
 import time
 
-from dpshm.server import DefaultServer
+from dpshm.dareplane.server import DefaultServer
 
 
 class RawClient:

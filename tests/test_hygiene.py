@@ -15,7 +15,7 @@ import numpy as np
 from conftest import _foreign
 from helpers import wait_until
 
-from dpshm.ring import SharedRing, segment_name, unlink_ring
+from dpshm.shm.ring import SharedRing, segment_name, unlink_ring
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,7 @@ OUTSIDER = textwrap.dedent(
     if os.fork():
         os._exit(0)
     os.setsid()
-    from dpshm.ring import SharedRing
+    from dpshm.shm.ring import SharedRing
     ring = SharedRing.create(sys.argv[1], 1, 4)
     print(os.getpid(), flush=True)
     time.sleep(60)

@@ -102,8 +102,8 @@ def best_us_each(*funcs: Callable[[], object], repeat: int, budget_s: float = 0.
 class FilledRing:
     """A full ring of float32 data, a view of it and its 10 ms chunk (see :func:`filled_ring`)."""
 
-    ring: Any  # dpshm.ring.SharedRing
-    view: Any  # dpshm.view.SharedStreamView
+    ring: Any  # dpshm.shm.ring.SharedRing
+    view: Any  # dpshm.shm.view.SharedStreamView
     chunk: np.ndarray
     ts: np.ndarray
     capacity: int
@@ -120,10 +120,10 @@ class FilledRing:
 @contextlib.contextmanager
 def filled_ring(n_ch: int, srate: float, seconds: float) -> Iterator[FilledRing]:
     """A ring of ``seconds * srate`` rows x ``n_ch`` float32, filled with :data:`CHUNK_S` chunks
-    of noise (wrapped at least once), with a :class:`~dpshm.view.SharedStreamView`;
+    of noise (wrapped at least once), with a :class:`~dpshm.shm.view.SharedStreamView`;
     unlinked on exit."""
-    from dpshm.ring import SharedRing
-    from dpshm.view import SharedStreamView
+    from dpshm.shm.ring import SharedRing
+    from dpshm.shm.view import SharedStreamView
 
     capacity = round(srate * seconds)
     chunk_n = max(1, round(srate * CHUNK_S))

@@ -2,7 +2,7 @@
 and against the original dareplane-utils StreamWatcher.
 
 One ring of ``seconds`` x ``srate`` rows x ``n_channels`` float32, filled with
-10 ms chunks, is read through :class:`~dpshm.view.SharedStreamView`; the same
+10 ms chunks, is read through :class:`~dpshm.shm.view.SharedStreamView`; the same
 data is held by the original ``StreamWatcher``'s ring buffer (its
 ``unfold_buffer()`` is what a Dareplane module calls to read its data; the
 original has no window method, so a module takes ``unfold_buffer()[-n:]``).
@@ -43,7 +43,7 @@ def measure(
     repeat, budget_s : int, float
         Runs per figure and seconds per run (best run counts).
     """
-    from dpshm.ringbuffer import RingBuffer
+    from dpshm.dareplane.ringbuffer import RingBuffer
 
     n_win = round(srate * window_s)
     tag = _tag(n_ch, srate, seconds)

@@ -3,7 +3,7 @@
 Measured in one run, side by side, for each stream format and N:
 
 * **dpshm**: the supervisor (``dpshm up``) plus N processes with a
-  :class:`~dpshm.view.SharedStreamView`, each calling
+  :class:`~dpshm.shm.view.SharedStreamView`, each calling
   ``next_window(seconds=1.0)`` in a loop: it sleeps until the supervisor's
   wake-up, then takes the newest 1 s window, zero-copy (``copy=False``, the
   dpshm idiom) or copied (``copy=True``, the same bytes moved as the
@@ -57,7 +57,7 @@ WARMUP_S = 0.5
 WINDOWS = ("view", "copy")  # dpshm arms: zero-copy and copied 1 s windows
 FLOOR = "floor"  # diagnostic arm: consumers that only sleep on the doorbell, reading nothing
 ARM_KEYS = {"view": "dpshm", "copy": "dpshm_copy", FLOOR: "dpshm_floor"}
-NEEDS_SUPERVISOR = "needs the dpshm supervisor (dpshm.supervisor, `dpshm up`)"
+NEEDS_SUPERVISOR = "needs the dpshm supervisor (dpshm.shm.supervisor, `dpshm up`)"
 
 # -- roles (each runs in its own process) ---------------------------------------------
 
@@ -93,7 +93,7 @@ def role_outlet(a: argparse.Namespace) -> None:
 def role_dpshm(a: argparse.Namespace) -> None:
     from dpshm import lsl
     from dpshm.errors import DpshmError
-    from dpshm.view import SharedStreamView
+    from dpshm.shm.view import SharedStreamView
 
     stop = _stop_flag()
     deadline = time.monotonic() + READY_TIMEOUT_S
@@ -320,7 +320,7 @@ def supervisor_args(name: str) -> list[str]:
 def wait_shared(name: str, timeout: float = READY_TIMEOUT_S) -> None:
     """Block until a supervisor (of this process's ``$DPSHM_NAMESPACE``) shares ``name``."""
     from dpshm.errors import DpshmError
-    from dpshm.view import SharedStreamView
+    from dpshm.shm.view import SharedStreamView
 
     deadline = time.monotonic() + timeout
     while True:
@@ -335,7 +335,7 @@ def wait_shared(name: str, timeout: float = READY_TIMEOUT_S) -> None:
 
 def supervisor_available() -> bool:
     """Whether this installation has the supervisor (``dpshm up``)."""
-    return importlib.util.find_spec("dpshm.supervisor") is not None
+    return importlib.util.find_spec("dpshm.shm.supervisor") is not None
 
 
 def run(

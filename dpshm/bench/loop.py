@@ -1,4 +1,4 @@
-"""Timing benchmarks: :class:`~dpshm.timing.EventLoop` and :func:`~dpshm.timing.sleep_s`
+"""Timing benchmarks: ``EventLoop`` and ``sleep_s`` of :mod:`dpshm.dareplane.timing`
 against the originals of dareplane-utils.
 
 Implementations run interleaved in rounds of about one second (ours, original,
@@ -75,7 +75,8 @@ def _rounds(impls: list[str], total: float) -> list[tuple[str, float]]:
 def implementations() -> tuple[dict[str, Any], dict[str, Any]]:
     """``({"ours": EventLoop, "orig": ...}, {"ours": sleep_s, "orig": ..., "time.sleep": ...})``;
     the originals are left out when dareplane-utils is not installed."""
-    from dpshm.timing import EventLoop, sleep_s
+    from dpshm.dareplane.eventloop import EventLoop
+    from dpshm.dareplane.timing import sleep_s
 
     loops: dict[str, Any] = {"ours": EventLoop}
     sleeps: dict[str, Any] = {"ours": sleep_s}

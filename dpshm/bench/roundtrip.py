@@ -21,7 +21,7 @@ from dpshm.bench._common import NEEDS_ORIGINAL, Row, child_env, percentiles
 
 #: Import line of each server implementation.
 SERVERS = {
-    "dpshm": "from dpshm.server import DefaultServer",
+    "dpshm": "from dpshm.dareplane.server import DefaultServer",
     "dareplane-utils": "from dareplane_utils.default_server.server import DefaultServer",
 }
 _SERVE = r"""
@@ -82,7 +82,7 @@ class ServerPeer:
             sock.close()
         proc, self.proc = self.proc, None
         if proc is not None:
-            from dpshm.procs import stop_process_tree
+            from dpshm.dareplane.procs import stop_process_tree
 
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(2)

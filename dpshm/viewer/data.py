@@ -42,10 +42,10 @@ from typing import Any
 
 import numpy as np
 
-from dpshm import registry
 from dpshm.errors import DpshmError, RingFormatError, RingNotFoundError, SupervisorNotRunningError
 from dpshm.formats import decode_strings
-from dpshm.ring import SharedRing
+from dpshm.shm import registry
+from dpshm.shm.ring import SharedRing
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ class StreamBook:
         if now < self._next_refresh:  # a page polls 25 times a second: look 4 times
             return
         self._next_refresh = now + REFRESH_EVERY_S
-        stamp = registry.registry_mtime(self.namespace)
+        stamp = self._mtime()
         if stamp == self._stamp and (self._reg is None or self._reg.alive()):
             return
         try:
@@ -233,6 +233,14 @@ class StreamBook:
                 self._close_ring(key, ring)
             self._rings[key] = new
         self._drop(set(reg.streams))
+
+    def _mtime(self) -> float | None:
+        """Modification time of the registry file (None: there is none)."""
+        path = registry.namespace_dir(self.namespace, create=False) / registry.REGISTRY_FILE
+        try:
+            return path.stat().st_mtime
+        except OSError:
+            return None
 
     def _drop(self, keep: set[str]) -> None:
         for key in [k for k in self._rings if k not in keep]:

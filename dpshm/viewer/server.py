@@ -56,9 +56,9 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from dpshm.config import DEFAULT_VIEW_HOST, DEFAULT_VIEW_PORT
+from dpshm.control.commands import to_json_line
+from dpshm.dareplane.server import is_loopback
 from dpshm.errors import ConfigError, DpshmError
-from dpshm.frontend import to_json_line
-from dpshm.server import is_loopback
 from dpshm.viewer.data import StreamBook, ViewerError, WindowRequest
 from dpshm.viewer.side import LogTail, WorkerPoll
 

@@ -23,10 +23,10 @@ import time
 from collections import deque
 from typing import Any
 
-from dpshm import registry
-from dpshm.bus import LogSubscriber
+from dpshm.dareplane.logs import record_message
 from dpshm.errors import SupervisorNotRunningError
-from dpshm.logs import record_message
+from dpshm.shm import registry
+from dpshm.shm.bus import LogSubscriber
 
 log = logging.getLogger(__name__)
 

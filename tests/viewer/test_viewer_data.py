@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dpshm.ring import SharedRing
+from dpshm.shm.ring import SharedRing
 from dpshm.viewer.data import Decimator, ViewerError, WindowRequest
 
 

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from helpers import wait_until
 from lsl_util import ramp
-from viewer_util import children, get, supervise
+from viewer_util import get, supervise
 
 from dpshm.errors import ConfigError
-from dpshm.ring import SharedRing
+from dpshm.shm.ring import SharedRing
 from dpshm.viewer import ViewerServer, check_view_bind
 from dpshm.viewer.data import unpack_window
 
@@ -85,13 +85,14 @@ def _rows(port: int) -> dict[str, dict]:
     return {s["name"]: s for s in json.loads(body)["streams"]}
 
 
-def test_endpoints_against_a_supervisor(ns, outlets, tmp_path):
+def test_endpoints_against_a_supervisor(procs, outlets):
     names = ["Fz", "Cz", "Pz", "Oz"]
     sig = outlets.make(n_channels=4, srate=200.0, channel_names=names)
     mk_name = sig.spec.name + "_mk"
-    with children(ns, tmp_path) as start, pushing(sig, 4, 200.0):
-        sup = supervise(start, sig.spec.name, mk_name, port=True)
-        cmd_port = int(sup.expect(r"commands on 127\.0\.0\.1:(\d+)")[1])
+    ns = procs[0]
+    with pushing(sig, 4, 200.0):
+        sup = supervise(procs, sig.spec.name, mk_name, port=True)
+        cmd_port = sup.port()
         with ViewerServer(ns, port=0, supervisor_port=cmd_port).start() as v:
             port = v.port
             wait_until(lambda: _rows(port).get(sig.spec.name, {}).get("head", 0) > 600, 20)
@@ -197,7 +198,8 @@ def test_endpoints_against_a_supervisor(ns, outlets, tmp_path):
                 assert s == code and word in json.loads(b)["error"], (path, b)
 
 
-def test_no_supervisor_limits_and_refusals(ns):
+def test_no_supervisor_limits_and_refusals(procs):
+    ns = procs[0]
     with ViewerServer(ns, port=0, max_event_clients=1, max_connections=3).start() as v:
         port = v.port
         s, h, b = get(port, "/api/streams")
@@ -248,7 +250,8 @@ def test_no_supervisor_limits_and_refusals(ns):
         wait_until(lambda: get(port, "/api/streams")[0] == 200, 5)
 
 
-def test_token(ns):
+def test_token(procs):
+    ns = procs[0]
     with pytest.raises(ConfigError, match="without a token"):
         check_view_bind("0.0.0.0", None)
     check_view_bind("127.0.0.1", None)

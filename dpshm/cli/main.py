@@ -1,0 +1,94 @@
+"""The ``dpshm`` command line.
+
+:func:`build_parser` collects the command groups (:mod:`.up`, :mod:`.streams`,
+:mod:`.demo`, ``bench``) and ``logserver``; each command imports its heavy
+modules (pylsl, ZeroMQ, numpy) only when it runs, so ``dpshm --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from dpshm._version import __version__
+from dpshm.errors import DpshmError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the ``dpshm`` command."""
+    parser = argparse.ArgumentParser(
+        prog="dpshm",
+        description="Share LSL streams between processes through shared memory.",
+    )
+    parser.add_argument("--version", action="version", version=f"dpshm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_logserver(sub)
+    from dpshm.cli import demo, streams, up, view
+
+    for group in (up, streams, demo, view):
+        group.add_commands(sub)
+    from dpshm.bench.cli import add_command as add_bench_command
+
+    add_bench_command(sub)
+    return parser
+
+
+def _add_logserver(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "logserver",
+        help="receive Dareplane JSON log records and write one log file",
+        description="Receive Dareplane JSON log records (port 9020) from any number of "
+        "modules and write them to one log file and the console. Ctrl-C stops.",
+    )
+    p.add_argument("--logfile", default="default_socket.log", help="log file (appended)")
+    p.add_argument("--host", default="localhost", help="address to bind (default: localhost)")
+    p.add_argument("--port", type=int, default=9020, help="port; 0 picks a free one")
+    p.add_argument("--quiet", action="store_true", help="do not echo records to the console")
+    p.set_defaults(func=_cmd_logserver)
+
+
+def _cmd_logserver(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from dpshm.dareplane.logserver import LogRecordSocketReceiver
+
+    rcv = LogRecordSocketReceiver(
+        host=args.host, port=args.port, logfile=args.logfile, console=not args.quiet
+    )
+    print(f"dpshm logserver listening on {rcv.host}:{rcv.port}, writing {args.logfile}", flush=True)
+
+    def _stop(signum: int, frame: object) -> None:
+        threading.Thread(target=rcv.stop, daemon=True).start()
+
+    old = signal.signal(signal.SIGTERM, _stop)
+    try:
+        rcv.serve_until_stopped()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        rcv.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(func(args) or 0)
+    except DpshmError as exc:
+        print(f"dpshm {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

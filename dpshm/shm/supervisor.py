@@ -1,0 +1,365 @@
+"""The supervisor behind ``dpshm up``: LSL streams -> shared-memory rings -> ZeroMQ.
+
+One :class:`Supervisor` per namespace (an flock in the runtime directory
+enforces it). It
+
+* resolves LSL streams every ``resolve_interval_s`` and starts one
+  :class:`~dpshm.shm.feed.Feed` (a thread with one inlet and one ring) per selected stream;
+* pulls with ``dest_obj`` into a preallocated chunk buffer, writes the chunk into
+  the ring, rings the doorbell of every local consumer of that stream
+  (:mod:`dpshm.shm.doorbell`, Linux) and publishes a head update (stream, head,
+  generation, newest timestamp) on the ZeroMQ bus (tools, other hosts, non-Linux);
+* marks a stream stale (ring header flag + registry) when its outlet vanishes,
+  keeps the ring, and resumes writing when an outlet with the same source_id
+  returns; a changed format (channels, channel format, rate) gets a new ring
+  with the next generation, and consumers re-attach on their next update;
+* publishes the LSL ``time_correction`` of each inlet in the ring header
+  (``time_offset``) and the registry: rings hold timestamps as sent by the
+  outlet; ``timestamp + time_offset`` is the local LSL clock;
+* on start removes the segments a killed predecessor left behind; on stop
+  (SIGINT/SIGTERM, :meth:`Supervisor.stop`) unlinks every ring it created.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dpshm import lsl
+from dpshm.config import StreamSelector, SupervisorConfig
+from dpshm.shm import registry
+from dpshm.shm.bus import HeadPublisher, LogPublisher, ZmqLogHandler
+from dpshm.shm.doorbell import AVAILABLE as DOORBELLS
+from dpshm.shm.doorbell import DoorbellServer, control_address
+from dpshm.shm.feed import JOIN_TIMEOUT_S, Feed, FeedEnv, stream_key
+from dpshm.shm.ring import SEGMENT_PREFIX, SHM_DIR, ring_info, unlink_ring
+
+log = logging.getLogger(__name__)
+
+STATUS_EVERY_S = 1.0
+
+
+def sweep_dead(namespace: str) -> tuple[dict[str, Any] | None, list[tuple[str, int]]]:
+    """Remove the registry and ring segments a killed supervisor of ``namespace`` left.
+
+    Call only while holding the namespace's :class:`~dpshm.shm.registry.SupervisorLock`
+    (so no live supervisor owns them). Each removal is logged as a warning.
+
+    Returns
+    -------
+    registry : dict | None
+        The dead supervisor's registry as written (None if there was none).
+    removed : list of (segment, bytes)
+        The segments removed and their sizes.
+    """
+    old = registry.read_registry_raw(namespace)
+    if old:
+        registry.remove_registry(namespace)
+    prefix = f"{SEGMENT_PREFIX}{namespace}."
+    try:
+        leftovers = sorted(e for e in os.listdir(SHM_DIR) if e.startswith(prefix))
+    except OSError:
+        leftovers = []
+    removed = []
+    for seg in leftovers:
+        try:  # the writer pid in the ring header names the dead supervisor
+            pid = ring_info(seg)["writer_pid"]
+        except Exception:  # not a complete ring (killed while creating it)
+            pid = (old or {}).get("pid", "unknown")
+        try:
+            size = os.stat(os.path.join(SHM_DIR, seg)).st_size
+        except OSError:
+            size = 0
+        if unlink_ring(seg, force=True):
+            removed.append((seg, size))
+            log.warning(
+                "removed shared-memory segment %r left by a dead supervisor (pid %s)", seg, pid
+            )
+    return old, removed
+
+
+class Supervisor:
+    """Shares LSL streams through shared-memory rings; see the module docstring.
+
+    Use as a context manager or call :meth:`start` / :meth:`close`;
+    :meth:`run` blocks until :meth:`stop`, SIGINT/SIGTERM or ``duration``.
+
+    Parameters
+    ----------
+    config : SupervisorConfig
+        From :func:`dpshm.config.load_config`.
+    """
+
+    _lock: registry.SupervisorLock | None = None
+    heads: HeadPublisher | None = None
+    logs: LogPublisher | None = None
+    doorbell: DoorbellServer | None = None
+    _handler: ZmqLogHandler | None = None
+    _closed = True
+
+    def __init__(self, config: SupervisorConfig):
+        self.config = config
+        self.stop_event = threading.Event()
+        self.feeds: dict[str, Feed] = {}
+        self._feeds_lock = threading.Lock()
+        self._registry_dirty = threading.Event()
+        self._resolver: threading.Thread | None = None
+        self._keeper: threading.Thread | None = None
+        self.run_id = format(int(time.time() * 1000) % 36**6, "x")[-6:]
+        self._prev_generations: dict[str, int] = {}
+        self.started = 0.0
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> Supervisor:
+        """Take the namespace lock, clean up, bind the bus, start resolving.
+
+        Raises
+        ------
+        SupervisorRunningError
+            Another supervisor runs on this namespace.
+        """
+        ns = self.config.namespace
+        self._lock = registry.SupervisorLock(ns)
+        self._closed = False
+        try:
+            self._cleanup_predecessor()
+            nsdir = registry.namespace_dir(ns)
+            if self.config.transport == "tcp":
+                heads_ep, logs_ep = "tcp://127.0.0.1:*", "tcp://127.0.0.1:*"
+            else:
+                heads_ep, logs_ep = f"ipc://{nsdir}/heads.ipc", f"ipc://{nsdir}/logs.ipc"
+            self.heads = HeadPublisher(heads_ep)
+            self.logs = LogPublisher(logs_ep)
+            if DOORBELLS:
+                try:
+                    self.doorbell = DoorbellServer(control_address(ns, self.run_id))
+                except OSError as exc:  # consumers then wake on ZeroMQ
+                    log.warning("no doorbells (%s); consumers wake on ZeroMQ", exc)
+            self._handler = self.logs.handler()
+            logging.getLogger("dpshm").addHandler(self._handler)
+            self.started = time.time()
+            self._write_registry()
+            self._resolver = threading.Thread(
+                target=self._resolve_loop, name="dpshm-resolver", daemon=True
+            )
+            self._resolver.start()
+            self._keeper = threading.Thread(
+                target=self._housekeeping, name="dpshm-status", daemon=True
+            )
+            self._keeper.start()
+            log.info(
+                "supervisor up on namespace %r (pid %d), heads %s, logs %s",
+                ns, os.getpid(), self.heads.endpoint, self.logs.endpoint,
+            )  # fmt: skip
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _cleanup_predecessor(self) -> None:
+        """Remove what a supervisor killed on this namespace left behind."""
+        old, _ = sweep_dead(self.config.namespace)
+        if old:
+            for key, s in dict(old.get("streams", {})).items():
+                self._prev_generations[key] = int(s.get("generation", 0))
+
+    def inlet_buflen(self) -> int:
+        """Seconds (hundreds of samples if irregular) the LSL inlet queues."""
+        return max(int(self.config.buffer_s) + 1, 2)
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return (thread- and signal-safe)."""
+        self.stop_event.set()
+
+    def run(
+        self,
+        duration: float | None = None,
+        on_status: Callable[[dict[str, Any]], None] | None = None,
+        handle_signals: bool = True,
+    ) -> None:
+        """Block until stopped (the supervisor works in its own threads).
+
+        Parameters
+        ----------
+        duration : float, optional
+            Return after this many seconds.
+        on_status : callable, optional
+            Called with :meth:`status` about once a second (the CLI's live view).
+        handle_signals : bool
+            Install SIGINT/SIGTERM handlers that stop the supervisor (main
+            thread only); the previous handlers are restored on return.
+        """
+        previous = {}
+        if handle_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, lambda *_: self.stop_event.set())
+        try:
+            end = None if duration is None else time.monotonic() + duration
+            while not self.stop_event.is_set():
+                timeout = STATUS_EVERY_S
+                if end is not None:
+                    timeout = min(timeout, end - time.monotonic())
+                    if timeout <= 0:
+                        break
+                if not self.stop_event.wait(timeout) and on_status is not None:
+                    on_status(self.status())
+        finally:
+            for sig, h in previous.items():
+                signal.signal(sig, h)
+
+    def registry_changed(self) -> None:
+        """Ask for the registry to be rewritten (streams added, stale, generation)."""
+        self._registry_dirty.set()
+
+    def _housekeeping(self) -> None:
+        """Rewrite the registry when it changed; refresh rates and status.json each second."""
+        last = time.monotonic()
+        while not self.stop_event.is_set():
+            if self._registry_dirty.wait(STATUS_EVERY_S):
+                self._registry_dirty.clear()
+                self._write_registry()
+            now = time.monotonic()
+            if now - last >= STATUS_EVERY_S:
+                with self._feeds_lock:
+                    feeds = list(self.feeds.values())
+                for f in feeds:
+                    f.tick_rate(now - last)
+                last = now
+                registry.write_status(self.config.namespace, self.status())
+
+    def status(self) -> dict[str, Any]:
+        """Supervisor and per-stream status (the ``status.json`` content)."""
+        with self._feeds_lock:
+            feeds = dict(self.feeds)
+        streams = {}
+        for key, f in feeds.items():
+            if f.ring is not None:
+                streams[key] = {**f.entry(), **f.status()}
+        return {
+            "namespace": self.config.namespace,
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.started, 3),
+            "updated": time.time(),
+            "streams": streams,
+        }
+
+    def _write_registry(self) -> None:
+        with self._feeds_lock:
+            streams = {k: f.entry() for k, f in self.feeds.items() if f.ring is not None}
+        me = os.getpid()
+        registry.write_registry(
+            self.config.namespace,
+            {
+                "version": registry.REGISTRY_VERSION,
+                "namespace": self.config.namespace,
+                "pid": me,
+                "pid_create_time": registry._pid_create_time(me),
+                "started": self.started,
+                "endpoints": {
+                    "heads": self.heads.endpoint if self.heads else "",
+                    "logs": self.logs.endpoint if self.logs else "",
+                    **({"doorbell": self.doorbell.address} if self.doorbell else {}),
+                },
+                "streams": streams,
+            },
+        )
+
+    # -- resolution ---------------------------------------------------------------------
+    def _resolve_loop(self) -> None:
+        interval = self.config.resolve_interval_s
+        while not self.stop_event.is_set():
+            t0 = time.monotonic()
+            try:
+                specs = lsl.resolve_streams(timeout=min(interval, 1.0))
+            except Exception:
+                log.exception("LSL resolution failed; retrying")
+                specs = []
+            seen = set()
+            for spec in specs:
+                sel = self.config.selects(spec.name, spec.type, spec.source_id)
+                if sel is None:
+                    continue
+                key = stream_key(spec.name, spec.source_id, spec.hostname)
+                seen.add(key)
+                feed = self.feeds.get(key)
+                if feed is None:
+                    self._add_feed(key, spec, sel)
+                else:
+                    feed.offer(spec)
+            for key, feed in list(self.feeds.items()):
+                if key not in seen:
+                    feed.missed()
+            self.stop_event.wait(max(0.0, interval - (time.monotonic() - t0)))
+
+    def _feed_env(self) -> FeedEnv:
+        cfg = self.config
+        return FeedEnv(
+            namespace=cfg.namespace,
+            run_id=self.run_id,
+            capacity_for=cfg.buffer_for,
+            string_width=cfg.string_width,
+            resolve_interval_s=cfg.resolve_interval_s,
+            inlet_buflen=self.inlet_buflen(),
+            stop_event=self.stop_event,
+            on_write=self._wake_consumers,
+            on_change=self.registry_changed,
+        )
+
+    def _wake_consumers(self, key: str, head: int, generation: int, newest: float) -> None:
+        """After a feed wrote a chunk: ring the doorbells, publish the head update."""
+        bell = self.doorbell
+        if bell is not None:
+            bell.ring(key, generation)
+        self.heads.publish(key, head, generation, newest)
+
+    def _add_feed(self, key: str, spec: Any, sel: StreamSelector) -> None:
+        gen = self._prev_generations.get(key, 0) + 1
+        try:
+            feed = Feed(self._feed_env(), key, spec, sel, gen)
+        except Exception as exc:
+            log.error("cannot share stream %r (%s): %s", spec.name, spec.source_id, exc)
+            return
+        with self._feeds_lock:
+            self.feeds[key] = feed
+        feed.start()
+        self.registry_changed()
+
+    # -- shutdown -----------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop every thread, unlink every ring, remove the registry (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.stop_event.set()
+        for t in (self._resolver, self._keeper):
+            if t is not None:
+                t.join(JOIN_TIMEOUT_S + 1.0)
+        with self._feeds_lock:
+            feeds, self.feeds = list(self.feeds.values()), {}
+        for f in feeds:
+            f.close()
+        ns = self.config.namespace
+        if self._lock is not None:
+            registry.remove_registry(ns)
+            registry.remove_status(ns)
+        if self._handler is not None:
+            logging.getLogger("dpshm").removeHandler(self._handler)
+            self._handler = None
+        for pub in (self.heads, self.logs, self.doorbell):
+            if pub is not None:
+                pub.close()
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.close()
+        log.info("supervisor on namespace %r stopped; %d ring(s) unlinked", ns, len(feeds))
+
+    def __enter__(self) -> Supervisor:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
