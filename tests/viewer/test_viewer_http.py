@@ -268,3 +268,40 @@ def test_token(procs):
         assert cookie == f"dpshm_view_{port}=s3cret" and "HttpOnly" in h["Set-Cookie"]
         assert get(port, "/", {"Cookie": cookie})[0] == 200
         assert get(port, "/api/streams", {"Cookie": f"dpshm_view_{port}=nope"})[0] == 401
+
+
+def test_supervisor_restart_is_followed(procs, outlets):
+    """The viewer outlives the supervisor: the page says it is gone, and the table and
+    the trace come back (from the new rings) when a new one starts."""
+    ns = procs[0]
+    sig = outlets.make(n_channels=2, srate=100.0)
+    with pushing(sig, 2, 100.0), ViewerServer(ns, port=0).start() as v:
+        port = v.port
+        sup = supervise(procs, sig.spec.name)
+        name = sig.spec.name
+        wait_until(lambda: _rows(port).get(name, {}).get("head", 0) > 50, 20)
+        row = _rows(port)[name]
+        trace = Events(port, f"/api/trace?key={row['key']}&seconds=1&width=50")
+        try:
+            seen = trace.until(lambda s: len(s.get("window", [])) >= 2)
+            first_ring = unpack_window(base64.b64decode(seen["window"][0]))[0]["ring"]
+            assert sup.stop() == 0  # a clean stop: rings and registry removed
+
+            def gone():
+                table = json.loads(get(port, "/api/streams")[2])
+                return table["supervisor"] is None and "no dpshm supervisor" in table["problem"]
+
+            wait_until(gone, 10)
+            seen = trace.until(lambda s: "problem" in s)
+            assert f"no stream with key {row['key']!r}" in seen["problem"][-1]["error"]
+            before = len(seen["window"])
+            sup2 = supervise(procs, sig.spec.name)
+            wait_until(lambda: _rows(port).get(name, {}).get("writer_pid") == sup2.proc.pid, 20)
+            row2 = _rows(port)[name]
+            assert row2["key"] == row["key"]
+            seen = trace.until(lambda s: len(s["window"]) > before + 1)
+            frames = [unpack_window(base64.b64decode(w))[0] for w in seen["window"][before:]]
+            assert frames[0]["reset"] and frames[0]["ring"] != first_ring
+            assert all(f["ring"] == frames[0]["ring"] for f in frames)
+        finally:
+            trace.close()
