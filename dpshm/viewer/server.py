@@ -45,6 +45,7 @@ import hmac
 import http.server
 import importlib.resources
 import logging
+import re
 import secrets
 import socket
 import threading
@@ -213,12 +214,16 @@ class ViewerServer:
         max_event_clients: int = MAX_EVENT_CLIENTS,
     ):
         check_view_bind(host, token)
-        if token is not None and (not token or not token.isprintable() or ";" in token):
-            raise ConfigError("--token must be printable, non-empty and without ';'")
+        if token is not None and not re.fullmatch(r"[A-Za-z0-9._~-]{1,200}", token):
+            raise ConfigError(
+                "--token must be 1 to 200 of the characters A-Z a-z 0-9 . _ ~ - (it travels "
+                "in a URL and a cookie); --token generate makes one"
+            )
         self.namespace, self.host, self.token = namespace, host, token or None
         self.max_connections, self.max_event_clients = max_connections, max_event_clients
         self.limits = _Limiter()
         self.stopping = threading.Event()
+        self.started = time.time()  # tells a page that reconnects whether the viewer restarted
         self._streams: Counter[str] = Counter()  # open event streams per kind
         self._streams_lock = threading.Lock()
         self._table: tuple[float, dict[str, Any]] = (0.0, {})
@@ -510,7 +515,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     @staticmethod
     def _status_loop(viewer: ViewerServer, send: Callable[[str, Any], None]) -> None:
-        send("hello", {"namespace": viewer.namespace, "port": viewer.port})
+        hello = {"namespace": viewer.namespace, "port": viewer.port, "started": viewer.started}
+        send("hello", hello)
         seq, workers, next_workers = 0, None, 0.0
         while not viewer.stopping.is_set():
             send("streams", viewer.table())

@@ -255,6 +255,8 @@ def test_token(procs):
     with pytest.raises(ConfigError, match="without a token"):
         check_view_bind("0.0.0.0", None)
     check_view_bind("127.0.0.1", None)
+    with pytest.raises(ConfigError, match="--token must be 1 to 200 of the characters"):
+        ViewerServer(ns, port=0, token="a b;c")
     with ViewerServer(ns, port=0, token="s3cret").start() as v:
         port = v.port
         assert v.url.endswith("/?token=s3cret")

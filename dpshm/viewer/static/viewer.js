@@ -17,6 +17,8 @@ const view = {
   token: 0, // bumps on every selection: stale replies are dropped
   t: null, // trace store (see resetStore)
   frames: 0,
+  logSeq: 0, // newest log record shown
+  viewerStarted: null,
 };
 
 // -- helpers -----------------------------------------------------------------------
@@ -40,7 +42,13 @@ function connect() {
   es.onopen = () => { conn.textContent = "live"; conn.className = "pill ok"; };
   es.onerror = () => { conn.textContent = "viewer unreachable (retrying)"; conn.className = "pill bad"; };
   es.addEventListener("hello", (e) => {
-    $("namespace").textContent = "namespace " + JSON.parse(e.data).namespace;
+    const hello = JSON.parse(e.data);
+    $("namespace").textContent = "namespace " + hello.namespace;
+    if (hello.started !== view.viewerStarted) { // a new viewer process: its records anew
+      view.viewerStarted = hello.started;
+      view.logSeq = 0;
+      $("logs").replaceChildren();
+    }
   });
   es.addEventListener("streams", (e) => renderStreams(JSON.parse(e.data)));
   es.addEventListener("logs", (e) => appendLogs(JSON.parse(e.data)));
@@ -88,6 +96,8 @@ function appendLogs(records) {
   const box = $("logs");
   const stick = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
   for (const r of records) {
+    if (r.seq <= view.logSeq) continue; // already shown (the event stream reconnected)
+    view.logSeq = r.seq;
     const line = el("div", null, "rec " + r.level);
     const when = new Date((r.created || 0) * 1000).toLocaleTimeString("en-GB");
     line.appendChild(el("span", when + " ", "when"));
