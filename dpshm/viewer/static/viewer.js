@@ -210,7 +210,7 @@ function openTrace(token) {
     const bytes = new Uint8Array(bin.length);
     for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
     merge(bytes.buffer, width);
-    draw();
+    scheduleDraw(); // at most one drawing per display frame, however many events came
   });
   es.addEventListener("problem", (e) => {
     $("trace-info").textContent = JSON.parse(e.data).error;
@@ -254,10 +254,17 @@ function merge(buf, width) {
 
 const MARGIN = 110; // channel-name column (CSS px)
 
+function scheduleDraw() {
+  if (view.drawPending) return;
+  view.drawPending = true;
+  requestAnimationFrame(() => { view.drawPending = false; draw(); });
+}
+
 function draw() {
   const t = view.t;
   const canvas = $("trace");
   if (!t || canvas.hidden) return;
+  const started = performance.now();
   const dpr = window.devicePixelRatio || 1;
   const cw = canvas.clientWidth, ch = canvas.clientHeight;
   if (canvas.width !== Math.round(cw * dpr) || canvas.height !== Math.round(ch * dpr)) {
@@ -269,6 +276,7 @@ function draw() {
   g.clearRect(0, 0, cw, ch);
   const axis = 22, plotW = cw - MARGIN - 8, plotH = ch - axis;
   const lane = plotH / t.m;
+  const labelEvery = Math.max(1, Math.ceil(12 / lane));
   const first = t.end - t.W; // oldest column shown
   const x = (c) => MARGIN + ((c - first + 0.5) / t.W) * plotW;
   // per-channel range over the window
@@ -303,8 +311,10 @@ function draw() {
     const range = (perChannel ? hi[j] - lo[j] : common) || 1;
     const centre = (hi[j] + lo[j]) / 2;
     const scale = (lane * 0.85 * view.gain) / range;
-    g.fillStyle = "#1d2330";
-    g.fillText(t.names[j] || `ch ${t.ch0 + j + 1}`, 6, mid + 4);
+    if (j % labelEvery === 0) { // names would overlap in lanes under 12 px: every k-th
+      g.fillStyle = "#1d2330";
+      g.fillText(t.names[j] || `ch ${t.ch0 + j + 1}`, 6, mid + 4);
+    }
     g.strokeStyle = j % 2 ? "#2356c7" : "#0f7b6c";
     g.beginPath();
     let pen = false;
@@ -325,6 +335,7 @@ function draw() {
   canvas.dataset.endCol = String(t.end);
   canvas.dataset.key = view.key;
   canvas.dataset.markers = String(t.markers.length);
+  canvas.dataset.drawMs = (performance.now() - started).toFixed(2);
 }
 
 function drawMarkers(g, t, x, plotH, first) {
