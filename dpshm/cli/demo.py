@@ -39,6 +39,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _mock_args(p)
     ns_arg(p)
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    p.add_argument(
+        "--view", action="store_true",
+        help="also start `dpshm view` on the demo's streams and open it in the browser",
+    )  # fmt: skip
+    p.add_argument(
+        "--view-port", type=int, default=C.DEFAULT_VIEW_PORT,
+        help=f"port of the viewer (default {C.DEFAULT_VIEW_PORT}; 0 = any free port)",
+    )  # fmt: skip
+    p.add_argument("--no-browser", action="store_true", help="with --view: open no browser")
     p.set_defaults(func=cmd_demo)
 
 
@@ -104,6 +113,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         reader = threading.Thread(target=consume, name="dpshm-demo-consumer", daemon=True)
         reader.start()
+        viewer = None
+        if args.view:  # its own process: the viewer never runs inside the supervisor's
+            from dpshm.cli.view import spawn_viewer
+
+            viewer = spawn_viewer(cfg.namespace, args.view_port, not args.no_browser)
 
         def show(status: dict[str, Any]) -> None:
             msg = f"consumer: {got['samples']} samples read, {got['lost']} lost; "
@@ -111,11 +125,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         stop = stop_on_signals()  # Ctrl-C ends the loop, not the supervisor: it drains first
         end = None if args.duration is None else time.monotonic() + args.duration
-        while not stop.is_set():
-            left = STATUS_EVERY_S if end is None else min(STATUS_EVERY_S, end - time.monotonic())
-            if left <= 0 or stop.wait(left):
-                break
-            show(sup.status())
+        try:
+            while not stop.is_set():
+                left = (
+                    STATUS_EVERY_S if end is None else min(STATUS_EVERY_S, end - time.monotonic())
+                )
+                if left <= 0 or stop.wait(left):
+                    break
+                show(sup.status())
+        finally:
+            if viewer is not None:
+                _stop_child(viewer)
         # stop pushing, then let supervisor and consumer take what is on its way, so
         # that the figures add up: pushed = before the supervisor + shared
         mock.stop()
@@ -154,6 +174,19 @@ def _summary(pushed: int, shared: int, read: int, lost: int) -> str:
     if before_consumer:
         text += f", {before_consumer} of them before the consumer attached (it reads new samples)"
     return text + f"; {read} read, {lost} lost."
+
+
+def _stop_child(proc: Any, timeout: float = 5.0) -> None:
+    """SIGTERM a child process, SIGKILL it after ``timeout`` s."""
+    import subprocess
+
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
 
 
 def cmd_mock(args: argparse.Namespace) -> int:
