@@ -239,7 +239,7 @@ class Supervisor:
         streams = {}
         for key, f in feeds.items():
             if f.ring is not None:
-                streams[key] = {**f.entry(), **f.status()}
+                streams[key] = {**f.entry().to_json(), **f.status()}
         return {
             "namespace": self.config.namespace,
             "pid": os.getpid(),
@@ -251,22 +251,17 @@ class Supervisor:
     def _write_registry(self) -> None:
         with self._feeds_lock:
             streams = {k: f.entry() for k, f in self.feeds.items() if f.ring is not None}
-        me = os.getpid()
         registry.write_registry(
-            self.config.namespace,
-            {
-                "version": registry.REGISTRY_VERSION,
-                "namespace": self.config.namespace,
-                "pid": me,
-                "pid_create_time": registry._pid_create_time(me),
-                "started": self.started,
-                "endpoints": {
+            registry.Registry.for_this_process(
+                self.config.namespace,
+                started=self.started,
+                endpoints={
                     "heads": self.heads.endpoint if self.heads else "",
                     "logs": self.logs.endpoint if self.logs else "",
                     **({"doorbell": self.doorbell.address} if self.doorbell else {}),
                 },
-                "streams": streams,
-            },
+                streams=streams,
+            )
         )
 
     # -- resolution ---------------------------------------------------------------------
