@@ -131,7 +131,7 @@ class StreamLink:
                     f"stream {self.name!r} ({self.key}) is not shared any more by the "
                     f"supervisor of namespace {self.namespace!r}"
                 )
-            return self._set(Target(entry.ring, entry, self._endpoint(reg)))
+            return self._set(Target(entry.ring, entry, self._endpoint(reg, entry)))
         try:
             entry = reg.find(self.name, self.source_id)
         except StreamNotFoundError:
@@ -139,12 +139,14 @@ class StreamLink:
                 return self._set(Target(self.name))
             raise
         self.key = entry.key
-        return self._set(Target(entry.ring, entry, self._endpoint(reg)))
+        return self._set(Target(entry.ring, entry, self._endpoint(reg, entry)))
 
-    def _endpoint(self, reg: registry.Registry) -> str | None:
-        self._heads = reg.endpoints.get("heads")
-        if self.wake == "doorbell" and reg.endpoints.get("doorbell"):
-            return reg.endpoints["doorbell"]
+    def _endpoint(self, reg: registry.Registry, entry: registry.StreamEntry) -> str | None:
+        # a published stream's producer wakes its consumers itself (its own endpoints)
+        eps = entry.endpoints if entry.derived else reg.endpoints
+        self._heads = eps.get("heads")
+        if self.wake == "doorbell" and eps.get("doorbell"):
+            return eps["doorbell"]
         return self._heads
 
     def _set(self, target: Target) -> Target:

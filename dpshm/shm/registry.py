@@ -94,7 +94,8 @@ def namespace_dir(namespace: str | None = None, create: bool = True) -> Path:
     return path
 
 
-def _pid_create_time(pid: int) -> float | None:
+def pid_create_time(pid: int) -> float | None:
+    """Start time of process ``pid`` (psutil), or None when it does not run."""
     try:
         return psutil.Process(pid).create_time()
     except (psutil.Error, ValueError):
@@ -105,7 +106,7 @@ def process_alive(pid: int, create_time: float | None = None) -> bool:
     """True if ``pid`` runs (and, when given, started at ``create_time``)."""
     if pid <= 0:
         return False
-    actual = _pid_create_time(pid)
+    actual = pid_create_time(pid)
     if actual is None:
         return False
     try:
@@ -360,7 +361,7 @@ class Registry:
     def for_this_process(cls, namespace: str, **fields: Any) -> Registry:
         """A registry written by the calling process (its pid and start time)."""
         me = os.getpid()
-        return cls(namespace=namespace, pid=me, pid_create_time=_pid_create_time(me), **fields)
+        return cls(namespace=namespace, pid=me, pid_create_time=pid_create_time(me), **fields)
 
     def alive(self) -> bool:
         """True while the supervisor process that wrote this snapshot runs."""
