@@ -5,6 +5,11 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -118,3 +123,103 @@ def wait_for_registry(namespace: str, timeout: float, pid: int | None = None):
 
     ready.__name__ = f"the supervisor of namespace {namespace!r} wrote its registry"
     return wait_until(ready, timeout, interval=0.02)
+
+
+# -- the system under test as real processes (one way to start `dpshm up`) ----------
+
+RESOLVE_S = "0.3"
+
+
+def child_env(ns: str) -> dict[str, str]:
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return dict(os.environ, PYTHONPATH=path, DPSHM_NAMESPACE=ns)
+
+
+class ChildProc:
+    """A child process whose output is collected by a thread (no pipe ever fills)."""
+
+    def __init__(self, ns: str, args: list[str]):
+        self.ns = ns
+        self.proc = subprocess.Popen(
+            [sys.executable, *args],
+            env=child_env(ns),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=str(ROOT),
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def saw(self, text: str, timeout: float = 10.0) -> str:
+        try:
+            wait_until(lambda: text in self.output, timeout)
+        except TimeoutError:
+            raise AssertionError(
+                f"{text!r} not printed within {timeout} s by {self.proc.args[1:4]} "
+                f"(exit code {self.proc.poll()}); output:\n{self.output[-2000:]}"
+            ) from None
+        return self.output
+
+    def finish(self, timeout: float = 15.0) -> int:
+        """Wait for the process to exit by itself; returns its exit code."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout)
+        return self.stop()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait(5)
+        self._reader.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return rc
+
+
+class SupervisorProc(ChildProc):
+    """``python -m dpshm up`` on a namespace."""
+
+    def __init__(self, ns: str, *streams: str):
+        # select the test's own streams: other tests' outlets are visible on the machine
+        sel = [a for s in streams for a in ("--stream", s)]
+        super().__init__(
+            ns, ["-m", "dpshm", "up", "--quiet", "--resolve-interval-s", RESOLVE_S, *sel]
+        )
+
+    def ready(self, timeout: float = 15.0):
+        return wait_for_registry(self.ns, timeout, pid=self.proc.pid)
+
+    def entry(self, name: str, pred=lambda e: True, timeout: float = 15.0):
+        def found():
+            from dpshm.shm import registry
+
+            try:
+                reg = registry.read_registry(self.ns)
+            except LookupError:
+                return None
+            for e in reg.streams.values():
+                if e.name == name and pred(e):
+                    return e
+            return None
+
+        return wait_until(found, timeout)
+
+
+def namespace_segments(ns: str) -> list[str]:
+    """The shared-memory segments of namespace ``ns`` (rings of its supervisor and producers)."""
+    return sorted(e for e in os.listdir("/dev/shm") if e.startswith(f"dpshm_{ns}."))

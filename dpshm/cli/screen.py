@@ -14,7 +14,7 @@ def fmt_rate(v: Any) -> str:
 
 def format_table(status: dict[str, Any]) -> str:
     """The ``dpshm ls`` table of a supervisor status dict."""
-    cols = ("stream", "type", "ch", "rate", "measured", "head", "lag ms", "lost", "stale")
+    cols = ("stream", "type", "ch", "rate", "measured", "head", "lag ms", "lost", "stale", "source")
     rows = []
     for s in sorted(status.get("streams", {}).values(), key=lambda s: s["name"]):
         lag = s.get("lag_s")
@@ -30,6 +30,7 @@ def format_table(status: dict[str, Any]) -> str:
                 else f"{lag * 1e3:.1f}",
                 str(s.get("lost", 0)),
                 "STALE" if s.get("stale") else "-",
+                "lsl" if s.get("producer_pid") is None else f"pid {s['producer_pid']}",
             )
         )  # fmt: skip
     widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]

@@ -19,7 +19,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "ls", help="list the shared streams", formatter_class=FMT,
         description="Table of the streams the supervisor shares: type, channels, nominal "
-        "and measured rate, head, lag behind the outlet, lost samples, stale.",
+        "and measured rate, head, lag behind the outlet, lost samples, stale, and the "
+        "source (lsl, or the pid of the process that publishes it).",
     )  # fmt: skip
     ns_arg(p)
     p.add_argument("--json", action="store_true", help="print the raw status as JSON")
@@ -82,8 +83,11 @@ def cmd_tail(args: argparse.Namespace) -> int:
     done = until(args.duration)
     with SharedStreamView(args.name, source_id=args.source_id, namespace=args.namespace) as v:
         strings = v.format == "string"
+        producer = v.meta.get("producer")
+        source = f", published by pid {producer['pid']}" if isinstance(producer, dict) else ""
         print(
-            f"{args.name}: {v.n_channels} ch {v.format} @ {fmt_rate(v.srate)} (Ctrl-C stops)",
+            f"{args.name}: {v.n_channels} ch {v.format} @ {fmt_rate(v.srate)}{source} "
+            "(Ctrl-C stops)",
             flush=True,
         )
         np.set_printoptions(precision=4, suppress=True, linewidth=160)

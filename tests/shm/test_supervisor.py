@@ -3,18 +3,18 @@ other processes. Each test runs on its own namespace with unique stream names.""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ROOT, wait_for_registry, wait_until
+from helpers import ROOT, wait_until
+from helpers import ChildProc as Proc
+from helpers import SupervisorProc as Sup
+from helpers import child_env as _env
+from helpers import namespace_segments as _segments
 
 from dpshm import lsl
 from dpshm.errors import AmbiguousStreamError, NoSupervisorError, StreamNotFoundError
@@ -22,116 +22,6 @@ from dpshm.shm import doorbell, registry
 from dpshm.shm.view import SharedStreamView
 
 pytestmark = pytest.mark.lsl
-
-
-RESOLVE_S = "0.3"
-
-
-def _env(ns: str) -> dict[str, str]:
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return dict(os.environ, PYTHONPATH=path, DPSHM_NAMESPACE=ns)
-
-
-class Proc:
-    """A child process whose output is collected by a thread (no pipe ever fills)."""
-
-    def __init__(self, ns: str, args: list[str]):
-        self.ns = ns
-        self.proc = subprocess.Popen(
-            [sys.executable, *args],
-            env=_env(ns),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=str(ROOT),
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def saw(self, text: str, timeout: float = 10.0) -> str:
-        try:
-            wait_until(lambda: text in self.output, timeout)
-        except TimeoutError:
-            raise AssertionError(
-                f"{text!r} not printed within {timeout} s by {self.proc.args[1:4]} "
-                f"(exit code {self.proc.poll()}); output:\n{self.output[-2000:]}"
-            ) from None
-        return self.output
-
-    def finish(self, timeout: float = 15.0) -> int:
-        """Wait for the process to exit by itself; returns its exit code."""
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout)
-        return self.stop()
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait(5)
-        self._reader.join(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return rc
-
-
-class Sup(Proc):
-    """``python -m dpshm up`` on a namespace."""
-
-    def __init__(self, ns: str, *streams: str):
-        # select the test's own streams: other tests' outlets are visible on the machine
-        sel = [a for s in streams for a in ("--stream", s)]
-        super().__init__(
-            ns, ["-m", "dpshm", "up", "--quiet", "--resolve-interval-s", RESOLVE_S, *sel]
-        )
-
-    def ready(self, timeout: float = 15.0) -> registry.Registry:
-        return wait_for_registry(self.ns, timeout, pid=self.proc.pid)
-
-    def entry(self, name: str, pred=lambda e: True, timeout: float = 15.0):
-        def found():
-            try:
-                reg = registry.read_registry(self.ns)
-            except LookupError:
-                return None
-            for e in reg.streams.values():
-                if e.name == name and pred(e):
-                    return e
-            return None
-
-        return wait_until(found, timeout)
-
-
-@pytest.fixture
-def procs(unique_name, monkeypatch):
-    """Namespace of the test + a list to register child processes for cleanup."""
-    monkeypatch.setenv("DPSHM_NAMESPACE", unique_name)
-    started: list[Proc] = []
-    yield unique_name, started
-    for p in started:
-        p.stop(signal.SIGKILL if p.proc.poll() is None else signal.SIGTERM, 5)
-    # a supervisor killed by a failing test leaves its rings: remove them like `dpshm up` would
-    for seg in _segments(unique_name):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"/dev/shm/{seg}")
-    shutil.rmtree(registry.namespace_dir(unique_name, create=False), ignore_errors=True)
-
-
-def _segments(ns: str) -> list[str]:
-    return sorted(e for e in os.listdir("/dev/shm") if e.startswith(f"dpshm_{ns}."))
 
 
 def _outlet(name: str, n_ch: int = 2, srate: float = 500.0, source_id: str | None = None):
