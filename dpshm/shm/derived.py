@@ -336,6 +336,8 @@ class PublishedStreams:
         with self._lock:
             for p in self._streams.values():
                 self._forget_ring(p)
+                if p.entry.ring and not registry.process_alive(p.pid, p.create_time):
+                    self._orphans[p.entry.ring] = (p.pid, p.create_time)  # end not seen yet
         self.sweep_orphans()
 
 
