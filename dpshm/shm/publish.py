@@ -398,6 +398,11 @@ class StreamPublisher:
         return ring
 
     @property
+    def outlet(self) -> Any:
+        """The LSL mirror (a :class:`dpshm.lsl.Outlet`), or None without ``lsl=True``."""
+        return self._outlet
+
+    @property
     def head(self) -> int:
         """Samples written into the ring so far."""
         return self.ring.head
