@@ -383,6 +383,7 @@ class SupervisorFrontend:
             resolve=self.resolve,
             attach=functools.partial(attach_view, namespace=config.namespace),
             search_path=search,
+            namespace=config.namespace,
         )
         try:
             self.frontend = Frontend(self.manager, self.streams_status, self.supervisor_status)
