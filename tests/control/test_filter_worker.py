@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 import scipy.signal
-from helpers import SupervisorProc, wait_until
+from helpers import ChildProc, SupervisorProc, namespace_segments, wait_until
 from worker_targets import collect_logs
 
 import dpshm
@@ -99,3 +99,31 @@ def test_filter_worker_output_equals_offline_filter(procs):
     tol = 1e-6 * float(np.ptp(offline))
     np.testing.assert_allclose(got, offline.astype(np.float32), rtol=0, atol=tol)
     assert np.std(got[N // 2 :, 0]) < np.std(raw[N // 2 :, 0])  # it did filter
+
+
+@pytest.mark.lsl
+def test_demo_filter_publishes_the_filtered_signal(procs):
+    ns, started = procs
+    name = f"{ns}-mock"
+    demo = ChildProc(
+        ns,
+        ["-m", "dpshm", "demo", "--filter", "--duration", "6", "--name", name,
+         "--marker-name", f"{ns}-mk", "--rate", "250"],
+    )  # fmt: skip
+    started.append(demo)
+    demo.saw(f"-> {name + '_filtered'!r}", 20)
+    view = wait_until(lambda: _try_view(f"{name}_filtered"), 10)
+    with view:
+        assert view.srate == 250.0 and view.meta["filter"]["input"] == name
+        wait_until(lambda: view.head > 100, 10)
+        data, _ = view.get_window(n_samples=100, copy=True)
+        assert np.isfinite(data).all() and np.ptp(data) > 0
+    assert demo.finish(30) == 0, demo.output
+    assert namespace_segments(ns) == []
+
+
+def _try_view(name):
+    try:
+        return SharedStreamView(name)
+    except LookupError:
+        return None
