@@ -179,6 +179,7 @@ class PublishedStreams:
                 ring_name, gen = str(req["ring"]), int(req["generation"])
                 if not ring_name.startswith(f"{self.namespace}.{key}."):
                     raise ValueError(f"ring {ring_name!r} is not a ring of stream {key!r}")
+                self._orphans.pop(ring_name, None)  # its writer lives and claims it again
             else:
                 if old is not None:
                     same = _fmt(old.entry.to_json()) == fmt
@@ -269,12 +270,16 @@ class PublishedStreams:
             for key, p in list(self._streams.items()):
                 if p.conn != conn:
                     continue
-                p.conn, p.pending = None, None
-                if not p.entry.ring:  # claimed, never ready: nothing was listed
+                p.conn = None
+                if p.pending is not None:  # claimed, never ready: a ring it may have made
+                    self._orphans[p.pending[1]] = (p.pid, p.create_time)
+                    p.pending = None
+                if not p.entry.ring:  # nothing was listed
                     del self._streams[key]
                     continue
-                self._go_stale(p, graceful)
-                changed = True
+                if not p.entry.stale:
+                    self._go_stale(p, graceful)
+                    changed = True
         if changed:
             self._on_change()
         self.sweep_orphans()

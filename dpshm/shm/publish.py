@@ -386,6 +386,13 @@ class StreamPublisher:
                 client.close()
                 continue
             self._client = client
+            if self._closing.is_set():  # close() ran meanwhile and saw no connection
+                self._client = None
+                client.close()
+                return
+            ring = self._ring
+            if ring is not None:  # the supervisor flagged it when the connection ended
+                ring.set_stale(False)
             log.info("stream %r registered with the supervisor again", self.name)
 
     # -- writing ------------------------------------------------------------------------

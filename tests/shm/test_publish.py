@@ -47,7 +47,8 @@ print("closed", flush=True)
 """
 
 READER = r"""
-import sys, time
+import os, sys, time
+os.environ["DPSHM_WAKE"] = sys.argv[4]
 import numpy as np
 from dpshm import SharedStreamView
 name, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -97,8 +98,9 @@ def test_ramp_from_a_producer_process_to_two_readers(procs, tmp_path):
     with pytest.raises(StreamNameTakenError, match=f"pid {pid}"):
         dpshm.publish_stream(name, N_CH, RATE, source_id="another-source")
 
-    readers = [
-        ChildProc(ns, ["-c", READER, name, str(N), str(tmp_path / f"r{i}.npz")]) for i in range(2)
+    readers = [  # one wakes on the producer's doorbell, the other on its ZeroMQ head updates
+        ChildProc(ns, ["-c", READER, name, str(N), str(tmp_path / f"r{i}.npz"), wake])
+        for i, wake in enumerate(("doorbell", "zmq"))
     ]
     started.extend(readers)
     for r in readers:
