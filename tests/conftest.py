@@ -131,25 +131,12 @@ def outlets(unique_name: str):
 
 
 @pytest.fixture
-def procs(unique_name, monkeypatch):
-    """Namespace of the test + a list to register child processes for cleanup.
-
-    Children still running at the end are killed, then the namespace's rings and
-    runtime directory are removed (what a killed supervisor or producer left).
-    """
-    import shutil
-
-    from helpers import ChildProc, namespace_segments
-
-    from dpshm.shm import registry
+def procs(unique_name: str, monkeypatch: pytest.MonkeyPatch):
+    """The test's namespace and a list of started children (``supervisor_util.Sup``,
+    ``Proc``): each is stopped and the namespace cleaned after the test."""
+    from supervisor_util import stop_all
 
     monkeypatch.setenv("DPSHM_NAMESPACE", unique_name)
-    started: list[ChildProc] = []
+    started: list = []
     yield unique_name, started
-    for p in started:
-        p.stop(signal.SIGKILL if p.proc.poll() is None else signal.SIGTERM, 5)
-    # a supervisor killed by a failing test leaves its rings: remove them like `dpshm up` would
-    for seg in namespace_segments(unique_name):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"/dev/shm/{seg}")
-    shutil.rmtree(registry.namespace_dir(unique_name, create=False), ignore_errors=True)
+    stop_all(unique_name, started)

@@ -295,10 +295,9 @@ class RequestClient:
         if sock is None:
             raise ValueError("the request connection is closed")
         sock.settimeout(self.timeout)
-        try:
+        # refused at accept (or ended): its reply, if any, is read below
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(_line(request))
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # refused at accept (or ended): its reply, if any, is read below
         deadline = time.monotonic() + self.timeout
         while b"\n" not in self._buf:
             remaining = deadline - time.monotonic()

@@ -8,7 +8,8 @@ import itertools
 import numpy as np
 import pytest
 import scipy.signal
-from helpers import ChildProc, SupervisorProc, namespace_segments, wait_until
+from helpers import wait_until
+from supervisor_util import Proc, Sup, segments
 from worker_targets import collect_logs
 
 import dpshm
@@ -61,7 +62,7 @@ def test_design_refuses_bad_settings(args, match):
 
 def test_filter_worker_output_equals_offline_filter(procs):
     ns, started = procs
-    sup = SupervisorProc(ns, f"{ns}-no-lsl")
+    sup = Sup(ns, f"{ns}-no-lsl")
     started.append(sup)
     sup.ready()
     raw_name, out = f"{ns}-raw", f"{ns}-bp"
@@ -105,7 +106,7 @@ def test_filter_worker_output_equals_offline_filter(procs):
 def test_demo_filter_publishes_the_filtered_signal(procs):
     ns, started = procs
     name = f"{ns}-mock"
-    demo = ChildProc(
+    demo = Proc(
         ns,
         ["-m", "dpshm", "demo", "--filter", "--duration", "6", "--name", name,
          "--marker-name", f"{ns}-mk", "--rate", "250"],
@@ -119,7 +120,7 @@ def test_demo_filter_publishes_the_filtered_signal(procs):
         data, _ = view.get_window(n_samples=100, copy=True)
         assert np.isfinite(data).all() and np.ptp(data) > 0
     assert demo.finish(30) == 0, demo.output
-    assert namespace_segments(ns) == []
+    assert segments(ns) == []
 
 
 def _try_view(name):

@@ -6,7 +6,8 @@ import os
 
 import numpy as np
 import pytest
-from helpers import TESTS, SupervisorProc, wait_until
+from helpers import TESTS, wait_until
+from supervisor_util import Sup
 from worker_targets import collect_logs, make_spec
 
 from dpshm.control.workers import WorkerManager
@@ -16,7 +17,7 @@ from dpshm.shm.view import SharedStreamView
 @pytest.mark.parametrize("mode", ["thread", "process"])
 def test_worker_publishes_and_its_stream_ends_with_it(mode, procs):
     ns, started = procs
-    sup = SupervisorProc(ns, f"{ns}-no-lsl")
+    sup = Sup(ns, f"{ns}-no-lsl")
     started.append(sup)
     sup.ready()
     name = f"{ns}-{mode}-out"

@@ -12,7 +12,8 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import ROOT, ChildProc, SupervisorProc, child_env, wait_until
+from helpers import ROOT, wait_until
+from supervisor_util import Proc, Sup, child_env, segments
 
 import dpshm
 from dpshm.errors import StreamNameTakenError, SupervisorNotRunningError
@@ -81,11 +82,11 @@ def test_publish_without_supervisor_fails_like_a_view(unique_name, monkeypatch):
 def test_ramp_from_a_producer_process_to_two_readers(procs, tmp_path):
     ns, started = procs
     name = f"{ns}-ramp"
-    sup = SupervisorProc(ns, f"{ns}-no-lsl")  # selects no LSL stream of other tests
+    sup = Sup(ns, f"{ns}-no-lsl")  # selects no LSL stream of other tests
     started.append(sup)
     sup.ready()
     go = tmp_path / "go"
-    prod = ChildProc(ns, ["-c", PRODUCER, name, str(go), str(N), str(N_CH), str(RATE), str(CHUNK)])
+    prod = Proc(ns, ["-c", PRODUCER, name, str(go), str(N), str(N_CH), str(RATE), str(CHUNK)])
     started.append(prod)
     prod.saw("published", 20)
     pid = prod.proc.pid
@@ -99,13 +100,13 @@ def test_ramp_from_a_producer_process_to_two_readers(procs, tmp_path):
         dpshm.publish_stream(name, N_CH, RATE, source_id="another-source")
 
     readers = [  # one wakes on the producer's doorbell, the other on its ZeroMQ head updates
-        ChildProc(ns, ["-c", READER, name, str(N), str(tmp_path / f"r{i}.npz"), wake])
+        Proc(ns, ["-c", READER, name, str(N), str(tmp_path / f"r{i}.npz"), wake])
         for i, wake in enumerate(("doorbell", "zmq"))
     ]
     started.extend(readers)
     for r in readers:
         assert f"ready {pid}" in r.saw("ready", 20)  # the ring's writer is the producer
-    tail = ChildProc(ns, ["-m", "dpshm", "tail", name, "--duration", "30"])
+    tail = Proc(ns, ["-m", "dpshm", "tail", name, "--duration", "30"])
     started.append(tail)
     tail.saw(f"published by pid {pid}", 20)
     go.touch()
@@ -142,20 +143,14 @@ def test_ramp_from_a_producer_process_to_two_readers(procs, tmp_path):
         assert prod.finish() == 0, prod.output
         sup.entry(name, lambda e: e.stale)
         assert view.stale and view.head == N
-        assert not any(entry.ring in seg for seg in _segments(ns))
+        assert not any(entry.ring in seg for seg in segments(ns))
     assert sup.stop() == 0, sup.output
-    assert _segments(ns) == [] and registry.read_registry_raw(ns) is None
-
-
-def _segments(ns):
-    from helpers import namespace_segments
-
-    return namespace_segments(ns)
+    assert segments(ns) == [] and registry.read_registry_raw(ns) is None
 
 
 def test_string_stream_in_process(procs):
     ns, started = procs
-    sup = SupervisorProc(ns, f"{ns}-no-lsl")
+    sup = Sup(ns, f"{ns}-no-lsl")
     started.append(sup)
     sup.ready()
     name = f"{ns}-markers"

@@ -10,14 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import (
-    ROOT,
-    ChildProc,
-    SupervisorProc,
-    child_env,
-    namespace_segments,
-    wait_until,
-)
+from helpers import ROOT, wait_until
+from supervisor_util import Proc, Sup, child_env, segments
 
 import dpshm
 from dpshm import lsl
@@ -59,12 +53,12 @@ def _ring_exists(ring: str) -> bool:
 def test_producer_killed_restarted_and_reformatted(procs):
     ns, started = procs
     name = f"{ns}-filt"
-    sup = SupervisorProc(ns, f"{ns}-no-lsl")
+    sup = Sup(ns, f"{ns}-no-lsl")
     started.append(sup)
     sup.ready()
 
-    def producer(n_ch: int, base: float, n: int) -> tuple[ChildProc, str]:
-        p = ChildProc(ns, ["-c", PRODUCER, name, str(n_ch), str(base), str(n)])
+    def producer(n_ch: int, base: float, n: int) -> tuple[Proc, str]:
+        p = Proc(ns, ["-c", PRODUCER, name, str(n_ch), str(base), str(n)])
         started.append(p)
         ring = p.saw("pushed", 20).split("pushed ")[1].split()[0]
         return p, ring
@@ -103,7 +97,7 @@ def test_producer_killed_restarted_and_reformatted(procs):
         # a supervisor restart under the live producer: it registers its ring again
         assert sup.stop() == 0, sup.output
         assert _ring_exists(ring3)  # a live producer's ring is never the supervisor's
-        sup2 = SupervisorProc(ns, f"{ns}-no-lsl")
+        sup2 = Sup(ns, f"{ns}-no-lsl")
         started.append(sup2)
         sup2.ready()
         assert _ring_exists(ring3), sup2.output  # not swept: its writer lives
@@ -118,14 +112,14 @@ def test_producer_killed_restarted_and_reformatted(procs):
     )  # fmt: skip
     assert down.returncode == 0, down.stdout + down.stderr
     wait_until(lambda: sup2.proc.poll() is not None, 15)
-    assert namespace_segments(ns) == []
+    assert segments(ns) == []
 
 
 def test_name_held_by_an_lsl_stream_is_refused(procs):
     ns, started = procs
     name = f"{ns}-amp"
     with lsl.Outlet(name, "EEG", 2, 100.0, source_id=f"{name}-sid") as outlet:
-        sup = SupervisorProc(ns, name)
+        sup = Sup(ns, name)
         started.append(sup)
         sup.ready()
         sup.entry(name)  # the supervisor feeds it from LSL

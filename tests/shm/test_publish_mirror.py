@@ -8,7 +8,8 @@ import time
 import numpy as np
 import pylsl
 import pytest
-from helpers import SupervisorProc, namespace_segments, wait_until
+from helpers import wait_until
+from supervisor_util import Sup, segments
 
 import dpshm
 from dpshm.shm import registry
@@ -22,7 +23,7 @@ def test_mirror_received_by_pylsl_and_not_picked_up(procs):
     ns, started = procs
     name, n_ch, rate, n = f"{ns}-mirror", 4, 250.0, 500
     # the supervisor selects the stream's name: it sees the mirror on every resolve
-    sup = SupervisorProc(ns, name)
+    sup = Sup(ns, name)
     started.append(sup)
     sup.ready()
     labels = [f"c{i}" for i in range(n_ch)]
@@ -62,7 +63,7 @@ def test_mirror_received_by_pylsl_and_not_picked_up(procs):
         t_end = time.monotonic() + 1.5
         while time.monotonic() < t_end:
             assert not pub.outlet.have_consumers(), "the supervisor reads its own mirror"
-            assert namespace_segments(ns) == mine
+            assert segments(ns) == mine
             time.sleep(0.05)
         reg = registry.read_registry(ns)
         entries = [e for e in reg.streams.values() if e.name == name]

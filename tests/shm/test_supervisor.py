@@ -11,10 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import ROOT, wait_until
-from helpers import ChildProc as Proc
-from helpers import SupervisorProc as Sup
-from helpers import child_env as _env
-from helpers import namespace_segments as _segments
+from supervisor_util import Proc, Sup, child_env, segments
 
 from dpshm import lsl
 from dpshm.errors import AmbiguousStreamError, NoSupervisorError, StreamNotFoundError
@@ -110,7 +107,7 @@ def test_end_to_end_two_consumer_processes(procs, unique_name, tmp_path):
             np.testing.assert_allclose(res["ts"], t0 + np.arange(n) / srate, rtol=0, atol=1e-6)
         # dpshm ls shows the stream with its head
         ls = subprocess.run(
-            [sys.executable, "-m", "dpshm", "ls"], env=_env(ns), capture_output=True,
+            [sys.executable, "-m", "dpshm", "ls"], env=child_env(ns), capture_output=True,
             text=True, timeout=30, cwd=str(ROOT),
         )  # fmt: skip
         assert ls.returncode == 0, ls.stderr
@@ -118,7 +115,7 @@ def test_end_to_end_two_consumer_processes(procs, unique_name, tmp_path):
         ring = entry.ring
         assert Path(f"/dev/shm/dpshm_{ring}").exists()
         assert sup.stop() == 0, sup.output
-        assert _segments(ns) == []
+        assert segments(ns) == []
         assert registry.read_registry_raw(ns) is None
     finally:
         outlet.close()
@@ -253,19 +250,19 @@ def test_supervisor_killed_and_restarted(procs, unique_name):
                 assert bell.address == registry.read_registry(ns).endpoints["doorbell"]
 
         down = subprocess.run(
-            [sys.executable, "-m", "dpshm", "down"], env=_env(ns), capture_output=True,
+            [sys.executable, "-m", "dpshm", "down"], env=child_env(ns), capture_output=True,
             text=True, timeout=30, cwd=str(ROOT),
         )  # fmt: skip
         assert down.returncode == 0, down.stderr
         assert sup2.proc.wait(10) == 0
-        assert _segments(ns) == []
+        assert segments(ns) == []
     finally:
         outlet.close()
 
 
 def _down(ns: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "dpshm", "down"], env=_env(ns), capture_output=True, text=True,
+        [sys.executable, "-m", "dpshm", "down"], env=child_env(ns), capture_output=True, text=True,
         timeout=30, cwd=str(ROOT),
     )  # fmt: skip
 
@@ -279,17 +276,17 @@ def test_down_after_sigkill_removes_leftovers(procs, unique_name):
         started.append(sup)
         entry = sup.entry(name)
         sup.stop(signal.SIGKILL)
-        assert _segments(ns) == [f"dpshm_{entry.ring}"]  # left behind
+        assert segments(ns) == [f"dpshm_{entry.ring}"]  # left behind
         # another process holds the namespace lock (a supervisor starting): hands off
         with registry.SupervisorLock(ns):
             busy = _down(ns)
         assert busy.returncode == 1 and "already runs" in busy.stderr, busy.stderr
-        assert "run `dpshm down` again" in busy.stderr and _segments(ns) == [f"dpshm_{entry.ring}"]
+        assert "run `dpshm down` again" in busy.stderr and segments(ns) == [f"dpshm_{entry.ring}"]
         res = _down(ns)
         assert res.returncode == 0, res.stderr
         assert f"removed what a killed one (pid {sup.proc.pid}) left: 1 shared-memory" in res.stdout
         assert "and its registry" in res.stdout
-        assert _segments(ns) == [] and registry.read_registry_raw(ns) is None
+        assert segments(ns) == [] and registry.read_registry_raw(ns) is None
         again = _down(ns)  # nothing runs and nothing is left: the plain error
         assert again.returncode == 1 and "no dpshm supervisor runs" in again.stderr
     finally:
@@ -304,13 +301,13 @@ def test_no_supervisor_and_bad_config(procs, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[supervisor]\nbuffer_s = 2\n\n[[streams]]\nname = 'eeg'\nbufer_s = 3\n")
     res = subprocess.run(
-        [sys.executable, "-m", "dpshm", "up", "--config", str(bad)], env=_env(ns),
+        [sys.executable, "-m", "dpshm", "up", "--config", str(bad)], env=child_env(ns),
         capture_output=True, text=True, timeout=30, cwd=str(ROOT),
     )  # fmt: skip
     assert res.returncode == 1
     assert "line 6" in res.stderr and "streams[0].bufer_s" in res.stderr, res.stderr
     ls = subprocess.run(
-        [sys.executable, "-m", "dpshm", "ls"], env=_env(ns), capture_output=True, text=True,
+        [sys.executable, "-m", "dpshm", "ls"], env=child_env(ns), capture_output=True, text=True,
         timeout=30, cwd=str(ROOT),
     )  # fmt: skip
     assert ls.returncode == 1 and "no dpshm supervisor runs" in ls.stderr
@@ -322,10 +319,10 @@ def test_demo_one_command(procs, unique_name):
     res = subprocess.run(
         [sys.executable, "-m", "dpshm", "demo", "--duration", "4", "--name",
          f"{unique_name}-mock", "--marker-name", f"{unique_name}-mk", "--rate", "200"],
-        env=_env(ns), capture_output=True, text=True, timeout=60, cwd=str(ROOT),
+        env=child_env(ns), capture_output=True, text=True, timeout=60, cwd=str(ROOT),
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     done = res.stdout.strip().splitlines()[-1]
     read = int(done.split("consumer read ")[1].split(",")[0])
     assert read > 100 and "lost 0" in done, res.stdout
-    assert _segments(ns) == []
+    assert segments(ns) == []
