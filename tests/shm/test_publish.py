@@ -172,3 +172,17 @@ def test_string_stream_in_process(procs):
     pub.close()  # idempotent
     with pytest.raises(ValueError, match="meta keys"):
         dpshm.publish_stream(f"{ns}-m2", 1, 0.0, meta={"producer": 1})
+
+
+def test_loss_counted_for_a_slow_reader(procs):
+    ns, started = procs
+    sup = Sup(ns, f"{ns}-no-lsl")
+    started.append(sup)
+    sup.ready()
+    name = f"{ns}-fast"
+    with dpshm.publish_stream(name, 1, 1000.0, capacity=100) as pub, SharedStreamView(name) as v:
+        for a in range(0, 350, 50):
+            pub.push_chunk(np.arange(a, a + 50, dtype=np.float32)[:, None])
+        data, _, lost = v.read_new()  # it read nothing while 350 were pushed
+        assert lost == 250 and v.lost_samples == 250
+        np.testing.assert_array_equal(data[:, 0], np.arange(250, 350))
