@@ -73,7 +73,10 @@ both map the segment themselves (``shm_open`` + ``mmap``, :mod:`dpshm.shm.segmen
 version), an attacher exiting can never unlink the ring, and arrays handed to
 readers are read-only by construction. Only the creator unlinks; a creator that
 dies without unlinking leaves the segment behind, recognisable by its dead
-writer pid (:func:`ring_info`) and removable with :func:`unlink_ring`.
+writer pid (:func:`ring_info`) and removable with :func:`unlink_ring`. The one
+exception: for a ring published by a process (:mod:`dpshm.shm.publish`) that
+died, its supervisor flags the ring stale (:func:`mark_stale`) and unlinks it
+(:mod:`dpshm.shm.derived`).
 """
 
 from __future__ import annotations
