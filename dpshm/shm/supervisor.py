@@ -87,8 +87,9 @@ def sweep_dead(namespace: str) -> tuple[dict[str, Any] | None, list[tuple[str, i
             size = 0
         if unlink_ring(seg, force=True):
             removed.append((seg, size))
+            who = "publishing process" if info.get("meta", {}).get("producer") else "supervisor"
             log.warning(
-                "removed shared-memory segment %r left by a dead supervisor (pid %s)", seg, pid
+                "removed shared-memory segment %r left by a dead %s (pid %s)", seg, who, pid
             )
     return old, removed
 

@@ -127,3 +127,23 @@ def test_name_held_by_an_lsl_stream_is_refused(procs):
         with pytest.raises(StreamNameTakenError, match=f"LSL stream {name!r}"):
             dpshm.publish_stream(name, 2, 100.0)
     assert sup.stop() == 0, sup.output
+
+
+def test_next_up_removes_what_killed_producer_and_supervisor_left(procs):
+    ns, started = procs
+    name = f"{ns}-gone"
+    sup = Sup(ns, f"{ns}-no-lsl")
+    started.append(sup)
+    sup.ready()
+    prod = Proc(ns, ["-c", PRODUCER, name, "2", "0", "10"])
+    started.append(prod)
+    ring = prod.saw("pushed", 20).split("pushed ")[1].split()[0]
+    sup.entry(name, lambda e: e.ring == ring)
+    sup.stop(signal.SIGKILL)  # neither can clean up now
+    prod.stop(signal.SIGKILL)
+    assert _ring_exists(ring)
+    sup2 = Sup(ns, f"{ns}-no-lsl")
+    started.append(sup2)
+    sup2.ready()
+    assert not _ring_exists(ring) and segments(ns) == []
+    assert f"left by a dead publishing process (pid {prod.proc.pid})" in sup2.saw("removed", 10)
