@@ -19,6 +19,7 @@ _LAZY: dict[str, str] = {
     "SharedStreamView": "dpshm.shm.view",
     "publish_stream": "dpshm.shm.publish",
     "StreamPublisher": "dpshm.shm.publish",
+    "list_streams": "dpshm.shm.registry",
     "RingBuffer": "dpshm.dareplane.ringbuffer",
     "StreamWatcher": "dpshm.dareplane.watcher",
     "get_streams_names": "dpshm.dareplane.watcher",

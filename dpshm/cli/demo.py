@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import threading
-import time
 from typing import Any
 
 from dpshm import config as C
@@ -38,6 +38,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="also run the filter worker: the signal band-passed 1-40 Hz with a 50 Hz notch, "
         "published as <name>_filtered (needs scipy: pip install 'dpshm[filters]')",
     )  # fmt: skip
+    p.add_argument(
+        "--view", action="store_true",
+        help="also start `dpshm view` on the demo's streams and open it in the browser",
+    )  # fmt: skip
+    p.add_argument(
+        "--view-port", type=int, default=C.DEFAULT_VIEW_PORT,
+        help=f"port of the viewer (default {C.DEFAULT_VIEW_PORT}; 0 = any free port)",
+    )  # fmt: skip
+    p.add_argument("--no-browser", action="store_true", help="with --view: open no browser")
     p.set_defaults(func=cmd_demo)
 
 
@@ -78,15 +87,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
 
         def consume() -> None:
-            deadline = time.monotonic() + 10.0
-            view = None
-            while view is None and not sup.stop_event.is_set():
-                try:
-                    view = SharedStreamView(spec.name, namespace=cfg.namespace)
-                except LookupError:
-                    if time.monotonic() > deadline:
-                        return
-                    sup.stop_event.wait(0.1)
+            try:  # the supervisor shares the stream within a resolve interval or two
+                view = SharedStreamView(spec.name, namespace=cfg.namespace, timeout=10.0)
+            except LookupError as exc:
+                logging.getLogger("dpshm.demo").error("the demo's consumer gave up: %s", exc)
+                return
             with view:
                 while not sup.stop_event.is_set():
                     data, _, lost = view.read_new() if view.wait(0.5) else (None, None, 0)
@@ -102,6 +107,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 name="dpshm-demo-filter", daemon=True,
             )  # fmt: skip
             filt.start()
+        viewer = None
+        if args.view:  # its own process: the viewer never runs inside the supervisor's
+            from dpshm.cli.view import spawn_viewer
+
+            viewer = spawn_viewer(cfg.namespace, args.view_port, not args.no_browser)
 
         def show(status: dict[str, Any]) -> None:
             live(status)
@@ -111,7 +121,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 sys.stdout.write(msg + "\n")
                 live.lines += 1
 
-        sup.run(duration=args.duration, on_status=show)
+        try:
+            sup.run(duration=args.duration, on_status=show)
+        finally:
+            if viewer is not None:
+                _stop_child(viewer)
         sup.stop()
         reader.join(2.0)
     print(
@@ -139,6 +153,19 @@ def _filter(name: str, namespace: str, stop: threading.Event) -> None:
     print(f"filter worker: {name!r} -> band-pass 1-40 Hz, notch 50 Hz -> {out!r}", flush=True)
     with view:
         filter_stream(view, out, stop, band=(1.0, 40.0), notch=50.0, namespace=namespace)
+
+
+def _stop_child(proc: Any, timeout: float = 5.0) -> None:
+    """SIGTERM a child process, SIGKILL it after ``timeout`` s."""
+    import subprocess
+
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
 
 
 def cmd_mock(args: argparse.Namespace) -> int:

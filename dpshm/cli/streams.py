@@ -52,23 +52,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     """``dpshm ls``."""
-    from dpshm.shm import registry
-    from dpshm.shm.ring import SharedRing
+    from dpshm.shm.registry import list_streams
 
-    ns = namespace(args)
-    reg = registry.read_registry(ns)
-    status = registry.read_status(ns) or {"streams": {}}
-    streams = {}
-    for key, e in reg.streams.items():
-        s = {**dict(e.info), **status.get("streams", {}).get(key, {})}
-        try:
-            with SharedRing.attach(e.ring) as ring:
-                s["head"] = ring.head
-                s["stale"] = ring.stale
-        except LookupError:
-            pass
-        streams[key] = s
-    full = {"namespace": ns, "pid": reg.pid, "streams": streams}
+    full = list_streams(namespace(args))
     print(json.dumps(full, indent=1) if args.json else format_table(full))
     return 0
 
@@ -133,12 +119,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def _format_record(rec: dict[str, Any]) -> str:
-    msg = str(rec.get("msg", ""))
-    args = rec.get("args") or []
-    try:
-        text = msg % tuple(args) if args else msg
-    except (TypeError, ValueError):
-        text = f"{msg} {args}"
+    from dpshm.dareplane.logs import record_message
+
+    text = record_message(rec)
     when = time.strftime("%H:%M:%S", time.localtime(float(rec.get("created", 0))))
     line = f"{when} {rec.get('levelname', '?'):<7} {rec.get('name', '?')}: {text}"
     if rec.get("exc_text"):

@@ -35,7 +35,7 @@ from dpshm import lsl
 from dpshm.config import StreamSelector
 from dpshm.errors import StreamLostError
 from dpshm.shm.registry import StreamEntry
-from dpshm.shm.ring import SharedRing
+from dpshm.shm.ring import SharedRing, samples_between
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,6 @@ TIME_CORRECTION_EVERY_S = 5.0
 JOIN_TIMEOUT_S = 3.0
 MISSED_RESOLVES_BEFORE_STALE = 2
 DEAD_UID_HOLD_S = 5.0
-GAP_TOLERANCE_S = 0.05  # timestamp jitter not counted as lost samples
 
 
 def stream_key(name: str, source_id: str, hostname: str = "") -> str:
@@ -281,9 +280,7 @@ class Feed:
         prev = self._last_ts
         if srate > 0 and prev is not None:
             # LSL drops the oldest queued samples, so a drop shows at a chunk boundary
-            gap = float(ts[0]) - prev
-            if gap > 1.5 / srate + GAP_TOLERANCE_S:
-                self.lost += round(gap * srate) - 1
+            self.lost += samples_between(prev, float(ts[0]), srate)
         self._last_ts = newest
         self.lag_s = lsl.local_clock() - (newest + self.time_offset)
 

@@ -3,9 +3,11 @@ other processes. Each test runs on its own namespace with unique stream names.""
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -206,8 +208,9 @@ def _read(view: SharedStreamView, n: int, timeout: float = 10.0) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def test_supervisor_killed_and_restarted(procs, unique_name):
+def test_supervisor_killed_and_restarted(procs, unique_name, caplog):
     ns, started = procs
+    caplog.set_level(logging.WARNING, logger="dpshm")
     name, srate = f"{unique_name}-x", 100.0
     outlet = _outlet(name, 2, srate)
     try:
@@ -227,8 +230,11 @@ def test_supervisor_killed_and_restarted(procs, unique_name):
             first_bell = view._link._sub
 
             sup.stop(signal.SIGKILL)
+            killed_at = time.time()
             assert Path(f"/dev/shm/dpshm_{old.ring}").exists()  # left behind
             assert not view.wait(0.05)
+            # its registry stays, but the waiting view sees the process gone and says so
+            wait_until(lambda: not view.wait(0.3) and "is gone" in caplog.text, 10)
 
             sup2 = Sup(ns, name)
             started.append(sup2)
@@ -243,6 +249,10 @@ def test_supervisor_killed_and_restarted(procs, unique_name):
             # the view re-attaches by itself and reads the samples of the new ring
             np.testing.assert_array_equal(_read(view, 30), _expected(np.arange(20, 50), 2))
             assert view.generation == new.generation
+            # it says it re-attached after a restart; nothing was sent meanwhile: none missed
+            assert view.reattached == 1 and view.gaps[0].reason == "supervisor restarted"
+            assert view.gaps[0].missed == 0 and view.lost_samples == 0
+            assert view.gaps[0].since >= killed_at  # from when the view saw it gone
             if doorbell.AVAILABLE:  # the view woke on the new supervisor's doorbell
                 bell = view._link._sub
                 assert bell is not first_bell
