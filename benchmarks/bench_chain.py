@@ -8,6 +8,9 @@ pushed on an LSL outlet, stamped with ``local_clock()`` at push):
      (:func:`dpshm.control.filter_worker.filter_stream`: the shipped filter
      worker's loop, with the input's timestamps); 4 consumer processes read the
      filtered stream with ``SharedStreamView.next_window(seconds=1.0)``.
+(at) the same chain with the filter as a thread worker inside the supervisor
+     (``[workers]`` in its config, ``mode = "thread"``, started with
+     ``START_WORKER`` over its TCP command port): one process fewer.
 (a0) dpshm without the filter hop: the 4 consumers read the raw shared stream
      (the reference for what the hop adds).
 (b)  the Dareplane way: a filter process with its own LSL inlet (blocking pull,
@@ -33,10 +36,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import select
 import signal
+import socket
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -110,6 +117,61 @@ def _role(role: str, name: str, out: str) -> list[str]:
             "--out", out]  # fmt: skip
 
 
+CONFIG = """
+[workers.filter]
+target = "dpshm.control.filter_worker:run"
+mode = "thread"
+kwargs = {{ out = "{out}", band = [{low}, {high}], notch = {notch} }}
+"""
+
+
+def _supervisor_with_filter(raw: str, out: str, env: dict[str, str], tmp: str) -> Any:
+    """``dpshm up`` sharing ``raw`` with the filter declared as a thread worker, started."""
+    cfg = Path(tmp) / "chain.toml"
+    cfg.write_text(CONFIG.format(out=out, low=BAND[0], high=BAND[1], notch=NOTCH))
+    sup = fanout._Child([*fanout.supervisor_args(raw), "--config", str(cfg), "--port", "0"],
+                        env, "dpshm up with a filter worker")  # fmt: skip
+    assert sup.proc.stdout is not None
+    deadline = time.monotonic() + fanout.READY_TIMEOUT_S
+    line = ""
+    while "commands on " not in line:
+        left = deadline - time.monotonic()
+        if (
+            left <= 0
+            or sup.proc.poll() is not None
+            or not select.select([sup.proc.stdout], [], [], left)[0]
+        ):
+            sup.stop()
+            raise RuntimeError(f"the supervisor printed no command port; last line {line!r}")
+        line = sup.proc.stdout.readline()
+    port = int(line.split("commands on ")[1].split()[0].rsplit(":", 1)[1])
+    _wait_shared_in(env, raw)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.recv(1024)  # the banner
+        c.sendall(b'START_WORKER|{"worker": "filter", "streams": ["' + raw.encode() + b'"]};')
+        reply = c.recv(1024).decode()
+    if not reply.startswith("filter-"):
+        sup.stop()
+        raise RuntimeError(f"START_WORKER failed: {reply!r}")
+    _wait_shared_in(env, out)
+    return sup
+
+
+def _wait_shared_in(env: dict[str, str], name: str) -> None:
+    """``fanout.wait_shared`` with the children's runtime directory and namespace."""
+    keys = ("XDG_RUNTIME_DIR", "DPSHM_NAMESPACE")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update({k: env[k] for k in keys})
+    try:
+        fanout.wait_shared(name)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def run(channels: int, rate: float, seconds: float) -> dict[str, Any]:
     """One stream format: the three arms, each a ``fanout._case`` result dict."""
     uid = uuid.uuid4().hex[:8]
@@ -150,6 +212,16 @@ def run(channels: int, rate: float, seconds: float) -> dict[str, Any]:
                     filt.stop()
             finally:
                 sup.stop()
+            # (at) the filter as a thread worker inside the supervisor
+            out_t = f"{raw}_thread"
+            sup = _supervisor_with_filter(raw, out_t, env, runtime)
+            try:
+                res["at"] = fanout._case(
+                    "dpshm", N_CONSUMERS, seconds, env, outlet,
+                    {**kw, "name": out_t, "window": "view"}, [sup],
+                )  # fmt: skip
+            finally:
+                sup.stop()
         finally:
             outlet.stop()
     return res
@@ -163,11 +235,12 @@ def _table(results: dict[str, dict[str, Any]]) -> str:
     ]
     names = {
         "a": "(a) dpshm: filter publishes into shm, 4 views",
+        "at": "(at) dpshm, filter as a thread worker in the supervisor, 4 views",
         "a0": "(a0) dpshm, no filter hop: 4 views of the raw stream",
         "b": "(b) Dareplane: filter inlet -> LSL outlet, 4 StreamWatchers",
     }
     for tag, res in results.items():
-        for arm in ("a", "a0", "b"):
+        for arm in ("a", "at", "a0", "b"):
             r = res[arm]
             lines.append(
                 f"| {tag} | {names[arm]} | {r['cpu']:.1f} | {r['p50_ms']:.2f} | "
@@ -175,7 +248,11 @@ def _table(results: dict[str, dict[str, Any]]) -> str:
             )
     lines.append("")
     for tag, res in results.items():
-        a, a0, b = res["a"], res["a0"], res["b"]
+        a, a0, b, at = res["a"], res["a0"], res["b"], res["at"]
+        lines.append(
+            f"{tag}: thread worker: CPU (at)/(b) = {at['cpu'] / b['cpu']:.2f}; its hop adds "
+            f"{at['p99_ms'] - a0['p99_ms']:+.2f} ms p99, {at['p50_ms'] - a0['p50_ms']:+.2f} ms p50"
+        )
         lines.append(
             f"{tag}: CPU (a)/(b) = {a['cpu'] / b['cpu']:.2f} (target <= 0.33); the filter hop "
             f"adds {a['p99_ms'] - a0['p99_ms']:+.2f} ms p99, {a['p50_ms'] - a0['p50_ms']:+.2f} "
@@ -208,7 +285,7 @@ def main() -> int:
     results = {}
     for ch, rate in configs:
         tag = fanout.config_tag(ch, rate)
-        print(f"{tag}: measuring (b), (a0), (a) for {seconds:g} s each ...", flush=True)
+        print(f"{tag}: measuring (b), (a0), (a), (at) for {seconds:g} s each ...", flush=True)
         results[tag] = run(ch, rate, seconds)
     print(_table(results))
     if a.json:
