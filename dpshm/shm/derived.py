@@ -67,6 +67,7 @@ class _Published:
     last_head: int = 0
     rate: float = 0.0
     pending: tuple[StreamEntry, str] | None = None  # claimed: (entry, ring) until ready
+    reason: str = ""  # why it is stale
 
 
 def _fmt(d: Any) -> tuple[int, str, float]:
@@ -132,6 +133,8 @@ class PublishedStreams:
                     "measured_rate": round(p.rate, 3),
                     "lag_s": None,
                     "lost": 0,
+                    "state": "STALE" if p.entry.stale else "ok",
+                    "reason": p.reason if p.entry.stale else "",
                 }
         return out
 
@@ -289,6 +292,7 @@ class PublishedStreams:
             p.last_head = p.ring.head
         p.entry = replace(p.entry, stale=True)
         p.rate = 0.0
+        p.reason = f"producer pid {p.pid} {'closed it' if graceful else 'is gone'}"
         if not graceful:  # it cannot flag its ring itself any more
             mark_stale(p.entry.ring)
             self._orphans[p.entry.ring] = (p.pid, p.create_time)
