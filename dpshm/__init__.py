@@ -17,6 +17,8 @@ from dpshm.errors import DpshmError
 _LAZY: dict[str, str] = {
     "SharedRing": "dpshm.shm.ring",
     "SharedStreamView": "dpshm.shm.view",
+    "publish_stream": "dpshm.shm.publish",
+    "StreamPublisher": "dpshm.shm.publish",
     "list_streams": "dpshm.shm.registry",
     "RingBuffer": "dpshm.dareplane.ringbuffer",
     "StreamWatcher": "dpshm.dareplane.watcher",

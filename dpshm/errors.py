@@ -70,3 +70,7 @@ class RingOwnershipError(DpshmError, PermissionError):
 
 class NoSupervisorError(SupervisorNotRunningError, RingNotFoundError):
     """A stream was asked for by name, but no supervisor runs and no ring has that name."""
+
+
+class StreamNameTakenError(DpshmError, ValueError):
+    """A stream cannot be published under a name another stream already holds."""

@@ -45,7 +45,7 @@ import logging
 import os
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -681,6 +681,10 @@ class Outlet:
         Preferred transmission chunk size (0 = per push).
     max_buffered : int
         Outlet-side buffer in seconds (LSL's ``max_buffered``).
+    desc : mapping, optional
+        Further ``<desc>`` elements: ``{element: {child: value}}`` becomes
+        ``<element><child>value</child>...</element>`` (e.g. dpshm marks the
+        mirror of a published stream this way).
     """
 
     _outlet: Any = None
@@ -697,6 +701,7 @@ class Outlet:
         channel_names: Sequence[str] | None = None,
         chunk_size: int = 0,
         max_buffered: int = 360,
+        desc: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         if channel_format not in _CF_BY_NAME:
             raise ValueError(
@@ -718,6 +723,10 @@ class Outlet:
             chans = info.desc().append_child("channels")
             for label in channel_names:
                 chans.append_child("channel").append_child_value("label", str(label))
+        for element, children in (desc or {}).items():
+            node = info.desc().append_child(str(element))
+            for child, value in children.items():
+                node.append_child_value(str(child), str(value))
         self._dtype = CHANNEL_FORMATS[channel_format]
         self._outlet = pylsl.StreamOutlet(info, int(chunk_size), int(max_buffered))
         self.closed = False
@@ -727,8 +736,12 @@ class Outlet:
         if self.closed:
             raise ValueError("operation on a closed Outlet")
 
-    def push_chunk(self, data: Any, timestamp: float = 0.0) -> None:
-        """Push a chunk of shape ``(n, n_channels)``; ``timestamp`` of the last sample."""
+    def push_chunk(self, data: Any, timestamp: float | Sequence[float] = 0.0) -> None:
+        """Push a chunk of shape ``(n, n_channels)``.
+
+        ``timestamp``: of the last sample (LSL derives the others from the
+        nominal rate; 0.0 = now), or a sequence of ``n``, one per sample.
+        """
         self._check_open()
         if self._dtype.kind != "O":
             data = np.ascontiguousarray(data, dtype=self._dtype)

@@ -160,3 +160,15 @@ class Client:
 
     def close(self):
         self.sock.close()
+
+
+def publish_ramp(ctx):
+    """Publish kwargs['name'] (2 channels) and push kwargs['n'] samples ``i, -i``;
+    then wait for the stop event (the publisher is closed when the worker ends)."""
+    import numpy as np
+
+    pub = ctx.publish_stream(ctx.kwargs["name"], 2, 100.0, type="Ramp")
+    i = np.arange(ctx.kwargs["n"], dtype=np.float32)
+    pub.push_chunk(np.stack([i, -i], axis=1), timestamps=i.astype(np.float64))
+    ctx.logger.info("published %s in pid %d", pub.ring.name, os.getpid())
+    ctx.stop_event.wait(60)

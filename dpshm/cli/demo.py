@@ -40,6 +40,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ns_arg(p)
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     p.add_argument(
+        "--filter", action="store_true",
+        help="also run the filter worker: the signal band-passed 1-40 Hz with a 50 Hz notch, "
+        "published as <name>_filtered (needs scipy: pip install 'dpshm[filters]')",
+    )  # fmt: skip
+    p.add_argument(
         "--view", action="store_true",
         help="also start `dpshm view` on the demo's streams and open it in the browser",
     )  # fmt: skip
@@ -113,6 +118,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         reader = threading.Thread(target=consume, name="dpshm-demo-consumer", daemon=True)
         reader.start()
+        if args.filter:
+            filt = threading.Thread(
+                target=_filter, args=(spec.name, cfg.namespace, sup.stop_event),
+                name="dpshm-demo-filter", daemon=True,
+            )  # fmt: skip
+            filt.start()
         viewer = None
         if args.view:  # its own process: the viewer never runs inside the supervisor's
             from dpshm.cli.view import spawn_viewer
@@ -145,6 +156,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
         reader.join(2.0)
     print(_summary(mock.pushed, shared, got["samples"], got["lost"]))
     return 0
+
+
+def _filter(name: str, namespace: str, stop: threading.Event) -> None:
+    """``demo --filter``: the shipped filter worker's loop on the mock signal."""
+    from dpshm.control.filter_worker import filter_stream
+    from dpshm.shm.view import SharedStreamView
+
+    for _ in range(100):  # the supervisor shares the signal within a resolve interval
+        try:
+            view = SharedStreamView(name, namespace=namespace)
+            break
+        except LookupError:
+            if stop.wait(0.1):
+                return
+    else:
+        return
+    out = f"{name}_filtered"
+    print(f"filter worker: {name!r} -> band-pass 1-40 Hz, notch 50 Hz -> {out!r}", flush=True)
+    with view:
+        filter_stream(view, out, stop, band=(1.0, 40.0), notch=50.0, namespace=namespace)
 
 
 def _head(status: dict[str, Any], name: str) -> int:

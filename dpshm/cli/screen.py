@@ -19,6 +19,13 @@ def state_text(s: dict[str, Any]) -> str:
     return f"{state}: {reason}" if reason else state
 
 
+def _host(s: dict[str, Any]) -> str:
+    """Where a stream comes from: its host, and the producer's pid for a published one."""
+    host = s.get("hostname") or "-"
+    pid = s.get("producer_pid")
+    return host if pid is None else f"{host}, pid {pid}"
+
+
 def name_collisions(streams: Sequence[dict[str, Any]]) -> list[str]:
     """One note per stream name that several shared streams carry."""
     by_name: dict[str, list[dict[str, Any]]] = {}
@@ -54,7 +61,7 @@ def format_table(status: dict[str, Any]) -> str:
                 "-" if lag is None or (isinstance(lag, float) and math.isnan(lag))
                 else f"{lag * 1e3:.1f}",
                 str(s.get("lost", 0)),
-                s.get("hostname") or "-",
+                _host(s),
                 s.get("source_id") or "-",
                 state_text(s),
             )

@@ -20,7 +20,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "ls", help="list the shared streams", formatter_class=FMT,
         description="Table of the streams the supervisor shares: type, channels, nominal "
-        "and measured rate, head, lag behind the outlet, lost samples, stale.",
+        "and measured rate, head, lag behind the outlet, lost samples, host (and the "
+        "producer's pid for a published stream), source_id, state.",
     )  # fmt: skip
     ns_arg(p)
     p.add_argument("--json", action="store_true", help="print the raw status as JSON")
@@ -82,11 +83,14 @@ def cmd_tail(args: argparse.Namespace) -> int:
     with SharedStreamView(args.name, source_id=args.source_id, namespace=args.namespace) as v:
         strings = v.format == "string"
         origin = v.meta.get("lsl", {})  # where the supervisor's stream comes from
+        producer = v.meta.get("producer")  # a stream published by a process
         where = (
             f" from host {origin.get('hostname')!r}, source_id {origin.get('source_id')!r}"
             if origin
             else ""
         )
+        if isinstance(producer, dict):
+            where = f", published by pid {producer['pid']}, source_id {producer['source_id']!r}"
         print(
             f"{args.name}: {v.n_channels} ch {v.format} @ {fmt_rate(v.srate)}{where} "
             "(Ctrl-C stops)",

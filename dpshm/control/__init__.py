@@ -3,6 +3,7 @@
 :mod:`.commands` (the supervisor's ``pcommand_map`` for the Dareplane
 ``DefaultServer``), :mod:`.workers` (start, watch, restart and stop workers),
 :mod:`.context` (what every worker runs with: ``ctx``, target loading, its
-views) and :mod:`.worker_proc` (process workers: the child's entry point and
-the parent's handle).
+views and publishers), :mod:`.worker_proc` (process workers: the child's entry
+point and the parent's handle) and :mod:`.filter_worker` (the shipped filter
+worker: a shared stream in, a filtered published stream out).
 """

@@ -386,6 +386,7 @@ class SupervisorFrontend:
             resolve=self.resolve,
             attach=functools.partial(attach_view, namespace=config.namespace),
             search_path=search,
+            namespace=config.namespace,
         )
         try:
             self.frontend = Frontend(self.manager, self.streams_status, self.supervisor_status)
@@ -434,7 +435,7 @@ class SupervisorFrontend:
 
         The lookup rules and errors are :func:`dpshm.shm.registry.find_stream`'s.
         """
-        entries = [registry.entry_from_dict(s["key"], s) for s in self.streams_status()]
+        entries = [registry.StreamEntry.from_json(s["key"], s) for s in self.streams_status()]
         return registry.find_stream(entries, stream, where="this supervisor").key
 
     def close(self) -> None:

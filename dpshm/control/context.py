@@ -40,6 +40,10 @@ class WorkerContext:
         ``dpshm.worker.<id>``; its records reach the supervisor's log stream.
     kwargs : dict
         The declared defaults updated with the kwargs sent in ``START_WORKER``.
+    namespace : str or None
+        The supervisor's namespace (where :meth:`publish_stream` publishes).
+    publishers : list of StreamPublisher
+        The streams this worker published; closed for it when the target returns.
     """
 
     id: str
@@ -48,6 +52,27 @@ class WorkerContext:
     stop_event: threading.Event
     logger: logging.Logger
     kwargs: dict[str, Any] = field(default_factory=dict)
+    namespace: str | None = None
+    publishers: list[Any] = field(default_factory=list)
+
+    def publish_stream(self, name: str, n_channels: int, rate: float, *args: Any, **kwargs: Any):
+        """Publish a stream from this worker (see :func:`dpshm.publish_stream`).
+
+        Same parameters; the namespace defaults to the supervisor's. The
+        publisher is closed when the worker ends (the stream turns stale).
+        """
+        from dpshm.shm.publish import publish_stream
+
+        kwargs.setdefault("namespace", self.namespace)
+        pub = publish_stream(name, n_channels, rate, *args, **kwargs)
+        self.publishers.append(pub)
+        return pub
+
+    def close(self) -> None:
+        """Close the views and the publishers of this worker, logging what fails."""
+        pubs, self.publishers = self.publishers, []
+        close_all({f"published {p.name}": p for p in pubs}, self.logger)
+        close_all(self.streams, self.logger)
 
 
 def worker_logger_name(worker_id: str) -> str:
@@ -131,7 +156,7 @@ def attach_all(rings: Mapping[str, str], attach: Callable[[str], Any]) -> dict[s
 
 
 def close_all(views: Mapping[str, Any], logger: logging.Logger | None = None) -> None:
-    """Close every view, logging (not raising) what fails."""
+    """Close every view (or publisher), logging (not raising) what fails."""
     for stream, view in views.items():
         close = getattr(view, "close", None)
         if close is None:

@@ -109,6 +109,7 @@ def process_main(payload: dict[str, Any], conn: Any) -> None:
     )
     watcher.start()
     views: dict[str, Any] = {}
+    ctx = None
     code = 0
     try:
         func = load_target(payload["target"], payload.get("search_path"))
@@ -120,6 +121,7 @@ def process_main(payload: dict[str, Any], conn: Any) -> None:
             stop_event=stop_event,
             logger=logger,
             kwargs=dict(payload["kwargs"]),
+            namespace=payload.get("namespace"),
         )
         conn.send(("started", None))
         func(ctx)
@@ -132,7 +134,10 @@ def process_main(payload: dict[str, Any], conn: Any) -> None:
         with contextlib.suppress(OSError, EOFError, ValueError):
             conn.send(("error", tb))
     finally:
-        close_all(views, logger)
+        if ctx is not None:
+            ctx.close()
+        else:
+            close_all(views, logger)
         root.removeHandler(handler)
     if code:
         sys.exit(code)

@@ -60,7 +60,6 @@ from dpshm.control.context import (
     WorkerContext,
     attach_all,
     attach_view,
-    close_all,
     load_target,
     worker_logger_name,
 )
@@ -173,6 +172,7 @@ class WorkerManager:
         stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
         grace_s: float = DEFAULT_GRACE_S,
         max_workers: int = DEFAULT_MAX_WORKERS,
+        namespace: str | None = None,
     ):
         for name, spec in specs.items():
             if spec.mode not in MODES:
@@ -182,6 +182,7 @@ class WorkerManager:
         self._specs = dict(specs)
         self._resolve = resolve or _identity
         self._attach = attach
+        self._namespace = namespace
         self._search_path = search_path
         self.stop_timeout_s = float(stop_timeout_s)
         self.grace_s = float(grace_s)
@@ -371,6 +372,7 @@ class WorkerManager:
             stop_event=w.stop_event,
             logger=logging.getLogger(worker_logger_name(w.id)),
             kwargs=dict(w.kwargs),
+            namespace=self._namespace,
         )
         w.thread = threading.Thread(
             target=self._run_thread, args=(w, func, ctx), name=f"dpshm-worker-{w.id}", daemon=True
@@ -385,7 +387,7 @@ class WorkerManager:
             error = traceback.format_exc()
             ctx.logger.error("worker %s failed:\n%s", w.id, error.rstrip())
         finally:
-            close_all(ctx.streams, ctx.logger)
+            ctx.close()
         with self._lock:
             if w.thread is not threading.current_thread():
                 return  # a restarted instance owns the record now
@@ -406,6 +408,7 @@ class WorkerManager:
             "kwargs": dict(w.kwargs),
             "log_level": logging.getLogger(worker_logger_name(w.id)).getEffectiveLevel(),
             "attach": self._attach,
+            "namespace": self._namespace,
         }
         w.handle = ProcessHandle(self._mp, payload)
         w.pid = w.handle.pid

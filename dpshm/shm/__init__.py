@@ -6,4 +6,7 @@ writing one ring) -> :mod:`.supervisor` (all feeds, the registry and the wake
 paths) -> :mod:`.doorbell` and :mod:`.bus` (wake-ups and log records) ->
 :mod:`.registry` (where a supervisor announces its streams) -> :mod:`.follow`
 and :mod:`.view` (a consumer finding, attaching to and reading a stream).
+Streams published by processes: :mod:`.publish` (the producer writes its own
+ring and wakes its consumers) registers over :mod:`.requests` (the
+supervisor's request socket) with :mod:`.derived` (the supervisor's side).
 """

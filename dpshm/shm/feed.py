@@ -34,6 +34,7 @@ import numpy as np
 from dpshm import lsl
 from dpshm.config import StreamSelector
 from dpshm.errors import StreamLostError
+from dpshm.shm.registry import StreamEntry
 from dpshm.shm.ring import SharedRing, samples_between
 
 log = logging.getLogger(__name__)
@@ -167,24 +168,25 @@ class Feed:
             self.ring.name, capacity, self.generation,
         )  # fmt: skip
 
-    def entry(self) -> dict[str, Any]:
+    def entry(self) -> StreamEntry:
         """This stream's registry entry."""
         spec, ring = self.spec, self.ring
         assert ring is not None
-        return {
-            "name": spec.name,
-            "type": spec.type,
-            "source_id": spec.source_id,
-            "hostname": spec.hostname,
-            "ring": ring.name,
-            "generation": self.generation,
-            "channels": ring.n_channels,
-            "format": ring.format,
-            "srate": ring.srate,
-            "capacity": ring.capacity,
-            "time_offset": self.time_offset,
-            "stale": self.stale,
-        }
+        return StreamEntry(
+            key=self.key,
+            name=spec.name,
+            type=spec.type,
+            source_id=spec.source_id,
+            hostname=spec.hostname,
+            ring=ring.name,
+            generation=self.generation,
+            channels=ring.n_channels,
+            format=ring.format,
+            srate=ring.srate,
+            capacity=ring.capacity,
+            time_offset=self.time_offset,
+            stale=self.stale,
+        )
 
     def status(self) -> dict[str, Any]:
         """Live figures for ``dpshm ls`` and the live status line."""

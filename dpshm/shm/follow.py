@@ -152,19 +152,21 @@ class StreamLink:
                     return self._set(Target(self.name))
                 raise
             self.key = entry.key
-        who = (reg.pid, float(reg.raw.get("started", 0.0)))  # another: it was restarted
+        who = (reg.pid, reg.started)  # another: it was restarted
         self._sup_proc = (reg.pid, reg.pid_create_time)
-        return self._set(Target(entry.ring, entry, self._endpoint(reg), who))
+        return self._set(Target(entry.ring, entry, self._endpoint(reg, entry), who))
 
     @property
     def request(self) -> str:
         """What was asked for, in words (for messages)."""
         return registry.describe_request(self.name, self.type, self.source_id)
 
-    def _endpoint(self, reg: registry.Registry) -> str | None:
-        self._heads = reg.endpoints.get("heads")
-        if self.wake == "doorbell" and reg.endpoints.get("doorbell"):
-            return reg.endpoints["doorbell"]
+    def _endpoint(self, reg: registry.Registry, entry: registry.StreamEntry) -> str | None:
+        # a published stream's producer wakes its consumers itself (its own endpoints)
+        eps = entry.endpoints if entry.derived else reg.endpoints
+        self._heads = eps.get("heads")
+        if self.wake == "doorbell" and eps.get("doorbell"):
+            return eps["doorbell"]
         return self._heads
 
     def _set(self, target: Target) -> Target:

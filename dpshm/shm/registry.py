@@ -12,24 +12,32 @@ Layout (one directory per namespace, mode 0700)::
 The lock is an ``flock`` on ``supervisor.lock``: the kernel drops it when the
 holder dies, even by SIGKILL, so a crashed supervisor never blocks the next one.
 
-``registry.json`` (version 1)::
+``registry.json`` (version 1), written and read only through :class:`Registry`
+and :class:`StreamEntry` (``to_json``/``from_json``)::
 
     {
       "version": 1,
       "namespace": "default",
       "pid": 1234, "pid_create_time": 1700000000.12,   # supervisor process
       "started": 1700000000.5,                         # time.time()
-      "updated": 1700000003.5,
       "endpoints": {"heads": "ipc://...", "logs": "ipc://...",
-                    "doorbell": "dpshm-1000-default-4242-1a2b3c"},  # Linux: abstract
+                    "doorbell": "dpshm-1000-default-4242-1a2b3c",  # Linux: abstract
                                                      # address, see dpshm.shm.doorbell
+                    "requests": "/run/user/1000/dpshm/default/requests.sock"},
+                                                     # publishers register here
       "streams": {
         "<key>": {                                   # key: unique per source
           "name": "eeg", "type": "EEG", "source_id": "amp-1", "hostname": "...",
-          "ring": "dpshm_default.eeg.ab12cd.g1",     # shared-memory segment
-          "generation": 1, "channels": 64, "dtype": "float32",
-          "srate": 1000.0, "time_offset": 0.0001,    # inlet.time_correction()
-          "stale": false, "capacity": 10000, "format": "float32"
+          "ring": "default.eeg.ab12cd.k3x9q1.g1",    # shared-memory segment dpshm_<ring>
+          "generation": 1, "channels": 64, "format": "float32",
+          "srate": 1000.0, "capacity": 10000,
+          "time_offset": 0.0001,                     # inlet.time_correction()
+          "stale": false,
+          "producer_pid": null,                      # derived streams: the publishing
+                                                     # process (null: fed from LSL)
+          "endpoints": {}                            # derived streams: the producer's own
+                                                     # "doorbell" and "heads" (wake-ups
+                                                     # come from it, not the supervisor)
         }
       }
     }
@@ -91,7 +99,8 @@ def namespace_dir(namespace: str | None = None, create: bool = True) -> Path:
     return path
 
 
-def _pid_create_time(pid: int) -> float | None:
+def pid_create_time(pid: int) -> float | None:
+    """Start time of process ``pid`` (psutil), or None when it does not run."""
     try:
         return psutil.Process(pid).create_time()
     except (psutil.Error, ValueError):
@@ -102,7 +111,7 @@ def process_alive(pid: int, create_time: float | None = None) -> bool:
     """True if ``pid`` runs (and, when given, started at ``create_time``)."""
     if pid <= 0:
         return False
-    actual = _pid_create_time(pid)
+    actual = pid_create_time(pid)
     if actual is None:
         return False
     try:
@@ -165,9 +174,9 @@ def _read_pid(path: Path) -> int | None:
         return None
 
 
-def write_registry(namespace: str, data: Mapping[str, Any]) -> Path:
-    """Write ``registry.json`` of ``namespace`` atomically; return its path."""
-    return _write_atomic(namespace_dir(namespace) / REGISTRY_FILE, data)
+def write_registry(reg: Registry) -> Path:
+    """Write ``registry.json`` of ``reg.namespace`` atomically; return its path."""
+    return _write_atomic(namespace_dir(reg.namespace) / REGISTRY_FILE, reg.to_json())
 
 
 def write_status(namespace: str, data: Mapping[str, Any]) -> Path:
@@ -220,32 +229,144 @@ def read_registry_raw(namespace: str | None = None) -> dict[str, Any] | None:
 
 @dataclass(frozen=True)
 class StreamEntry:
-    """One stream as listed in the registry."""
+    """One stream as listed in the registry (one ``streams`` item of ``registry.json``).
+
+    Attributes
+    ----------
+    key : str
+        Registry key, unique per source (see :func:`dpshm.shm.feed.stream_key`).
+    name, type, source_id, hostname : str
+        The stream's identity (as its LSL outlet or its publisher gave it).
+    ring : str
+        Name of the shared-memory ring holding the samples (segment ``dpshm_<ring>``).
+    generation : int
+        Bumped when the stream comes back with another format (new ring).
+    channels, format, srate, capacity
+        The ring's format: channel count, LSL channel format, nominal rate
+        (0.0 irregular), samples kept.
+    time_offset : float
+        The source's LSL ``time_correction`` (0.0 for streams published on this host).
+    stale : bool
+        True while the stream's source (outlet or publishing process) is gone.
+    producer_pid : int or None
+        For a stream published by a process (:func:`dpshm.publish_stream`): its pid;
+        None for a stream the supervisor reads from LSL.
+    endpoints : Mapping[str, str]
+        For a published stream: the producer's own wake-up endpoints (``"doorbell"``,
+        ``"heads"``); consumers subscribe there instead of at the supervisor.
+    """
 
     key: str
     name: str
-    type: str
-    source_id: str
-    ring: str
-    generation: int
-    info: Mapping[str, Any] = field(default_factory=dict)
+    type: str = ""
+    source_id: str = ""
+    ring: str = ""
+    generation: int = 0
+    hostname: str = ""
+    channels: int = 0
+    format: str = ""
+    srate: float = 0.0
+    capacity: int = 0
+    time_offset: float = 0.0
+    stale: bool = False
+    producer_pid: int | None = None
+    endpoints: Mapping[str, str] = field(default_factory=dict)
 
     @property
-    def stale(self) -> bool:
-        """True while the stream's outlet is gone."""
-        return bool(self.info.get("stale", False))
+    def derived(self) -> bool:
+        """True for a stream published by a process rather than read from LSL."""
+        return self.producer_pid is not None
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The entry as written (:meth:`to_json`)."""
+        return self.to_json()
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object written under ``streams[key]`` (the key itself is not in it)."""
+        return {
+            "name": self.name,
+            "type": self.type,
+            "source_id": self.source_id,
+            "hostname": self.hostname,
+            "ring": self.ring,
+            "generation": int(self.generation),
+            "channels": int(self.channels),
+            "format": self.format,
+            "srate": float(self.srate),
+            "capacity": int(self.capacity),
+            "time_offset": float(self.time_offset),
+            "stale": bool(self.stale),
+            "producer_pid": self.producer_pid,
+            "endpoints": dict(self.endpoints),
+        }
+
+    @classmethod
+    def from_json(cls, key: str, d: Mapping[str, Any]) -> StreamEntry:
+        """Read one ``streams`` item; missing fields take their defaults."""
+        pid = d.get("producer_pid")
+        return cls(
+            key=key,
+            name=str(d.get("name", "")),
+            type=str(d.get("type", "")),
+            source_id=str(d.get("source_id", "")),
+            ring=str(d.get("ring", "")),
+            generation=int(d.get("generation", 0)),
+            hostname=str(d.get("hostname", "")),
+            channels=int(d.get("channels", 0)),
+            format=str(d.get("format", "")),
+            srate=float(d.get("srate", 0.0)),
+            capacity=int(d.get("capacity", 0)),
+            time_offset=float(d.get("time_offset", 0.0)),
+            stale=bool(d.get("stale", False)),
+            producer_pid=None if pid is None else int(pid),
+            endpoints={str(k): str(v) for k, v in dict(d.get("endpoints") or {}).items()},
+        )
 
 
 @dataclass(frozen=True)
 class Registry:
-    """A snapshot of a running supervisor's registry (see module docstring)."""
+    """A supervisor's registry: what ``registry.json`` holds (see the module docstring)."""
 
     namespace: str
     pid: int
-    pid_create_time: float | None
-    endpoints: Mapping[str, str]
-    streams: Mapping[str, StreamEntry]
-    raw: Mapping[str, Any]
+    pid_create_time: float | None = None
+    endpoints: Mapping[str, str] = field(default_factory=dict)
+    streams: Mapping[str, StreamEntry] = field(default_factory=dict)
+    started: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The whole ``registry.json`` object."""
+        return {
+            "version": REGISTRY_VERSION,
+            "namespace": self.namespace,
+            "pid": self.pid,
+            "pid_create_time": self.pid_create_time,
+            "started": self.started,
+            "endpoints": dict(self.endpoints),
+            "streams": {k: e.to_json() for k, e in self.streams.items()},
+        }
+
+    @classmethod
+    def from_json(cls, namespace: str, raw: Mapping[str, Any]) -> Registry:
+        """Read ``registry.json`` as loaded by :func:`json.loads`."""
+        ct = raw.get("pid_create_time")
+        return cls(
+            namespace=namespace,
+            pid=int(raw.get("pid", 0)),
+            pid_create_time=None if ct is None else float(ct),
+            endpoints={str(k): str(v) for k, v in dict(raw.get("endpoints", {})).items()},
+            streams={
+                k: StreamEntry.from_json(k, s) for k, s in dict(raw.get("streams", {})).items()
+            },
+            started=float(raw.get("started", 0.0)),
+        )
+
+    @classmethod
+    def for_this_process(cls, namespace: str, **fields: Any) -> Registry:
+        """A registry written by the calling process (its pid and start time)."""
+        me = os.getpid()
+        return cls(namespace=namespace, pid=me, pid_create_time=pid_create_time(me), **fields)
 
     def alive(self) -> bool:
         """True while the supervisor process that wrote this snapshot runs."""
@@ -385,38 +506,13 @@ def read_registry(namespace: str | None = None) -> Registry:
             f"{namespace_dir(ns, create=False)}). {hint}, or set DPSHM_NAMESPACE to the "
             "namespace it runs on."
         )
-    reg = _from_raw(ns, raw)
+    reg = Registry.from_json(ns, raw)
     if not reg.alive():
         raise SupervisorNotRunningError(
             f"the dpshm supervisor of namespace {ns!r} (pid {reg.pid}) is not running "
             f"any more. {hint} (it removes what the dead one left; so does `dpshm down`)."
         )
     return reg
-
-
-def entry_from_dict(key: str, s: Mapping[str, Any]) -> StreamEntry:
-    """A :class:`StreamEntry` from one stream's registry (or status) dict."""
-    return StreamEntry(
-        key=key,
-        name=str(s.get("name", "")),
-        type=str(s.get("type", "")),
-        source_id=str(s.get("source_id", "")),
-        ring=str(s.get("ring", "")),
-        generation=int(s.get("generation", 0)),
-        info=dict(s),
-    )
-
-
-def _from_raw(ns: str, raw: Mapping[str, Any]) -> Registry:
-    streams = {key: entry_from_dict(key, s) for key, s in dict(raw.get("streams", {})).items()}
-    return Registry(
-        namespace=ns,
-        pid=int(raw.get("pid", 0)),
-        pid_create_time=raw.get("pid_create_time"),
-        endpoints=dict(raw.get("endpoints", {})),
-        streams=streams,
-        raw=raw,
-    )
 
 
 def list_streams(namespace: str | None = None) -> dict[str, Any]:
@@ -433,11 +529,12 @@ def list_streams(namespace: str | None = None) -> dict[str, Any]:
         ``{"namespace": str, "pid": int, "streams": {key: stream}}`` where each
         ``stream`` holds its registry fields (``name``, ``type``, ``source_id``,
         ``hostname``, ``ring``, ``generation``, ``channels``, ``format``,
-        ``srate``, ``capacity``, ``time_offset``, ``stale``; see the module
-        docstring), the live figures of ``status.json`` (``measured_rate``,
-        ``lag_s``, ``lost``: samples the supervisor's inlet missed, estimated
-        from timestamp gaps; ``state``: ``ok``, ``STALE`` or ``ERROR``, and
-        ``reason``, a short why) and ``head``/``stale`` read from the ring itself.
+        ``srate``, ``capacity``, ``time_offset``, ``stale``, ``producer_pid``,
+        ``endpoints``; see the module docstring), the live figures of
+        ``status.json`` (``measured_rate``, ``lag_s``, ``lost``: samples the
+        supervisor's inlet missed, estimated from timestamp gaps; ``state``:
+        ``ok``, ``STALE`` or ``ERROR``, and ``reason``, a short why) and
+        ``head``/``stale`` read from the ring itself.
         The ``key`` identifies a stream (pass it as ``name`` to a view to
         follow exactly that stream).
 

@@ -106,7 +106,10 @@ both map the segment themselves (``shm_open`` + ``mmap``, :mod:`dpshm.shm.segmen
 version), an attacher exiting can never unlink the ring, and arrays handed to
 readers are read-only by construction. Only the creator unlinks; a creator that
 dies without unlinking leaves the segment behind, recognisable by its dead
-writer pid (:func:`ring_info`) and removable with :func:`unlink_ring`.
+writer pid (:func:`ring_info`) and removable with :func:`unlink_ring`. The one
+exception: for a ring published by a process (:mod:`dpshm.shm.publish`) that
+died, its supervisor flags the ring stale (:func:`mark_stale`) and unlinks it
+(:mod:`dpshm.shm.derived`).
 """
 
 from __future__ import annotations
@@ -151,6 +154,7 @@ __all__ = [
     "SHM_DIR",
     "SharedRing",
     "list_rings",
+    "mark_stale",
     "ring_info",
     "samples_between",
     "segment_name",
@@ -245,6 +249,31 @@ def unlink_ring(name: str, force: bool = False) -> bool:
         return False
     logger.info("unlinked shared-memory ring %r", seg)
     return True
+
+
+def mark_stale(name: str) -> bool:
+    """Set the stale flag of ring ``name`` whose writer died (the supervisor's job).
+
+    The one write to a ring by a process other than its creator: a publishing
+    process killed by SIGKILL cannot flag its own ring, and its readers must
+    see that no more samples come. Returns ``False`` if the ring does not exist.
+    """
+    seg = segment_name(name)
+    try:
+        mm = open_segment(seg, writable=True)
+    except (FileNotFoundError, ValueError):
+        return False
+    try:
+        if len(mm) < HEADER_SIZE or mm[0:8] != MAGIC:
+            return False
+        flags = memoryview(mm)[_HOT_OFFSET : _HOT_OFFSET + 64].cast("Q")
+        try:
+            flags[_H_FLAGS] = int(flags[_H_FLAGS]) | FLAG_STALE
+        finally:
+            flags.release()
+        return True
+    finally:
+        mm.close()
 
 
 def _exists_message(seg: str) -> str:

@@ -145,18 +145,21 @@ def create_segment(seg: str, size: int) -> mmap.mmap:
     return mm
 
 
-def open_segment(seg: str) -> mmap.mmap:
-    """Map existing segment ``seg`` read-only (``PROT_READ``).
+def open_segment(seg: str, writable: bool = False) -> mmap.mmap:
+    """Map existing segment ``seg`` read-only (``PROT_READ``), or read-write.
 
+    ``writable`` is for the supervisor acting for a writer that died (it flags
+    the dead writer's ring stale); readers never map a segment writable.
     Raises ``FileNotFoundError`` if it does not exist; an empty segment (still
     being created) yields ``ValueError``.
     """
-    fd = _posixshmem.shm_open("/" + seg, os.O_RDONLY, 0)
+    fd = _posixshmem.shm_open("/" + seg, os.O_RDWR if writable else os.O_RDONLY, 0)
     try:
         size = os.fstat(fd).st_size
         if size == 0:
             raise ValueError(f"segment {seg!r} is empty")
-        return mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+        prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+        return mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=prot)
     finally:
         os.close(fd)
 

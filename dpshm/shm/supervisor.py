@@ -16,8 +16,13 @@ enforces it). It
 * publishes the LSL ``time_correction`` of each inlet in the ring header
   (``time_offset``) and the registry: rings hold timestamps as sent by the
   outlet; ``timestamp + time_offset`` is the local LSL clock;
-* on start removes the segments a killed predecessor left behind; on stop
-  (SIGINT/SIGTERM, :meth:`Supervisor.stop`) unlinks every ring it created.
+* lists the streams that processes publish (:func:`dpshm.publish_stream`,
+  :mod:`dpshm.shm.derived`): they register over the request socket
+  (:mod:`dpshm.shm.requests`); the supervisor watches their producers' lives
+  and skips their LSL mirrors when resolving;
+* on start removes the segments a killed predecessor left behind (not the rings
+  of live producers); on stop (SIGINT/SIGTERM, :meth:`Supervisor.stop`) unlinks
+  every ring it created.
 """
 
 from __future__ import annotations
@@ -35,9 +40,11 @@ from dpshm.config import StreamSelector, SupervisorConfig
 from dpshm.shm import registry
 from dpshm.shm.bus import HeadPublisher, LogPublisher, ZmqLogHandler
 from dpshm.shm.cpu import check_platform
+from dpshm.shm.derived import PublishedStreams
 from dpshm.shm.doorbell import AVAILABLE as DOORBELLS
 from dpshm.shm.doorbell import DoorbellServer, control_address
 from dpshm.shm.feed import JOIN_TIMEOUT_S, Feed, FeedEnv, stream_key
+from dpshm.shm.requests import REQUESTS_FILE, RequestServer
 from dpshm.shm.ring import SEGMENT_PREFIX, SHM_DIR, ring_info, unlink_ring
 
 log = logging.getLogger(__name__)
@@ -69,17 +76,21 @@ def sweep_dead(namespace: str) -> tuple[dict[str, Any] | None, list[tuple[str, i
     removed = []
     for seg in leftovers:
         try:  # the writer pid in the ring header names the dead supervisor
-            pid = ring_info(seg)["writer_pid"]
+            info = ring_info(seg)
+            pid = info["writer_pid"]
         except Exception:  # not a complete ring (killed while creating it)
-            pid = (old or {}).get("pid", "unknown")
+            pid, info = (old or {}).get("pid", "unknown"), {}
+        if info.get("writer_alive") and info["meta"].get("producer"):
+            continue  # a live publishing process owns it (and registers it again)
         try:
             size = os.stat(os.path.join(SHM_DIR, seg)).st_size
         except OSError:
             size = 0
         if unlink_ring(seg, force=True):
             removed.append((seg, size))
+            who = "publishing process" if info.get("meta", {}).get("producer") else "supervisor"
             log.warning(
-                "removed shared-memory segment %r left by a dead supervisor (pid %s)", seg, pid
+                "removed shared-memory segment %r left by a dead %s (pid %s)", seg, who, pid
             )
     return old, removed
 
@@ -100,6 +111,8 @@ class Supervisor:
     heads: HeadPublisher | None = None
     logs: LogPublisher | None = None
     doorbell: DoorbellServer | None = None
+    requests: RequestServer | None = None
+    published: PublishedStreams | None = None
     _handler: ZmqLogHandler | None = None
     _closed = True
 
@@ -109,6 +122,7 @@ class Supervisor:
         self.feeds: dict[str, Feed] = {}
         self._feeds_lock = threading.Lock()
         self._registry_dirty = threading.Event()
+        self._registry_lock = threading.Lock()  # one snapshot-and-write at a time
         self._resolver: threading.Thread | None = None
         self._keeper: threading.Thread | None = None
         self.run_id = format(int(time.time() * 1000) % 36**6, "x")[-6:]
@@ -145,6 +159,16 @@ class Supervisor:
                     self.doorbell = DoorbellServer(control_address(ns, self.run_id))
                 except OSError as exc:  # consumers then wake on ZeroMQ
                     log.warning("no doorbells (%s); consumers wake on ZeroMQ", exc)
+            self.published = PublishedStreams(
+                ns,
+                self.config.transport,
+                self._lsl_holder,
+                self._prev_generations,
+                self._write_registry,
+            )
+            self.requests = RequestServer(
+                nsdir / REQUESTS_FILE, self.published.handle, self.published.disconnected
+            )
             self._handler = self.logs.handler()
             logging.getLogger("dpshm").addHandler(self._handler)
             self.started = time.time()
@@ -234,6 +258,8 @@ class Supervisor:
                     feeds = list(self.feeds.values())
                 for f in feeds:
                     f.tick_rate(now - last)
+                if self.published is not None:
+                    self.published.check(now - last)
                 last = now
                 registry.write_status(self.config.namespace, self.status())
 
@@ -244,7 +270,9 @@ class Supervisor:
         streams = {}
         for key, f in feeds.items():
             if f.ring is not None:
-                streams[key] = {**f.entry(), **f.status()}
+                streams[key] = {**f.entry().to_json(), **f.status()}
+        if self.published is not None:
+            streams.update(self.published.status())
         return {
             "namespace": self.config.namespace,
             "pid": os.getpid(),
@@ -254,25 +282,35 @@ class Supervisor:
         }
 
     def _write_registry(self) -> None:
+        with self._registry_lock:
+            with self._feeds_lock:
+                streams = {k: f.entry() for k, f in self.feeds.items() if f.ring is not None}
+            if self.published is not None:
+                streams.update(self.published.entries())
+            endpoints = {
+                "heads": self.heads.endpoint if self.heads else "",
+                "logs": self.logs.endpoint if self.logs else "",
+            }
+            if self.doorbell is not None:
+                endpoints["doorbell"] = self.doorbell.address
+            if self.requests is not None:
+                endpoints["requests"] = str(self.requests.path)
+            registry.write_registry(
+                registry.Registry.for_this_process(
+                    self.config.namespace,
+                    started=self.started,
+                    endpoints=endpoints,
+                    streams=streams,
+                )
+            )
+
+    def _lsl_holder(self, name: str) -> str | None:
+        """Who holds ``name`` among the streams fed from LSL (None: nobody)."""
         with self._feeds_lock:
-            streams = {k: f.entry() for k, f in self.feeds.items() if f.ring is not None}
-        me = os.getpid()
-        registry.write_registry(
-            self.config.namespace,
-            {
-                "version": registry.REGISTRY_VERSION,
-                "namespace": self.config.namespace,
-                "pid": me,
-                "pid_create_time": registry._pid_create_time(me),
-                "started": self.started,
-                "endpoints": {
-                    "heads": self.heads.endpoint if self.heads else "",
-                    "logs": self.logs.endpoint if self.logs else "",
-                    **({"doorbell": self.doorbell.address} if self.doorbell else {}),
-                },
-                "streams": streams,
-            },
-        )
+            for f in self.feeds.values():
+                if f.spec.name == name:
+                    return f"the LSL stream {name!r} (source_id {f.spec.source_id!r})"
+        return None
 
     # -- resolution ---------------------------------------------------------------------
     def _resolve_loop(self) -> None:
@@ -290,6 +328,8 @@ class Supervisor:
                 if sel is None:
                     continue
                 key = stream_key(spec.name, spec.source_id, spec.hostname)
+                if self.published is not None and self.published.holds(key):
+                    continue  # the LSL mirror of a stream published here: listed already
                 if key in seen:  # a second outlet with the identity of one already seen
                     self._claimed_twice(seen[key], spec)
                     continue
@@ -361,6 +401,10 @@ class Supervisor:
         for t in (self._resolver, self._keeper):
             if t is not None:
                 t.join(JOIN_TIMEOUT_S + 1.0)
+        if self.requests is not None:
+            self.requests.close()
+        if self.published is not None:
+            self.published.close()
         with self._feeds_lock:
             feeds, self.feeds = list(self.feeds.values()), {}
         for f in feeds:

@@ -292,7 +292,7 @@ class StreamBook:
                 )
             sup = None
             if reg is not None:
-                sup = {"pid": reg.pid, "started": reg.raw.get("started")}
+                sup = {"pid": reg.pid, "started": reg.started}
             return {
                 "namespace": self.namespace,
                 "supervisor": sup,

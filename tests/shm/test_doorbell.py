@@ -44,21 +44,17 @@ class FakeSupervisor:
         self.closed = False
         self.bell = DoorbellServer(doorbell.control_address(ns, f"t{gen}"))
         self.n = 0
-        me = os.getpid()
         registry.write_registry(
-            ns,
-            {
-                "version": registry.REGISTRY_VERSION,
-                "namespace": ns,
-                "pid": me,
-                "pid_create_time": registry._pid_create_time(me),
-                "endpoints": {"doorbell": self.bell.address},
-                "streams": {
-                    KEY: {"name": "eeg", "type": "EEG", "source_id": "amp", "ring": self.ring.name,
-                          "generation": gen}
+            registry.Registry.for_this_process(
+                ns,
+                endpoints={"doorbell": self.bell.address},
+                streams={
+                    KEY: registry.StreamEntry(
+                        KEY, "eeg", "EEG", "amp", ring=self.ring.name, generation=gen
+                    )
                 },
-            },
-        )  # fmt: skip
+            )
+        )
 
     def write(self, k: int, ring_bell: bool = True) -> None:
         idx = np.arange(self.n, self.n + k, dtype=np.float32)

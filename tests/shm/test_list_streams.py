@@ -66,7 +66,7 @@ def test_list_streams_is_exported_lazily():
 
 def _entries():
     def e(key, name, type_, sid):
-        return registry.entry_from_dict(
+        return registry.StreamEntry.from_json(
             key, {"name": name, "type": type_, "source_id": sid, "ring": f"ns.{key}.g1"}
         )
 
@@ -121,7 +121,7 @@ def test_supervisor_commands_resolve_with_the_same_rule():
             return {"streams": {e.key: dict(e.info) for e in self.entries}}
 
     fe = _Status(_entries())
-    reg = registry.Registry("ns", 1, None, {}, {e.key: e for e in _entries()}, {})
+    reg = registry.Registry("ns", 1, streams={e.key: e for e in _entries()})
     for ask in ("markers", "emg", "amp2", "eeg.1", "ns.mk.4.g1"):
         assert fe.resolve(ask) == reg.find(ask).key
     for ask, err in (("eeg", AmbiguousStreamError), ("nope", StreamNotFoundError)):

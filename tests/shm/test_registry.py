@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -68,26 +69,22 @@ def test_lock_of_sigkilled_holder_is_released(ns):
 
 
 def _entry(name, sid, key):
-    return {"name": name, "type": "EEG", "source_id": sid, "ring": f"dpshm_{key}", "generation": 1}
+    return registry.StreamEntry(key, name, "EEG", sid, ring=f"dpshm_{key}", generation=1)
 
 
 def test_registry_roundtrip_and_find(ns):
     with pytest.raises(SupervisorNotRunningError, match="dpshm up"):
         registry.read_registry(ns)
-    me = os.getpid()
-    data = {
-        "version": registry.REGISTRY_VERSION,
-        "namespace": ns,
-        "pid": me,
-        "pid_create_time": registry._pid_create_time(me),
-        "endpoints": {"heads": "ipc://x"},
-        "streams": {
+    data = registry.Registry.for_this_process(
+        ns,
+        endpoints={"heads": "ipc://x"},
+        streams={
             "a": _entry("eeg", "amp1", "a"),
             "b": _entry("eeg", "amp2", "b"),
             "c": _entry("markers", "mk", "c"),
         },
-    }
-    registry.write_registry(ns, data)
+    )
+    registry.write_registry(data)
     reg = registry.read_registry(ns)
     assert reg.alive() and reg.endpoints["heads"] == "ipc://x"
     assert reg.find("markers").key == "c"
@@ -106,7 +103,7 @@ def test_registry_roundtrip_and_find(ns):
         text=True,
         check=True,
     )
-    registry.write_registry(ns, dict(data, pid=int(dead.stdout)))
+    registry.write_registry(dataclasses.replace(data, pid=int(dead.stdout)))
     with pytest.raises(SupervisorNotRunningError, match="not running"):
         registry.read_registry(ns)
     registry.remove_registry(ns)
