@@ -1,0 +1,97 @@
+"""The command server's one handler thread, fair between connections.
+
+Handlers and connection hooks run here, one at a time (module code need not
+be thread-safe, as with the original single-client server). Each connection
+has its own queue; the thread takes one item from each connection with work
+in turn, so a client that sends thousands of commands at once delays another
+client's command by at most one of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from dpshm.dareplane._conn import Connection
+
+log = logging.getLogger(__name__)
+
+#: A connection with more commands queued than this is not read from until it drains.
+MAX_QUEUED = 64
+
+
+class Dispatcher:
+    """Run ``run(conn, item)`` for queued items, round-robin over connections.
+
+    Parameters
+    ----------
+    run : Callable[[Connection, Any], None]
+        Executes one item (exceptions are the caller's to handle; one that
+        escapes is logged and the thread goes on).
+    drained : Callable[[Connection], None]
+        Called when a paused connection's queue fell below half of
+        :data:`MAX_QUEUED` (to resume reading it).
+    name : str
+        Thread name.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[Connection, Any], None],
+        drained: Callable[[Connection], None],
+        name: str,
+    ) -> None:
+        self._run = run
+        self._drained = drained
+        self._cv = threading.Condition()
+        self._ready: deque[Connection] = deque()
+        self._stopping = False
+        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def put(self, conn: Connection, item: Any) -> int:
+        """Queue ``item`` for ``conn``; return the connection's queue length."""
+        with self._cv:
+            conn.queue.append(item)
+            if not conn.scheduled:
+                conn.scheduled = True
+                self._ready.append(conn)
+                self._cv.notify()
+            return len(conn.queue)
+
+    def stop(self, timeout: float) -> bool:
+        """Run what is queued, then end the thread; ``False`` if still busy after ``timeout``."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify()
+        if self.thread.ident is None or self.thread is threading.current_thread():
+            return True
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._ready and not self._stopping:
+                    self._cv.wait()
+                if not self._ready:
+                    return
+                conn = self._ready.popleft()
+                item = conn.queue.popleft()
+            try:
+                self._run(conn, item)
+            except Exception:
+                log.exception("command server: unexpected error running %r", item)
+            with self._cv:
+                if conn.queue:
+                    self._ready.append(conn)
+                else:
+                    conn.scheduled = False
+                resume = conn.paused and len(conn.queue) <= MAX_QUEUED // 2
+            if resume:
+                self._drained(conn)
