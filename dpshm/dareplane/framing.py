@@ -15,8 +15,9 @@ The rule (docs/server.md, "Framing rule")
   ``AFTER_IDLE``
       a module command without payload (``START``, ``START|``, ``START|a|b|``)
       that is not the beginning of another command's name, or (with a
-      module's own ``msg_interpreter``) ``NAME|<text>``: executed once the
-      sender paused;
+      module's own ``msg_interpreter``) ``NAME|<text>``, *received in one
+      segment* (0.0.21 clients send one command per send): executed once the
+      sender paused. Received in several segments, it is ``WAIT``;
   ``WAIT``
       anything else (the beginning of a longer name such as ``STOP`` when
       ``STOP_WORKER`` exists, an open JSON value, an unknown name): never
@@ -106,6 +107,7 @@ class CommandFramer:
         self._escape = False
         self._name: bytes | None = None
         self._end = _END_OTHER
+        self._fresh = True  # the pending command began in the latest segment
 
     def feed(self, data: bytes) -> list[bytes | FramingError]:
         """Add received bytes; return the complete commands and errors, in order.
@@ -114,6 +116,9 @@ class CommandFramer:
         skipped.
         """
         out: list[bytes | FramingError] = []
+        buf = self.buffer
+        if buf and (len(buf) > MAX_NAME or buf.strip()):
+            self._fresh = False
         i, n = 0, len(data)
         while i < n:
             if self.discarding:
@@ -238,17 +243,22 @@ class CommandFramer:
                 return NOW
             if any(k != name and k.startswith(name) for k in known):
                 return WAIT
-            return NOW if name in builtins else AFTER_IDLE
+            return NOW if name in builtins else self._idle()
         name = (self._name or b"").decode("ascii", "replace")
         if name == "AUTH" and auth:
-            return NOW if eof else AFTER_IDLE
+            return NOW if eof else self._idle()
         if name not in known:
             return WAIT
         if self._end == _END_VALUE or (self._end == _END_PIPE and name in builtins):
             return NOW
         if self._end == _END_PIPE or lenient:
-            return NOW if eof else AFTER_IDLE
+            return NOW if eof else self._idle()
         return WAIT
+
+    def _idle(self) -> int:
+        # one send, one command (0.0.21): a pause ends it only if it came in one segment;
+        # a command dribbled in over several segments waits for its terminator
+        return AFTER_IDLE if self._fresh else WAIT
 
     def take(self) -> bytes:
         """Remove and return the pending command (stripped)."""

@@ -129,3 +129,13 @@ def test_parse_forms() -> None:
         parse_command(b"PC|text")
     with pytest.raises(ProtocolError, match="is a int"):
         parse_command(b"PC|3")
+
+
+def test_a_command_dribbled_over_segments_waits_for_its_terminator() -> None:
+    f = CommandFramer()
+    f.feed(b"STA")
+    f.feed(b"RT")
+    assert f.pending(KNOWN, BUILTINS) == WAIT  # more may follow: '|{...}'
+    assert f.pending(KNOWN, BUILTINS, eof=True) == NOW
+    assert f.feed(b";START") == [b"START"]
+    assert f.pending(KNOWN, BUILTINS) == AFTER_IDLE  # one segment, one command
