@@ -316,8 +316,8 @@ class IOLoop:
             data = conn.sniff + data
             verdict = sniff(data[:SNIFF_BYTES])
             if verdict == UNDECIDED and len(data) < SNIFF_BYTES:
-                conn.sniff = data
-                self._timer(self.idle_dispatch_s, _SNIFF, conn, conn.rx_seq)
+                conn.sniff = data  # e.g. 'GE': a command or 'GET /'? wait for more
+                self._timer(self.stale_dispatch_s, _SNIFF, conn, conn.rx_seq)
                 return
             conn.sniff = None
             if verdict not in (None, UNDECIDED):

@@ -15,9 +15,10 @@ The rule (docs/server.md, "Framing rule")
   ``AFTER_IDLE``
       a module command without payload (``START``, ``START|``, ``START|a|b|``)
       that is not the beginning of another command's name, or (with a
-      module's own ``msg_interpreter``) ``NAME|<text>``, *received in one
-      segment* (0.0.21 clients send one command per send): executed once the
-      sender paused. Received in several segments, it is ``WAIT``;
+      module's own ``msg_interpreter``) ``NAME|<text>``, *received alone in
+      one segment* (0.0.21 clients send one command per send): executed once
+      the sender paused. Received in several segments, or after a terminated
+      command in the same segment, it is ``WAIT``;
   ``WAIT``
       anything else (the beginning of a longer name such as ``STOP`` when
       ``STOP_WORKER`` exists, an open JSON value, an unknown name): never
@@ -107,7 +108,8 @@ class CommandFramer:
         self._escape = False
         self._name: bytes | None = None
         self._end = _END_OTHER
-        self._fresh = True  # the pending command began in the latest segment
+        self._fresh = True  # the pending command is all of the latest segment
+        self._terminated = False
 
     def feed(self, data: bytes) -> list[bytes | FramingError]:
         """Add received bytes; return the complete commands and errors, in order.
@@ -117,8 +119,8 @@ class CommandFramer:
         """
         out: list[bytes | FramingError] = []
         buf = self.buffer
-        if buf and (len(buf) > MAX_NAME or buf.strip()):
-            self._fresh = False
+        fresh = not (buf and (len(buf) > MAX_NAME or buf.strip()))
+        self._terminated = False
         i, n = 0, len(data)
         while i < n:
             if self.discarding:
@@ -159,6 +161,9 @@ class CommandFramer:
                 self._escape = False
                 self.buffer += data[i : i + 1]
                 i += 1
+        # a lone command in its own segment (0.0.21: one send, one command), not the
+        # tail of a stream of terminated ones nor the continuation of an earlier segment
+        self._fresh = fresh and not self._terminated
         return out
 
     def _special(self, c: int, out: list[bytes | FramingError]) -> None:
@@ -198,6 +203,7 @@ class CommandFramer:
     def _emit(self, out: list[bytes | FramingError]) -> None:
         raw = bytes(self.buffer).strip()
         self._reset()
+        self._terminated = True
         if raw:
             out.append(raw)
 

@@ -44,6 +44,7 @@ __all__ = ["BUILT_IN_PCOMMS", "DefaultServer", "is_loopback"]
 
 BUILT_IN_PCOMMS = ["STOP", "CLOSE", "GET_PCOMMS", "UP"]
 _POLL_S = 0.1
+MIN_BACKLOG = 128
 #: What ``delimiter`` may be (each of them always ends a command anyway).
 DELIMITERS = (b";", b"\n", b"\r\n")
 # methods of the original's server that this one does not call: a subclass that
@@ -102,7 +103,9 @@ class DefaultServer(IOLoop):
     ip : str
         Address to bind. Loopback by default (the original bound ``0.0.0.0``).
     nlisten : int
-        Listen backlog.
+        Listen backlog; at least ``MIN_BACKLOG`` (128) is used, so a burst of
+        connections cannot fill the kernel's queue and delay a client's
+        connect by its one-second SYN retry.
     name : str
         Name sent in the ``Connected to <name>`` banner.
     pcommand_map : dict[str, Callable] | None
@@ -352,7 +355,7 @@ class DefaultServer(IOLoop):
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self.ip, self.port))
-            sock.listen(self.nlisten)
+            sock.listen(max(self.nlisten, MIN_BACKLOG))
         except OSError as err:
             sock.close()
             raise OSError(

@@ -138,4 +138,7 @@ def test_a_command_dribbled_over_segments_waits_for_its_terminator() -> None:
     assert f.pending(KNOWN, BUILTINS) == WAIT  # more may follow: '|{...}'
     assert f.pending(KNOWN, BUILTINS, eof=True) == NOW
     assert f.feed(b";START") == [b"START"]
-    assert f.pending(KNOWN, BUILTINS) == AFTER_IDLE  # one segment, one command
+    assert f.pending(KNOWN, BUILTINS) == WAIT  # the tail of a stream of terminated commands
+    assert f.feed(b";") == [b"START"]
+    assert f.feed(b"START") == []
+    assert f.pending(KNOWN, BUILTINS) == AFTER_IDLE  # alone in its segment: 0.0.21's form
