@@ -25,6 +25,9 @@ from dpshm.dareplane.framing import CommandFramer
 SILENT, BUILTINS_ONLY, COMMANDED = 0, 1, 2
 
 _ids = itertools.count(1)
+#: Refused commands a connection may send at once, and per second after that,
+#: before it is closed as a junk source.
+ERROR_BURST, ERROR_RATE = 200.0, 20.0
 
 
 class Connection:
@@ -77,10 +80,20 @@ class Connection:
         self.tx_seq = 0  # bumped on every write progress
         self.activity = SILENT
         self.dropped_callbacks = 0
+        self.error_budget = [ERROR_BURST, self.connected_at]  # tokens, last refill
+        self.discard_queue = False  # closed for junk: what it queued is not run
         self.handle = CallbackSocket(self)
 
     def __repr__(self) -> str:
         return f"<connection {self.id} from {self.addr}>"
+
+    def spend_error(self) -> bool:
+        """Count one refused command; ``False`` once the budget is exhausted."""
+        now = time.monotonic()
+        tokens, last = self.error_budget
+        tokens = min(ERROR_BURST, tokens + (now - last) * ERROR_RATE)
+        self.error_budget = [tokens - 1.0, now]
+        return tokens >= 1.0
 
     # -- output (any thread) ---------------------------------------------------
     def send(self, data: bytes) -> bool:

@@ -54,10 +54,10 @@ class Dispatcher:
     def start(self) -> None:
         self.thread.start()
 
-    def put(self, conn: Connection, item: Any) -> int:
-        """Queue ``item`` for ``conn``; return the connection's queue length."""
+    def put(self, conn: Connection, *items: Any) -> int:
+        """Queue ``items`` for ``conn``; return the connection's queue length."""
         with self._cv:
-            conn.queue.append(item)
+            conn.queue.extend(items)
             if not conn.scheduled:
                 conn.scheduled = True
                 self._ready.append(conn)

@@ -40,7 +40,7 @@ from dpshm.dareplane.framing import (
 from dpshm.dareplane.protocol import error_line
 
 #: Bytes read per receive (small enough that one client's burst is a short turn).
-RECV_BYTES = 16384
+RECV_BYTES = 8192
 _UP_RAW = frozenset({b"UP", b"UP|"})
 _WAKE = object()
 _ACCEPTED, _CLOSED = "on_connection_accepted", "on_connection_closed"
@@ -188,6 +188,9 @@ class IOLoop:
                     self._timer(self.send_timeout_s, _SEND, conn, conn.tx_seq)
             elif conn.rx_seq != stamp:
                 continue  # bytes arrived since: a newer timer decides
+            elif conn.paused:  # not reading it (commands queued): the sender is not idle
+                delay = self.idle_dispatch_s if kind == _IDLE else self.stale_dispatch_s
+                self._timer(delay, kind, conn, stamp)
             elif kind == _SNIFF:
                 data, conn.sniff = conn.sniff or b"", None
                 self._frame(conn, data)
@@ -346,11 +349,23 @@ class IOLoop:
         self._drop(conn, f"{proto} request refused")
 
     def _feed(self, conn: Connection, data: bytes) -> None:
-        for item in conn.framer.feed(data):
+        items = conn.framer.feed(data)
+        if len(items) == 1 and not isinstance(items[0], FramingError):
+            self._submit(conn, items[0])  # the usual case: one command per segment
+            return
+        queued: list[Any] = []
+        for item in items:
             if isinstance(item, FramingError):
-                self._queue_error(conn, item.text)
-            else:
+                queued.append(item)
+                continue
+            if conn.activity == SILENT:
+                conn.activity = BUILTINS_ONLY
+            if item in _UP_RAW and not queued:
                 self._submit(conn, item)
+            else:
+                queued.append(item)
+        if queued:
+            self._queue(conn, queued)
 
     def _frame(self, conn: Connection, data: bytes) -> None:
         self._feed(conn, data)
@@ -402,12 +417,15 @@ class IOLoop:
         if raw in _UP_RAW and not conn.scheduled and (self.token is None or conn.authenticated):
             conn.send(b"1")  # the health check: no parsing, no logging, no queueing
             return
-        if self._dispatcher.put(conn, raw) >= MAX_QUEUED and not conn.paused:
+        self._queue(conn, [raw])
+
+    def _queue(self, conn: Connection, items: list[Any]) -> None:
+        if self._dispatcher.put(conn, *items) >= MAX_QUEUED and not conn.paused:
             conn.paused = True  # stop reading it until the handler thread caught up
             self._settle(conn)
 
     def _queue_error(self, conn: Connection, text: str) -> None:
-        self._dispatcher.put(conn, FramingError(text))
+        self._queue(conn, [FramingError(text)])
 
     def _resume(self, conn: Connection) -> None:
         conn.paused = False

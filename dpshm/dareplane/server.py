@@ -32,7 +32,13 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from dpshm.dareplane._conn import COMMANDED, CallbackSocket, Connection
+from dpshm.dareplane._conn import (
+    COMMANDED,
+    ERROR_BURST,
+    ERROR_RATE,
+    CallbackSocket,
+    Connection,
+)
 from dpshm.dareplane._ioloop import _ACCEPTED, _CLOSED, IOLoop
 from dpshm.dareplane._ratelog import RateLimitedLog
 from dpshm.dareplane.framing import MAX_MESSAGE_BYTES, FramingError
@@ -461,7 +467,25 @@ class DefaultServer(IOLoop):
 
     def _error(self, conn: Connection, text: str) -> None:
         self._junk_log.log(logging.WARNING, "error", "%s: %s", self.name, text)
-        if self.error_replies:
+        if not conn.spend_error():
+            self._junk_log.log(
+                logging.WARNING,
+                "junk",
+                "%s closed the connection of %s: more than %d refused commands at "
+                "%d per second (a junk source)",
+                self.name,
+                conn.addr,
+                ERROR_BURST,
+                ERROR_RATE,
+            )
+            text = (
+                f"too many refused commands (more than {ERROR_BURST:.0f} at once or "
+                f"{ERROR_RATE:.0f} per second); connection closed"
+            )
+            conn.discard_queue = True
+            conn.send(error_line(text).encode())
+            conn.ask_close("junk source")
+        elif self.error_replies:
             conn.send(error_line(text).encode("utf-8", "backslashreplace"))
 
     def _dispatch(self, conn: Connection, raw: bytes) -> None:

@@ -272,15 +272,23 @@ def test_wrong_tokens_logged_without_the_token_at_a_bounded_rate(
     assert good.ask(b"UP;", 1) == b"1"
 
 
-def test_junk_flood_logged_at_a_bounded_rate(served, caplog: pytest.LogCaptureFixture) -> None:
+def test_junk_flood_logged_at_a_bounded_rate_and_its_source_closed(
+    served, caplog: pytest.LogCaptureFixture
+) -> None:
     make, calls = served
     rs = make()
     c = rs.client()
     with caplog.at_level(logging.WARNING, logger="dpshm.dareplane.server"):
         c.send(b"NOPE|{};" * 5000 + b'ECHO|{"a": ;' * 5000)
         assert _probe(rs.port) < PROBE_S
-        for _ in range(10000):
-            assert c.read_line().startswith(b"ERROR ")
+        lines = []
+        with pytest.raises(ConnectionError):  # closed as a junk source
+            while True:
+                lines.append(c.read_line())
+    assert all(line.startswith(b"ERROR ") for line in lines)
+    assert 100 <= len(lines) <= 1000
+    assert lines[-1].startswith(b"ERROR too many refused commands")
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert 1 <= len(warnings) <= 30
     assert calls == []
+    assert _probe(rs.port) < PROBE_S
