@@ -64,6 +64,13 @@ class Dispatcher:
                 self._cv.notify()
             return len(conn.queue)
 
+    def discard(self, conn: Connection, keep: Callable[[Any], bool]) -> None:
+        """Drop ``conn``'s queued items except those ``keep`` accepts."""
+        with self._cv:
+            kept = [item for item in conn.queue if keep(item)]
+            conn.queue.clear()
+            conn.queue.extend(kept)
+
     def stop(self, timeout: float) -> bool:
         """Run what is queued, then end the thread; ``False`` if still busy after ``timeout``."""
         with self._cv:

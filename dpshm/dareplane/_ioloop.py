@@ -266,17 +266,31 @@ class IOLoop:
     def _evict_for(self, addr: Any) -> bool:
         """Close the idlest evictable connection to admit ``addr``; ``False`` if none may go."""
         keep = self._protected()
-        cands = [
-            c
-            for c in self._conns.values()
-            if c not in keep
-            and not c.scheduled
-            and c.close_reason is None
-            and not (self.token is not None and c.authenticated)
-        ]
-        if not cands:
-            return False
-        victim = min(cands, key=lambda c: (c.activity, c.last_active))
+        victim = None
+        for attempt in range(8):
+            cands = [
+                c
+                for c in self._conns.values()
+                if c not in keep
+                and not c.scheduled
+                and c.close_reason is None
+                and not (self.token is not None and c.authenticated)
+            ]
+            if not cands:
+                return False
+            victim = min(cands, key=lambda c: (c.activity, c.last_active))
+            if victim.activity != SILENT or victim.paused or attempt == 7:
+                break
+            # a silent connection may have just sent its first command (a probe that
+            # connected before a burst of idle ones): read it before judging it idle
+            seq = victim.rx_seq
+            self._readable(victim)
+            if victim.closed:
+                return True  # it had hung up: its slot is free
+            self._settle(victim)
+            if victim.rx_seq == seq:
+                break
+        assert victim is not None
         now = time.monotonic()
         self._conn_log.log(
             logging.WARNING,

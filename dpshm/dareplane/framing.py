@@ -121,6 +121,24 @@ class CommandFramer:
         buf = self.buffer
         fresh = not (buf and (len(buf) > MAX_NAME or buf.strip()))
         self._terminated = False
+        if (
+            self._state <= _ARGS
+            and not self.discarding
+            and len(buf) + len(data) < self.max_bytes
+            and b"{" not in data
+            and b"[" not in data
+        ):
+            # no JSON in sight: every ';' and newline ends a command; split in C
+            parts = _TERMINATOR.split(data)
+            if len(parts) > 1:
+                first = bytes(buf + parts[0]).strip()
+                if first:
+                    out.append(first)
+                out += [c for c in map(bytes.strip, parts[1:-1]) if c]
+                self._reset()
+                out += self.feed(parts[-1])
+                self._fresh = False
+                return out
         i, n = 0, len(data)
         while i < n:
             if self.discarding:

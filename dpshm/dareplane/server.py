@@ -483,6 +483,7 @@ class DefaultServer(IOLoop):
                 f"{ERROR_RATE:.0f} per second); connection closed"
             )
             conn.discard_queue = True
+            self._dispatcher.discard(conn, keep=lambda item: item == _CLOSED)
             conn.send(error_line(text).encode())
             conn.ask_close("junk source")
         elif self.error_replies:
