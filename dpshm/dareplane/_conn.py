@@ -81,7 +81,7 @@ class Connection:
         self.activity = SILENT
         self.dropped_callbacks = 0
         self.error_budget = [ERROR_BURST, self.connected_at]  # tokens, last refill
-        self.discard_queue = False  # closed for junk: what it queued is not run
+        self.discard_queue = False  # a junk source, or the server stopping: queue not run
         self.handle = CallbackSocket(self)
 
     def __repr__(self) -> str:

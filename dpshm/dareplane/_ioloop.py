@@ -87,6 +87,7 @@ class IOLoop:
     def _io_teardown(self, dispatcher_timeout: float) -> None:
         self._close_listening_socket()
         for conn in list(self._conns.values()):
+            conn.discard_queue = True  # stopping: run no more of its commands, only hooks
             self._drop(conn, "server stopping")
         if not self._dispatcher.stop(dispatcher_timeout):
             self.logger.warning(
