@@ -124,21 +124,39 @@ class IOLoop:
             if self._timers:
                 timeout = min(timeout, max(0.0, self._timers[0][0] - time.monotonic()))
             for key, mask in sel.select(timeout):
-                what = key.data
-                if what is None:
-                    self._accept_ready()
-                elif what is _WAKE:
-                    with contextlib.suppress(OSError):
-                        self._wake_r.recv(4096)
-                else:
-                    if mask & selectors.EVENT_WRITE:
-                        what.flush()
-                    if mask & selectors.EVENT_READ and not what.closed:
-                        self._readable(what)
-                    self._settle(what)
+                self._guarded(self._event, key.data, mask)
             while self._requests:
-                self._settle(self._requests.popleft())
-            self._run_timers()
+                self._guarded(self._settle, self._requests.popleft())
+            self._guarded(self._run_timers)
+
+    def _guarded(self, step: Any, *args: Any) -> None:
+        """Run one step of the loop; a bug in it drops the connection, never the server."""
+        try:
+            step(*args)
+        except Exception:
+            conn = next((a for a in args if isinstance(a, Connection)), None)
+            self.logger.exception(
+                "%s: unexpected error serving %s; %s",
+                self.name,
+                conn.addr if conn is not None else "the server",
+                "connection dropped" if conn is not None else "going on",
+            )
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    self._drop(conn, "internal error")
+
+    def _event(self, what: Any, mask: int) -> None:
+        if what is None:
+            self._accept_ready()
+        elif what is _WAKE:
+            with contextlib.suppress(OSError):
+                self._wake_r.recv(4096)
+        else:
+            if mask & selectors.EVENT_WRITE:
+                what.flush()
+            if mask & selectors.EVENT_READ and not what.closed:
+                self._readable(what)
+            self._settle(what)
 
     def _settle(self, conn: Connection) -> None:
         """Close a connection that asked for it, or update what the selector watches."""
@@ -464,9 +482,6 @@ class IOLoop:
 
     # -- provided by DefaultServer ---------------------------------------------
     def _run_item(self, conn: Connection, item: Any) -> None:  # pragma: no cover
-        raise NotImplementedError
-
-    def _protected(self) -> set[Connection]:  # pragma: no cover
         raise NotImplementedError
 
     def _overridden(self, hook: str) -> bool:  # pragma: no cover

@@ -30,19 +30,18 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 from dpshm.dareplane._conn import (
     COMMANDED,
     ERROR_BURST,
     ERROR_RATE,
-    CallbackSocket,
     Connection,
 )
 from dpshm.dareplane._ioloop import _ACCEPTED, _CLOSED, IOLoop
 from dpshm.dareplane._ratelog import RateLimitedLog
+from dpshm.dareplane._work import Handling, WorkBook
 from dpshm.dareplane.framing import MAX_MESSAGE_BYTES, FramingError
-from dpshm.dareplane.procs import stop_process_tree
 from dpshm.dareplane.protocol import error_line, parse_command
 from dpshm.errors import ProtocolError
 
@@ -84,14 +83,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class _Handling(NamedTuple):
-    """The connection whose command (or hook) the handler thread is running."""
-
-    conn: Connection
-    before: frozenset[int] | None  # idents of the threads alive when the handler started
-
-
-class DefaultServer(IOLoop):
+class DefaultServer(WorkBook, IOLoop):
     """TCP command server of a Dareplane module.
 
     Subclasses may override :meth:`on_connection_accepted` and
@@ -283,68 +275,11 @@ class DefaultServer(IOLoop):
         self._loop_done = threading.Event()
         self._loop_done.set()
         self._dispatcher_thread: threading.Thread | None = None
-        self._handling: _Handling | None = None
+        self._handling: Handling | None = None
         self._work_conn: Connection | None = None  # whose command last started work
         self._thread_conn: dict[threading.Thread, Connection] = {}
         self._cmd_log = RateLimitedLog(self.logger, rate=20.0, burst=100)
         self._junk_log = RateLimitedLog(self.logger, rate=1.0, burst=10)
-
-    # -- the callback target -------------------------------------------------------
-    @property
-    def current_conn(self) -> CallbackSocket | None:
-        """The client to write callbacks to, as a socket-like object (``sendall``).
-
-        Which client depends on the calling thread: in a handler (and in the
-        connection hooks), the client whose command is being handled; in a
-        thread that a handler started (returned as ``(thread, event)``, or
-        started while the handler ran), the client whose command started it;
-        anywhere else, the client whose command last started work (a handler
-        that returned a thread, a process or an ``int``; built-ins and
-        handlers that only reply a ``str``/``bytes`` never change it), or
-        before any such command the longest-connected client. ``None`` when
-        there is no client at all. Writing to a client that has disconnected
-        drops the bytes and logs it once; it never raises.
-        """
-        conn = self._conn_for(threading.current_thread())
-        return None if conn is None else conn.handle
-
-    @current_conn.setter
-    def current_conn(self, value: Any) -> None:
-        # the original's field: assigning a connection's socket makes it the callback target
-        if value is None:
-            self._work_conn = None
-            return
-        for conn in list(self._conns.values()):
-            if value is conn.sock or value is conn.handle:
-                self._work_conn = conn
-                return
-        raise ValueError(
-            f"current_conn can only be set to None or a connected client's socket, got {value!r}"
-        )
-
-    def _conn_for(self, thread: threading.Thread) -> Connection | None:
-        h = self._handling
-        if h is not None and thread is self._dispatcher_thread:
-            return h.conn
-        conn = self._thread_conn.get(thread)
-        if conn is not None:
-            return conn
-        if h is not None and h.before is not None and thread.ident not in h.before:
-            return h.conn  # a thread the running handler has just started
-        return self._callback_target()
-
-    def _callback_target(self) -> Connection | None:
-        if self._work_conn is not None:
-            return self._work_conn
-        conns = [c for c in list(self._conns.values()) if c.close_reason is None]
-        return min(conns, key=lambda c: c.id) if conns else None
-
-    def _protected(self) -> set[Connection]:
-        """Connections never evicted at the limit: those that started work still running."""
-        keep = {c for th, c in list(self._thread_conn.items()) if th.is_alive()}
-        if self._work_conn is not None:
-            keep.add(self._work_conn)
-        return keep
 
     # -- lifecycle ---------------------------------------------------------
     def init_server(self, stop_event: threading.Event | None = None) -> None:
@@ -451,7 +386,7 @@ class DefaultServer(IOLoop):
     # -- the handler thread ------------------------------------------------
     def _run_item(self, conn: Connection, item: Any) -> None:
         if item in (_ACCEPTED, _CLOSED):
-            self._handling = _Handling(conn, None)
+            self._handling = Handling(conn, None)
             try:
                 getattr(self, item)()
             except Exception:
@@ -520,7 +455,7 @@ class DefaultServer(IOLoop):
             self._error(conn, f"unknown PCOMM {name!r}; known: {known}")
             return
         conn.activity = COMMANDED
-        self._handling = _Handling(conn, frozenset(t.ident for t in threading.enumerate()))
+        self._handling = Handling(conn, frozenset(t.ident for t in threading.enumerate()))
         try:
             if self.msg_interpreter is not None:
                 ret = self.msg_interpreter(raw, self.pcommand_map, logger=self.logger)
@@ -595,52 +530,6 @@ class DefaultServer(IOLoop):
             )
             return
         self._work_conn = conn
-
-    # -- bookkeeping -------------------------------------------------------
-    def close_threads(self) -> None:
-        """Set every kept thread's stop event and join it (bounded)."""
-        with self._book_lock:
-            items = list(self.threads.items())
-            self.threads.clear()
-        for _key, (_th, ev) in items:
-            ev.set()
-        if self.thread_stopper is not None:
-            for key, (th, _ev) in items:
-                if th is not threading.current_thread():
-                    self._custom_stop(self.thread_stopper, th, key)
-        else:
-            deadline = time.monotonic() + self.thread_join_timeout_s
-            for key, (th, _ev) in items:
-                if th is threading.current_thread() or th.ident is None:
-                    continue
-                th.join(max(0.0, deadline - time.monotonic()))
-                if th.is_alive():
-                    self.logger.warning(
-                        "thread %s (%s) ignored its stop event for %.1f s; left running as "
-                        "daemon=%s",
-                        th.name,
-                        key,
-                        self.thread_join_timeout_s,
-                        th.daemon,
-                    )
-        self._thread_conn = {th: c for th, c in list(self._thread_conn.items()) if th.is_alive()}
-
-    def close_processes(self) -> None:
-        """Stop every kept process with its whole tree (SIGTERM, grace, SIGKILL)."""
-        with self._book_lock:
-            items = list(self.processes.items())
-            self.processes.clear()
-        for key, proc in items:
-            if self.proc_stopper is not None:
-                self._custom_stop(self.proc_stopper, proc, key)
-            else:
-                stop_process_tree(proc, grace_s=self.process_grace_s)
-
-    def _custom_stop(self, stopper: Callable[..., Any], what: Any, key: str) -> None:
-        try:
-            stopper(what, logger=self.logger)
-        except Exception:
-            self.logger.exception("stopper %r failed on %s", stopper, key)
 
 
 def __getattr__(name: str) -> Any:
