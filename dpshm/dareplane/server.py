@@ -15,8 +15,7 @@ run one at a time in one handler thread, fair between connections
 A connection whose first bytes are another protocol's (an HTTP request, TLS,
 SSH) is closed before anything is executed.
 
-``DefaultCallbackServer`` lives in :mod:`dpshm.dareplane.callback_server` (also
-importable from here).
+``DefaultCallbackServer`` lives in :mod:`dpshm.dareplane.callback_server`.
 """
 
 from __future__ import annotations
@@ -530,13 +529,3 @@ class DefaultServer(WorkBook, IOLoop):
             )
             return
         self._work_conn = conn
-
-
-def __getattr__(name: str) -> Any:
-    # DefaultCallbackServer lives in dpshm.dareplane.callback_server (it subclasses DefaultServer);
-    # served from here lazily so ``from dpshm.dareplane.server import DefaultCallbackServer`` works
-    if name == "DefaultCallbackServer":
-        from dpshm.dareplane.callback_server import DefaultCallbackServer
-
-        return DefaultCallbackServer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
