@@ -292,3 +292,71 @@ def test_junk_flood_logged_at_a_bounded_rate_and_its_source_closed(
     assert 1 <= len(warnings) <= 30
     assert calls == []
     assert _probe(rs.port) < PROBE_S
+
+
+def _evicted(s: socket.socket) -> bool:
+    """Whether the server closed ``s`` after its eviction line (reads what was sent)."""
+    s.settimeout(5)
+    data = b""
+    while chunk := s.recv(4096):
+        data += chunk
+    return b"ERROR connection closed: the server is at its limit of" in data
+
+
+def test_eviction_order_idlest_first_work_never(served) -> None:
+    make, _ = served
+    rs = make(max_clients=3)
+    work = rs.client()
+    work.send(b"GO;")  # started work still running: never evicted
+    wait_until(lambda: rs.server.threads, 5)
+    builtins_only = rs.client()
+    assert builtins_only.ask(b"UP;", 1) == b"1"
+    silent = socket.create_connection(("127.0.0.1", rs.port), timeout=5)
+    wait_until(lambda: len(rs.server._conns) == 3, 5)
+    newcomer = rs.client()  # at the limit: the silent one goes first ...
+    assert _evicted(silent)
+    assert builtins_only.ask(b"UP;", 1) == b"1"
+    late = socket.create_connection(("127.0.0.1", rs.port), timeout=5)
+    # ... then, of builtins_only and newcomer (both silent or built-ins only), the
+    # newcomer never sent a command: it goes before builtins_only
+    assert _evicted(newcomer.sock)
+    rs.clients.remove(newcomer)
+    assert work.ask(b"UP;", 1) == b"1" and builtins_only.ask(b"UP;", 1) == b"1"
+    late.close()
+    silent.close()
+
+
+class _Stall:
+    """The server's wake-up socket, made to hold its I/O thread until released."""
+
+    def __init__(self, sock: socket.socket, release: threading.Event) -> None:
+        self.sock, self.release = sock, release
+
+    def recv(self, n: int) -> bytes:
+        self.release.wait(5)
+        return self.sock.recv(n)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.sock, name)
+
+
+def test_probe_that_connected_before_a_burst_of_idle_connections_is_answered(served) -> None:
+    """Its command arrives together with a burst of idle connections: read, not evicted."""
+    make, _ = served
+    rs = make(max_clients=5)
+    idle = [socket.create_connection(("127.0.0.1", rs.port), timeout=5) for _ in range(4)]
+    release = threading.Event()
+    try:
+        probe = RawClient(rs.port)
+        wait_until(lambda: len(rs.server._conns) == 5, 5)
+        rs.server._wake_r = _Stall(rs.server._wake_r, release)
+        rs.server._wake()  # the I/O thread now waits in the stalled recv
+        idle += [socket.create_connection(("127.0.0.1", rs.port), timeout=5) for _ in range(20)]
+        probe.send(b"UP;")  # after the burst: the listening socket is ready first
+        release.set()
+        assert probe.read_exact(1) == b"1"
+        probe.close()
+    finally:
+        release.set()
+        for s in idle:
+            s.close()
