@@ -360,3 +360,27 @@ def test_probe_that_connected_before_a_burst_of_idle_connections_is_answered(ser
         release.set()
         for s in idle:
             s.close()
+
+
+def test_a_bug_serving_one_connection_drops_it_not_the_server(
+    served, caplog: pytest.LogCaptureFixture
+) -> None:
+    make, _ = served
+    rs = make()
+    srv = rs.server
+    pending = srv._pending
+
+    def buggy(conn, eof=False):  # a defect triggered by one client's input
+        if b"BUG" in bytes(conn.framer.buffer):
+            raise RuntimeError("a bug")
+        return pending(conn, eof)
+
+    srv._pending = buggy
+    a, b = rs.client(), rs.client()
+    with caplog.at_level(logging.ERROR, logger="dpshm.dareplane.server"):
+        a.send(b"BUG")
+        with pytest.raises(ConnectionError):
+            a.read_exact(1)
+    assert "unexpected error serving" in caplog.text and "a bug" in caplog.text
+    assert b.ask(b"UP;", 1) == b"1"
+    assert _alive(rs) and _probe(rs.port) < PROBE_S
