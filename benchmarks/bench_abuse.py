@@ -16,7 +16,10 @@ client running in its own process:
 * ``slowdrip``: 8 connections, each sending a 1 MB unterminated command, then
   one more byte every 2 ms;
 * ``junk``: one connection sending ``NOPE;`` as fast as the server reads,
-  never reading its ``ERROR`` replies (reconnecting when dropped).
+  never reading its ``ERROR`` replies (reconnecting when dropped);
+* ``doorbell``: 2000 local sockets subscribed to the stream's doorbell that
+  never read, plus junk subscriptions (made-up streams) sent as fast as the
+  supervisor takes them.
 
 Usage::
 
@@ -51,7 +54,7 @@ import numpy as np
 from dpshm.bench import fanout
 from dpshm.bench._common import child_env, percentiles
 
-SCENARIOS = ("quiet", "http", "idle200", "slowloris", "slowdrip", "junk")
+SCENARIOS = ("quiet", "http", "idle200", "slowloris", "slowdrip", "junk", "doorbell")
 PROBE_EVERY_S = 0.02
 PROBE_TIMEOUT_S = 1.0
 
@@ -154,12 +157,41 @@ def abuse_junk(port: int, stop: list[int]) -> None:
                 s.sendall(block)
 
 
+def abuse_doorbell(port: int, stop: list[int], n: int = 2000) -> None:
+    """2000 sockets subscribed to the stream's doorbell (never reading), and junk
+    subscriptions for made-up streams from one socket, as fast as it can send."""
+    from dpshm.shm import registry
+
+    reg = registry.read_registry()
+    ctl = b"\0" + reg.endpoints["doorbell"].encode()
+    key = next(iter(reg.streams))
+    socks = []
+    for _ in range(n):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        s.bind(b"")  # autobind, as a consumer does
+        with contextlib.suppress(OSError):
+            s.sendto(b"S" + key.encode(), socket.MSG_DONTWAIT, ctl)
+        socks.append(s)
+    junk = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    junk.bind(b"")
+    i = 0
+    while not stop:
+        i += 1
+        try:
+            junk.sendto(b"S" + f"junk-{i}".encode(), socket.MSG_DONTWAIT, ctl)
+        except OSError:
+            time.sleep(0.001)  # the supervisor's queue is full
+    for s in [*socks, junk]:
+        s.close()
+
+
 ABUSERS = {
     "http": abuse_http,
     "idle200": abuse_idle,
     "slowloris": abuse_slowloris,
     "slowdrip": abuse_slowdrip,
     "junk": abuse_junk,
+    "doorbell": abuse_doorbell,
 }
 
 
