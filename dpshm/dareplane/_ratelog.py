@@ -36,6 +36,8 @@ class RateLimitedLog:
 
     def log(self, level: int, key: str, msg: str, *args: Any, exc_info: Any = None) -> bool:
         """Log ``msg % args`` unless ``key`` is over its rate; return whether it was logged."""
+        if not self.logger.isEnabledFor(level):
+            return False
         now = time.monotonic()
         with self._lock:
             b = self._buckets.get(key)

@@ -171,6 +171,10 @@ class DefaultServer(WorkBook, IOLoop):
         ``ValueError``.
     """
 
+    #: Commands logged at DEBUG instead of INFO when received (read-only queries
+    #: that a monitor such as ``dpshm view`` polls).
+    quiet_pcomms: frozenset[str] = frozenset()
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         found = [m for m in _NOT_CALLED if m in cls.__dict__]
@@ -443,8 +447,10 @@ class DefaultServer(WorkBook, IOLoop):
         if self.token is not None and not conn.authenticated:
             self._error(conn, f"not authenticated; send AUTH|<token> before {name!r}")
             return
-        if name != "UP":
-            self._cmd_log.log(logging.INFO, "received", "Received: %r", raw)
+        if name != "UP":  # read-only queries a monitor polls stay out of the INFO log
+            quiet = name in self.quiet_pcomms
+            level = logging.DEBUG if quiet else logging.INFO
+            self._cmd_log.log(level, f"received{quiet}", "Received: %r", raw)
         if name in BUILT_IN_PCOMMS:
             self._builtin(conn, name)
             return
