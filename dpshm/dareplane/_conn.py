@@ -71,6 +71,7 @@ class Connection:
         self.authenticated = False
         self.sniff: bytes | None = b""  # first bytes while the protocol is undecided
         self.queue: deque[Any] = deque()  # commands and hooks waiting for the dispatcher
+        self.queued_bytes = 0  # bytes of the commands in it
         self.scheduled = False  # in the dispatcher's ready queue or being run
         self.paused = False  # reading paused: too many commands queued
         self.events = 0  # what the selector watches (I/O thread)

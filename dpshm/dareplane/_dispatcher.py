@@ -21,6 +21,12 @@ log = logging.getLogger(__name__)
 
 #: A connection with more commands queued than this is not read from until it drains.
 MAX_QUEUED = 64
+#: ... nor one with more bytes of commands queued than this.
+MAX_QUEUED_BYTES = 1 << 20
+
+
+def _size(item: Any) -> int:
+    return len(item) if isinstance(item, bytes) else 0
 
 
 class Dispatcher:
@@ -33,7 +39,8 @@ class Dispatcher:
         escapes is logged and the thread goes on).
     drained : Callable[[Connection], None]
         Called when a paused connection's queue fell below half of
-        :data:`MAX_QUEUED` (to resume reading it).
+        :data:`MAX_QUEUED` commands and :data:`MAX_QUEUED_BYTES` (to resume
+        reading it).
     name : str
         Thread name.
     """
@@ -55,14 +62,15 @@ class Dispatcher:
         self.thread.start()
 
     def put(self, conn: Connection, *items: Any) -> int:
-        """Queue ``items`` for ``conn``; return the connection's queue length."""
+        """Queue ``items`` for ``conn``; return whether it now holds too much (pause reading)."""
         with self._cv:
             conn.queue.extend(items)
+            conn.queued_bytes += sum(map(_size, items))
             if not conn.scheduled:
                 conn.scheduled = True
                 self._ready.append(conn)
                 self._cv.notify()
-            return len(conn.queue)
+            return len(conn.queue) >= MAX_QUEUED or conn.queued_bytes >= MAX_QUEUED_BYTES
 
     def discard(self, conn: Connection, keep: Callable[[Any], bool]) -> None:
         """Drop ``conn``'s queued items except those ``keep`` accepts."""
@@ -70,6 +78,7 @@ class Dispatcher:
             kept = [item for item in conn.queue if keep(item)]
             conn.queue.clear()
             conn.queue.extend(kept)
+            conn.queued_bytes = sum(map(_size, kept))
 
     def stop(self, timeout: float) -> bool:
         """Run what is queued, then end the thread; ``False`` if still busy after ``timeout``."""
@@ -90,6 +99,7 @@ class Dispatcher:
                     return
                 conn = self._ready.popleft()
                 item = conn.queue.popleft()
+                conn.queued_bytes -= _size(item)
             try:
                 self._run(conn, item)
             except Exception:
@@ -99,6 +109,10 @@ class Dispatcher:
                     self._ready.append(conn)
                 else:
                     conn.scheduled = False
-                resume = conn.paused and len(conn.queue) <= MAX_QUEUED // 2
+                resume = (
+                    conn.paused
+                    and len(conn.queue) <= MAX_QUEUED // 2
+                    and conn.queued_bytes <= MAX_QUEUED_BYTES // 2
+                )
             if resume:
                 self._drained(conn)

@@ -24,7 +24,7 @@ from collections import deque
 from typing import Any
 
 from dpshm.dareplane._conn import BUILTINS_ONLY, SILENT, Connection
-from dpshm.dareplane._dispatcher import MAX_QUEUED, Dispatcher
+from dpshm.dareplane._dispatcher import Dispatcher
 from dpshm.dareplane._ratelog import RateLimitedLog
 from dpshm.dareplane.framing import (
     AFTER_IDLE,
@@ -453,7 +453,7 @@ class IOLoop:
         self._queue(conn, [raw])
 
     def _queue(self, conn: Connection, items: list[Any]) -> None:
-        if self._dispatcher.put(conn, *items) >= MAX_QUEUED and not conn.paused:
+        if self._dispatcher.put(conn, *items) and not conn.paused:
             conn.paused = True  # stop reading it until the handler thread caught up
             self._settle(conn)
 

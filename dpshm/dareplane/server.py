@@ -203,7 +203,7 @@ class DefaultServer(WorkBook, IOLoop):
         thread_join_timeout_s: float = 5.0,
         process_grace_s: float = 2.0,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
-        max_output_bytes: int = 16 << 20,
+        max_output_bytes: int = 4 << 20,
         accept_timeout_s: float = _POLL_S,
         send_timeout_s: float = 2.0,
         thread_stopper: Callable[..., Any] | None = None,

@@ -384,3 +384,27 @@ def test_a_bug_serving_one_connection_drops_it_not_the_server(
     assert "unexpected error serving" in caplog.text and "a bug" in caplog.text
     assert b.ask(b"UP;", 1) == b"1"
     assert _alive(rs) and _probe(rs.port) < PROBE_S
+
+
+def test_big_commands_queued_behind_a_slow_handler_are_bounded(served) -> None:
+    """A client whose commands wait behind a busy handler is not read beyond ~1 MiB."""
+    make, _ = served
+    rs = make()
+    release = threading.Event()
+    rs.server.pcommand_map["HOLD"] = lambda: release.wait(10) and 0
+    c = rs.client(timeout=10)
+    c.send(b"HOLD;")
+    wait_until(lambda: rs.server._dispatcher.thread.is_alive(), 5)
+    big = b'ECHO|{"a": "' + b"x" * 200_000 + b'"};'
+    sender = threading.Thread(target=lambda: c.sock.sendall(big * 40), daemon=True)
+    sender.start()  # 8 MB; blocks once the server stops reading
+    try:
+        conn = wait_until(lambda: next(iter(rs.server._conns.values()), None), 5)
+        wait_until(lambda: conn.paused, 10)
+        assert conn.queued_bytes < 2 << 20  # not the 8 MB sent
+        assert _probe(rs.port) < PROBE_S
+    finally:
+        release.set()
+    sender.join(20)
+    assert not sender.is_alive()
+    assert c.ask(b"UP;", 1) == b"1"
