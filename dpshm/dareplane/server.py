@@ -460,7 +460,8 @@ class DefaultServer(WorkBook, IOLoop):
             self._error(conn, f"unknown PCOMM {name!r}; known: {known}")
             return
         conn.activity = COMMANDED
-        self._handling = Handling(conn, frozenset(t.ident for t in threading.enumerate()))
+        before = frozenset(t.ident for t in threading.enumerate())
+        self._handling = Handling(conn, before)
         try:
             if self.msg_interpreter is not None:
                 ret = self.msg_interpreter(raw, self.pcommand_map, logger=self.logger)
@@ -474,7 +475,13 @@ class DefaultServer(WorkBook, IOLoop):
             return
         finally:
             self._handling = None
-        self._keep(conn, name, raw, ret)
+        if self._keep(conn, name, raw, ret):
+            # threads the handler started, returned or not, keep reporting to this client
+            for t in threading.enumerate():
+                if t.ident not in before:
+                    self._thread_conn[t] = conn
+            if len(self._thread_conn) > 256:  # forget ended threads now and then
+                self._thread_conn = {t: c for t, c in self._thread_conn.items() if t.is_alive()}
 
     def _authenticate(self, conn: Connection, raw: bytes) -> None:
         if self.token is None:
@@ -508,11 +515,12 @@ class DefaultServer(WorkBook, IOLoop):
         elif name == "UP":
             conn.send(b"1")
 
-    def _keep(self, conn: Connection, name: str, raw: bytes, ret: Any) -> None:
+    def _keep(self, conn: Connection, name: str, raw: bytes, ret: Any) -> bool:
+        """Send or keep what a handler returned; whether it started work (re-targets)."""
         key = f"{time.time_ns()}_{next(self._counter)}_{raw!r}"
         if isinstance(ret, (str, bytes)):
             conn.send(ret.encode() if isinstance(ret, str) else ret)
-            return  # a reply only: the callback target stays
+            return False  # a reply only: the callback target stays
         if isinstance(ret, int):
             self.logger.debug("%r returned %r", raw, ret)
         elif (
@@ -533,5 +541,6 @@ class DefaultServer(WorkBook, IOLoop):
                 f"handler of {name!r} returned {type(ret).__name__}; return an int, a "
                 "(Thread, Event) pair, a subprocess.Popen or a str/bytes reply",
             )
-            return
+            return False
         self._work_conn = conn
+        return True

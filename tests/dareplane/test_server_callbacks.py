@@ -260,3 +260,34 @@ def test_current_conn_with_a_closed_target_never_raises(caplog: pytest.LogCaptur
         assert handle.fileno() == -1
     finally:
         rs.stop()
+
+
+def test_a_thread_started_by_an_int_returning_handler_keeps_its_client() -> None:
+    """Handlers that start a thread themselves and return 0 (common in modules)."""
+    stop = threading.Event()
+    srv = DefaultServer(0, name="i")
+
+    def start(tag: str = "a") -> int:
+        def run() -> None:
+            while not stop.wait(0.01):
+                srv.current_conn.sendall(f"m|CB|{tag}".encode())
+
+        threading.Thread(target=run, daemon=True).start()
+        return 0
+
+    srv.pcommand_map["START"] = start
+    rs = RunningServer(srv)
+    try:
+        a, b = rs.client(), rs.client()
+        a.send(b'START|{"tag": "a"};')
+        assert a.read_exact(6) == b"m|CB|a"
+        b.send(b'START|{"tag": "b"};')  # b now starts work of its own
+        assert b.read_exact(6) == b"m|CB|b"
+        time.sleep(0.1)  # both threads write several callbacks meanwhile
+        got_a = a.read_exact(60)
+        assert set(got_a.split(b"m|CB|")) == {b"", b"a"}, got_a
+        got_b = b.read_exact(60)
+        assert set(got_b.split(b"m|CB|")) == {b"", b"b"}, got_b
+    finally:
+        stop.set()
+        rs.stop()
