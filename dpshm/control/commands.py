@@ -52,6 +52,7 @@ from typing import Any
 from dpshm.control.context import WORKER_LOGGER_PREFIX, attach_view
 from dpshm.control.workers import WorkerManager
 from dpshm.dareplane.logs import DEFAULT_LOG_PORT, JsonSocketHandler
+from dpshm.dareplane.protocol import error_line
 from dpshm.dareplane.server import DefaultServer, is_loopback
 from dpshm.errors import ConfigError, DpshmError
 from dpshm.shm import registry
@@ -83,11 +84,6 @@ def _finite(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_finite(v) for v in obj]
     return obj
-
-
-def error_line(problem: str) -> str:
-    """The reply for a refused command: ``ERROR <problem>`` on one line."""
-    return "ERROR " + " ".join(str(problem).split())
 
 
 def stream_summary(info: Mapping[str, Any]) -> dict[str, Any]:
@@ -250,7 +246,7 @@ class Frontend:
             return run() + "\n"
         except (DpshmError, LookupError, ValueError, TypeError) as exc:
             log.warning("command refused: %s", exc)
-            return error_line(str(exc)) + "\n"
+            return error_line(exc)
 
 
 def check_bind(host: str, token: str | None) -> None:

@@ -2,7 +2,8 @@
 
 A module puts payloads such as ``"control_room|PCOMM|payload"`` on
 ``callback_stack``; one sender thread, woken by the append, writes them in order
-to every connected client (the control room forwards them).
+to the callback target (the client whose command last started work, normally
+the control room, which forwards them; see ``DefaultServer.current_conn``).
 """
 
 from __future__ import annotations
@@ -37,9 +38,12 @@ class DefaultCallbackServer(DefaultServer):
     """:class:`DefaultServer` that also pushes callback payloads to its clients.
 
     Payloads appended to :attr:`callback_stack` (``str`` or ``bytes``, e.g.
-    ``"control_room|PCOMM|payload"``) are sent, in order, to every client
-    connected at that time, by one sender thread. A client whose connection is
-    lost is dropped; payloads queued while nobody is connected are discarded.
+    ``"control_room|PCOMM|payload"``) are sent, in order, by one sender thread,
+    to the callback target: the client whose command last started work
+    (before any, the longest-connected client), never to a client that only
+    sent built-ins such as ``UP`` or ``GET_PCOMMS``. Payloads for a target
+    that has disconnected, or queued while nobody is connected, are
+    discarded (logged).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -73,10 +77,8 @@ class DefaultCallbackServer(DefaultServer):
                 except IndexError:
                     break
                 data = payload.encode() if isinstance(payload, str) else bytes(payload)
-                with self._conns_lock:
-                    conns = [c for c in self._conns if not c.closed]
-                if not conns:
+                target = self._callback_target()
+                if target is None:
                     self.logger.debug("no client connected; callback %r discarded", data[:80])
-                for c in conns:
-                    if not c.send(data):
-                        self.logger.warning("callback connection %s lost; dropped", c.addr)
+                else:
+                    target.handle.sendall(data)  # logs (once) if the target has gone

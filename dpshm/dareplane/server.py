@@ -1,27 +1,29 @@
 """Dareplane-compatible TCP command server (``DefaultServer``, ``DefaultCallbackServer``).
 
 Wire protocol: on accept the server sends ``Connected to <name>\\n``; commands
-are framed as described in :mod:`dpshm.dareplane.protocol` (``;``, ``\\n``, ``\\r\\n`` or
-a short idle gap end a command). Built-ins ``STOP``, ``CLOSE``, ``GET_PCOMMS``
-(reply: names joined by ``|``, no terminator) and ``UP`` (reply ``1``) answer
+are framed as described in :mod:`dpshm.dareplane.framing` (``;`` always, a
+newline outside an open JSON value, and a pause only where no further byte can
+change the command). Built-ins ``STOP``, ``CLOSE``, ``GET_PCOMMS`` (reply:
+names joined by ``|``, no terminator) and ``UP`` (reply ``1``) answer
 byte-identically to dareplane-utils 0.0.24. Problems are answered with one line
-``ERROR <what went wrong>\\n`` unless ``error_replies=False``.
+:func:`~dpshm.dareplane.protocol.error_line` unless ``error_replies=False``.
+
+One I/O thread (the one calling :meth:`DefaultServer.start_listening`) serves
+every connection with a selector (:mod:`dpshm.dareplane._ioloop`); handlers
+run one at a time in one handler thread, fair between connections
+(:mod:`dpshm.dareplane._dispatcher`), so module code need not be thread-safe.
+A connection whose first bytes are another protocol's (an HTTP request, TLS,
+SSH) is closed before anything is executed.
 
 ``DefaultCallbackServer`` lives in :mod:`dpshm.dareplane.callback_server`.
-
-Each connection is served by its own thread (at most ``max_clients``);
-handlers run one at a time under a lock, as with the original single-client
-server, so module code need not be thread-safe.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import ipaddress
 import itertools
 import logging
-import selectors
 import socket
 import subprocess
 import threading
@@ -29,25 +31,26 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from dpshm.dareplane.procs import stop_process_tree
-from dpshm.dareplane.protocol import (
-    COMPLETE_AFTER_IDLE,
-    COMPLETE_NOW,
-    INCOMPLETE,
-    MAX_MESSAGE_BYTES,
-    TERMINATORS,
-    CommandFramer,
-    completeness,
-    parse_command,
+from dpshm.dareplane._conn import (
+    COMMANDED,
+    ERROR_BURST,
+    ERROR_RATE,
+    Connection,
 )
+from dpshm.dareplane._ioloop import _ACCEPTED, _CLOSED, IOLoop
+from dpshm.dareplane._ratelog import RateLimitedLog
+from dpshm.dareplane._work import Handling, WorkBook
+from dpshm.dareplane.framing import MAX_MESSAGE_BYTES, FramingError
+from dpshm.dareplane.protocol import error_line, parse_command
 from dpshm.errors import ProtocolError
 
 __all__ = ["BUILT_IN_PCOMMS", "DefaultServer", "is_loopback"]
 
 BUILT_IN_PCOMMS = ["STOP", "CLOSE", "GET_PCOMMS", "UP"]
 _POLL_S = 0.1
-_IDLE_WAKE_S = 1.0
-_UP_RAW = frozenset({b"UP", b"UP|"})
+MIN_BACKLOG = 128
+#: What ``delimiter`` may be (each of them always ends a command anyway).
+DELIMITERS = (b";", b"\n", b"\r\n")
 # methods of the original's server that this one does not call: a subclass that
 # overrides one would silently lose its behaviour, so defining one is an error
 _NOT_CALLED = (
@@ -79,41 +82,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class _Connection:
-    """One accepted client: socket, framing state and a send lock."""
-
-    def __init__(self, sock: socket.socket, addr: Any, max_bytes: int) -> None:
-        self.sock = sock
-        self.addr = addr
-        self.framer = CommandFramer(max_bytes)
-        self.send_lock = threading.Lock()
-        self.authenticated = False
-        self.closed = False
-        self.thread: threading.Thread | None = None
-
-    def send(self, data: bytes) -> bool:
-        """Send all of ``data``; ``False`` (and the connection closed) on failure."""
-        with self.send_lock:
-            if self.closed:
-                return False
-            try:
-                self.sock.sendall(data)
-                return True
-            except OSError:
-                self.close()
-                return False
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(OSError):
-            self.sock.close()
-
-
-class DefaultServer:
+class DefaultServer(WorkBook, IOLoop):
     """TCP command server of a Dareplane module.
 
     Subclasses may override :meth:`on_connection_accepted` and
@@ -131,7 +100,9 @@ class DefaultServer:
     ip : str
         Address to bind. Loopback by default (the original bound ``0.0.0.0``).
     nlisten : int
-        Listen backlog.
+        Listen backlog; at least ``MIN_BACKLOG`` (128) is used, so a burst of
+        connections cannot fill the kernel's queue and delay a client's
+        connect by its one-second SYN retry.
     name : str
         Name sent in the ``Connected to <name>`` banner.
     pcommand_map : dict[str, Callable] | None
@@ -148,20 +119,39 @@ class DefaultServer:
     error_replies : bool
         Answer problems with an ``ERROR ...`` line (set False for strict clients).
     max_clients : int
-        Simultaneous connections; further clients get ``ERROR`` and are closed.
+        Simultaneous connections. When a new client arrives at the limit, the
+        idlest connection that may go is closed with an ``ERROR`` line (first
+        those that never sent a command, then those that sent only
+        built-ins, then the others; least recently active first); a
+        connection whose command started work that is still running, the
+        current callback target, one with a command in progress and (with a
+        ``token``) an authenticated one are never closed this way. If none
+        may go, the new client gets ``ERROR too many clients`` and is
+        closed. Either is logged (at a bounded rate). No idle timeout
+        otherwise: a control room may stay connected and silent for days.
     idle_dispatch_s, stale_dispatch_s : float
-        Unterminated-command rule, see docs/server.md.
+        Unterminated commands (see docs/server.md, "Framing rule"):
+        executed after ``idle_dispatch_s`` without further bytes when nothing
+        that may follow can change them; a pending command that is still
+        incomplete after ``stale_dispatch_s`` without further bytes is
+        discarded with an ``ERROR`` reply.
     thread_join_timeout_s : float
         How long ``STOP`` waits for each handler thread after setting its event.
     process_grace_s : float
         SIGTERM grace period of each process tree on ``STOP``.
     max_message_bytes : int
-        Largest unterminated message before it is discarded with ``ERROR``.
+        Largest pending (unterminated) command of one connection; beyond it
+        the command is discarded with an ``ERROR`` reply (and so is deeper
+        JSON nesting than 64 levels).
+    max_output_bytes : int
+        Largest amount of replies and callbacks waiting for one client that
+        does not read them; beyond it the client is disconnected.
     accept_timeout_s : float
-        Poll interval of the accept loop (bounds how fast ``shutdown`` returns).
+        Longest sleep of the I/O thread (bounds how fast a set ``stop_event``
+        is noticed; ``shutdown`` and ``CLOSE`` wake it at once).
     send_timeout_s : float
-        A client that does not read a reply for this long is disconnected, so
-        it cannot stall the server.
+        A client that does not read its pending replies for this long is
+        disconnected, so it cannot hold memory.
     thread_stopper : Callable | None
         dareplane-utils compatibility: called as ``thread_stopper(thread,
         logger=logger)`` for each kept thread on ``STOP`` (after its event is
@@ -207,12 +197,13 @@ class DefaultServer:
         *,
         token: str | None = None,
         error_replies: bool = True,
-        max_clients: int = 16,
+        max_clients: int = 64,
         idle_dispatch_s: float = 0.005,
         stale_dispatch_s: float = 0.5,
         thread_join_timeout_s: float = 5.0,
         process_grace_s: float = 2.0,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        max_output_bytes: int = 4 << 20,
         accept_timeout_s: float = _POLL_S,
         send_timeout_s: float = 2.0,
         thread_stopper: Callable[..., Any] | None = None,
@@ -222,11 +213,24 @@ class DefaultServer:
     ) -> None:
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"port must be an int in 0..65535, got {port!r}")
-        if max_clients < 1:
-            raise ValueError(f"max_clients must be >= 1, got {max_clients!r}")
+        for what, value, low in (
+            ("max_clients", max_clients, 1),
+            ("max_message_bytes", max_message_bytes, 64),
+            ("max_output_bytes", max_output_bytes, 1024),
+        ):
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"{what} must be an int >= {low}, got {value!r}")
+        for what, value in (
+            ("idle_dispatch_s", idle_dispatch_s),
+            ("stale_dispatch_s", stale_dispatch_s),
+            ("send_timeout_s", send_timeout_s),
+            ("accept_timeout_s", accept_timeout_s),
+        ):
+            if not 0 < value <= 3600:  # also refuses NaN
+                raise ValueError(f"{what} must be in (0, 3600] seconds, got {value!r}")
         if token is not None and not (isinstance(token, str) and token and "|" not in token):
             raise ValueError("token must be a non-empty str without '|' (or None for no auth)")
-        if delimiter not in TERMINATORS:
+        if delimiter not in DELIMITERS:
             raise ValueError(
                 f"delimiter {delimiter!r} is not supported: commands end on ';', '\\n' or "
                 "'\\r\\n' (all three always); drop the delimiter argument"
@@ -249,7 +253,6 @@ class DefaultServer:
         self.logger = logger if logger is not None else logging.getLogger(__name__)
         self.threads: dict[str, tuple[threading.Thread, threading.Event]] = {}
         self.processes: dict[str, subprocess.Popen] = {}
-        self.current_conn: socket.socket | None = None
         self.server_socket: socket.socket | None = None
         self.is_listening = False
         self.listen_stop_event = threading.Event()
@@ -261,19 +264,25 @@ class DefaultServer:
         self.thread_join_timeout_s = thread_join_timeout_s
         self.process_grace_s = process_grace_s
         self.max_message_bytes = max_message_bytes
+        self.max_output_bytes = max_output_bytes
         self.accept_timeout_s = accept_timeout_s
         self.send_timeout_s = send_timeout_s
         self.thread_stopper = thread_stopper
         self.proc_stopper = proc_stopper
         self.msg_interpreter = msg_interpreter
         self.delimiter = delimiter
+        self._builtins = BUILT_IN_PCOMMS
         self._counter = itertools.count()
-        self._dispatch_lock = threading.RLock()
         self._book_lock = threading.Lock()
-        self._conns: set[_Connection] = set()
-        self._conns_lock = threading.Lock()
+        self._conns: dict[int, Connection] = {}
         self._loop_done = threading.Event()
         self._loop_done.set()
+        self._dispatcher_thread: threading.Thread | None = None
+        self._handling: Handling | None = None
+        self._work_conn: Connection | None = None  # whose command last started work
+        self._thread_conn: dict[threading.Thread, Connection] = {}
+        self._cmd_log = RateLimitedLog(self.logger, rate=20.0, burst=100)
+        self._junk_log = RateLimitedLog(self.logger, rate=1.0, burst=10)
 
     # -- lifecycle ---------------------------------------------------------
     def init_server(self, stop_event: threading.Event | None = None) -> None:
@@ -290,7 +299,7 @@ class DefaultServer:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self.ip, self.port))
-            sock.listen(self.nlisten)
+            sock.listen(max(self.nlisten, MIN_BACKLOG))
         except OSError as err:
             sock.close()
             raise OSError(
@@ -298,7 +307,6 @@ class DefaultServer:
                 f"cannot listen on {self.ip}:{self.port} for {self.name!r}: {err.strerror}; "
                 "choose another --port or stop the process using it",
             ) from None
-        sock.settimeout(self.accept_timeout_s)
         self.server_socket = sock
         self.port = sock.getsockname()[1]
         self.listen_stop_event = stop_event if stop_event is not None else threading.Event()
@@ -306,34 +314,28 @@ class DefaultServer:
     def start_listening(self) -> None:
         """Accept clients and serve them until ``CLOSE`` or :meth:`shutdown`.
 
-        Blocks the calling thread. On return the listening socket and all client
-        connections are closed and every thread/process started by a handler is
-        stopped.
+        Blocks the calling thread (the server's I/O thread). On return the
+        listening socket and all client connections are closed and every
+        thread/process started by a handler is stopped.
         """
         if self.server_socket is None:
             raise RuntimeError("call init_server() before start_listening()")
         self._loop_done.clear()
         self.is_listening = True
-        self._on_listen_start()
         try:
-            while not self.listen_stop_event.is_set():
-                try:
-                    sock, addr = self.server_socket.accept()
-                except TimeoutError:
-                    continue
-                except OSError:
-                    if self.listen_stop_event.is_set() or self.server_socket is None:
-                        break
-                    raise
-                self._accept(sock, addr)
+            self._io_setup()
+            self._dispatcher_thread = self._dispatcher.thread
+            self._on_listen_start()
+            self._io_loop()
         finally:
             self.is_listening = False
-            self._close_listening_socket()
-            self._close_connections()
-            self._on_listen_stop()
-            self.close_threads()
-            self.close_processes()
-            self._loop_done.set()
+            try:
+                self._io_teardown(dispatcher_timeout=self.thread_join_timeout_s)
+                self._on_listen_stop()
+                self.close_threads()
+                self.close_processes()
+            finally:
+                self._loop_done.set()
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop listening, close all connections, stop threads and processes.
@@ -343,13 +345,13 @@ class DefaultServer:
         """
         self.logger.info("Shutting down %s", self.name)
         self.listen_stop_event.set()
-        loop_thread_is_me = False
-        with self._conns_lock:
-            loop_thread_is_me = any(c.thread is threading.current_thread() for c in self._conns)
-        if not loop_thread_is_me and not self._loop_done.wait(timeout):
+        self._wake()
+        in_handler = threading.current_thread() is self._dispatcher_thread
+        if not in_handler and not self._loop_done.wait(timeout):
             self.logger.warning("listen loop of %s did not end within %.1f s", self.name, timeout)
-        self._close_listening_socket()
-        self._close_connections()
+        if self._loop_done.is_set() and self.server_socket is not None:
+            sock, self.server_socket = self.server_socket, None  # initialised, never listened
+            sock.close()
         self.close_threads()
         self.close_processes()
 
@@ -361,23 +363,6 @@ class DefaultServer:
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
 
-    def _close_listening_socket(self) -> None:
-        sock, self.server_socket = self.server_socket, None
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.close()
-
-    def _close_connections(self) -> None:
-        with self._conns_lock:
-            conns = list(self._conns)
-        for c in conns:
-            c.close()
-        me = threading.current_thread()
-        deadline = time.monotonic() + 2.0
-        for c in conns:
-            if c.thread is not None and c.thread is not me:
-                c.thread.join(max(0.0, deadline - time.monotonic()))
-
     # -- hooks for subclasses ---------------------------------------------
     def _on_listen_start(self) -> None:
         """Called when the accept loop starts."""
@@ -386,7 +371,7 @@ class DefaultServer:
         """Called when the accept loop ends, before threads/processes are stopped."""
 
     def on_connection_accepted(self) -> None:
-        """Called for each new client before its banner, in that client's thread.
+        """Called for each new client before its banner, in the handler thread.
 
         ``self.current_conn`` is the client's socket meanwhile (handlers and
         these hooks run one at a time). Override in a subclass; the default
@@ -394,126 +379,56 @@ class DefaultServer:
         """
 
     def on_connection_closed(self) -> None:
-        """Called when a client's connection ended, in that client's thread,
+        """Called when a client's connection ended, in the handler thread,
         with ``self.current_conn`` set to its (closed) socket. Override in a
         subclass; the default does nothing."""
 
-    def _hook(self, conn: _Connection, hook: Callable[[], None]) -> None:
-        if getattr(DefaultServer, hook.__name__) is getattr(type(self), hook.__name__):
-            return  # not overridden: no need to queue behind a running handler
-        with self._dispatch_lock:
-            self.current_conn = conn.sock
+    def _overridden(self, hook: str) -> bool:
+        return getattr(DefaultServer, hook) is not getattr(type(self), hook)
+
+    # -- the handler thread ------------------------------------------------
+    def _run_item(self, conn: Connection, item: Any) -> None:
+        if item in (_ACCEPTED, _CLOSED):
+            self._handling = Handling(conn, None)
             try:
-                hook()
+                getattr(self, item)()
             except Exception:
-                self.logger.exception("%s of %s failed", hook.__name__, self.name)
+                self.logger.exception("%s of %s failed", item, self.name)
+            finally:
+                self._handling = None
+            if item == _ACCEPTED:
+                conn.send(f"Connected to {self.name}\n".encode())
+        elif isinstance(item, FramingError):
+            self._error(conn, item.text)
+        else:
+            self._dispatch(conn, item)
 
-    # -- connections -------------------------------------------------------
-    def _accept(self, sock: socket.socket, addr: Any) -> None:
-        sock.settimeout(None)
-        conn = _Connection(sock, addr, self.max_message_bytes)
-        with self._conns_lock:
-            full = len(self._conns) >= self.max_clients
-            if not full:
-                self._conns.add(conn)
-        if full:
-            self.logger.warning("refusing client %s: %d clients connected", addr, self.max_clients)
-            conn.send(
-                f"ERROR too many clients ({self.max_clients} connected); close one or raise "
-                "max_clients\n".encode()
+    def _error(self, conn: Connection, text: str) -> None:
+        self._junk_log.log(logging.WARNING, "error", "%s: %s", self.name, text)
+        if not conn.spend_error():
+            self._junk_log.log(
+                logging.WARNING,
+                "junk",
+                "%s closed the connection of %s: more than %d refused commands at "
+                "%d per second (a junk source)",
+                self.name,
+                conn.addr,
+                ERROR_BURST,
+                ERROR_RATE,
             )
-            conn.close()
-            return
-        conn.thread = threading.Thread(
-            target=self._serve_connection, args=(conn,), name=f"dpshm-conn-{addr}", daemon=True
-        )
-        conn.thread.start()
-
-    def _serve_connection(self, conn: _Connection) -> None:
-        self.logger.info("client %s connected to %s", conn.addr, self.name)
-        try:
-            self._hook(conn, self.on_connection_accepted)
-            if conn.send(f"Connected to {self.name}\n".encode()):
-                self._read_loop(conn)
-        except Exception:
-            self.logger.exception("unexpected error serving %s; connection dropped", conn.addr)
-        finally:
-            conn.close()
-            with self._conns_lock:
-                self._conns.discard(conn)
-            self._hook(conn, self.on_connection_closed)
-            self.logger.info("client %s disconnected", conn.addr)
-
-    def _completeness(self, rest: bytes) -> int:
-        if rest.startswith(b"AUTH|"):
-            return COMPLETE_AFTER_IDLE if self.token is not None else INCOMPLETE
-        return completeness(rest, {*self.pcommand_map, *BUILT_IN_PCOMMS}, BUILT_IN_PCOMMS)
-
-    def _read_loop(self, conn: _Connection) -> None:
-        framer = conn.framer
-        last_rx = time.monotonic()
-        conn.sock.settimeout(self.send_timeout_s)  # bounds sendall to a client not reading
-        with selectors.DefaultSelector() as sel:
-            sel.register(conn.sock, selectors.EVENT_READ)
-            while not self.listen_stop_event.is_set() and not conn.closed:
-                # idle: wake every _IDLE_WAKE_S (close() wakes at once); a remainder: idle_s
-                ready = sel.select(self.idle_dispatch_s if framer.pending else _IDLE_WAKE_S)
-                if not ready:
-                    if framer.pending:
-                        self._idle_remainder(conn, time.monotonic() - last_rx)
-                    continue
-                try:
-                    data = conn.sock.recv(65536)
-                except TimeoutError:
-                    continue
-                except OSError:
-                    break
-                if not data:
-                    self._eof_remainder(conn)
-                    return
-                last_rx = time.monotonic()
-                self._received(conn, data)
-
-    def _idle_remainder(self, conn: _Connection, idle: float) -> None:
-        rest = bytes(conn.framer.buffer).strip()
-        if (
-            idle >= self.idle_dispatch_s and self._completeness(rest) != INCOMPLETE
-        ) or idle >= self.stale_dispatch_s:
-            self._dispatch(conn, conn.framer.take_remainder())
-
-    def _eof_remainder(self, conn: _Connection) -> None:
-        if conn.framer.pending:
-            rest = conn.framer.take_remainder()
-            if self._completeness(rest) != INCOMPLETE:
-                self._dispatch(conn, rest)
-            else:
-                self._error(conn, f"client disconnected mid-command; dropped {rest[:80]!r}")
-
-    def _received(self, conn: _Connection, data: bytes) -> None:
-        framer = conn.framer
-        commands, oversized = framer.feed(data)
-        for raw in commands:
-            self._dispatch(conn, raw)
-        if framer.pending and self._completeness(bytes(framer.buffer)) == COMPLETE_NOW:
-            self._dispatch(conn, framer.take_remainder())
-        if oversized:
-            self._error(
-                conn,
-                f"message exceeds {self.max_message_bytes} bytes without a ';' or newline "
-                "terminator; discarded up to the next terminator",
+            text = (
+                f"too many refused commands (more than {ERROR_BURST:.0f} at once or "
+                f"{ERROR_RATE:.0f} per second); connection closed"
             )
+            conn.discard_queue = True
+            self._dispatcher.discard(conn, keep=lambda item: item == _CLOSED)
+            conn.send(error_line(text).encode())
+            conn.ask_close("junk source")
+        elif self.error_replies:
+            conn.send(error_line(text).encode("utf-8", "backslashreplace"))
 
-    # -- dispatch ----------------------------------------------------------
-    def _error(self, conn: _Connection, text: str) -> None:
-        self.logger.warning("%s: %s", self.name, text)
-        if self.error_replies:
-            conn.send(f"ERROR {text}\n".encode("utf-8", "backslashreplace"))
-
-    def _dispatch(self, conn: _Connection, raw: bytes) -> None:
-        if raw in _UP_RAW and (self.token is None or conn.authenticated):
-            conn.send(b"1")  # the health check: no parsing, no logging
-            return
-        first = raw.strip().split(b"|", 1)[0].strip()  # the command's name field
+    def _dispatch(self, conn: Connection, raw: bytes) -> None:
+        first = raw.split(b"|", 1)[0].strip()  # the command's name field
         if first == b"AUTH":
             self._authenticate(conn, raw)
             return
@@ -533,60 +448,80 @@ class DefaultServer:
             self._error(conn, f"not authenticated; send AUTH|<token> before {name!r}")
             return
         if name != "UP":  # read-only queries a monitor polls stay out of the INFO log
-            level = logging.DEBUG if name in self.quiet_pcomms else logging.INFO
-            self.logger.log(level, "Received: %r", raw)
-        with self._dispatch_lock:
-            self.current_conn = conn.sock
-            if name in BUILT_IN_PCOMMS:
-                self._builtin(conn, name)
-                return
-            func = self.pcommand_map.get(name)
-            if func is None:
-                known = "|".join([*self.pcommand_map, *BUILT_IN_PCOMMS])
-                self._error(conn, f"unknown PCOMM {name!r}; known: {known}")
-                return
-            try:
-                if self.msg_interpreter is not None:
-                    ret = self.msg_interpreter(raw.strip(), self.pcommand_map, logger=self.logger)
-                else:
-                    assert cmd is not None
-                    ret = func(*cmd.args, **cmd.kwargs)
-            except Exception as err:
-                self.logger.exception("handler of %r failed", name)
-                self._error(conn, f"{name} raised {type(err).__name__}: {err}")
-                return
-        self._keep(conn, name, raw, ret)
+            quiet = name in self.quiet_pcomms
+            level = logging.DEBUG if quiet else logging.INFO
+            self._cmd_log.log(level, f"received{quiet}", "Received: %r", raw)
+        if name in BUILT_IN_PCOMMS:
+            self._builtin(conn, name)
+            return
+        func = self.pcommand_map.get(name)
+        if func is None:
+            known = "|".join([*self.pcommand_map, *BUILT_IN_PCOMMS])
+            self._error(conn, f"unknown PCOMM {name!r}; known: {known}")
+            return
+        conn.activity = COMMANDED
+        before = frozenset(t.ident for t in threading.enumerate())
+        self._handling = Handling(conn, before)
+        try:
+            if self.msg_interpreter is not None:
+                ret = self.msg_interpreter(raw, self.pcommand_map, logger=self.logger)
+            else:
+                ret = func(*cmd.args, **cmd.kwargs)  # type: ignore[union-attr]
+        except Exception as err:
+            self._junk_log.log(
+                logging.ERROR, "handler", "handler of %r failed", name, exc_info=True
+            )
+            self._error(conn, f"{name} raised {type(err).__name__}: {err}")
+            return
+        finally:
+            self._handling = None
+        if self._keep(conn, name, raw, ret):
+            # threads the handler started, returned or not, keep reporting to this client
+            for t in threading.enumerate():
+                if t.ident not in before:
+                    self._thread_conn[t] = conn
+            if len(self._thread_conn) > 256:  # forget ended threads now and then
+                self._thread_conn = {t: c for t, c in self._thread_conn.items() if t.is_alive()}
 
-    def _authenticate(self, conn: _Connection, raw: bytes) -> None:
+    def _authenticate(self, conn: Connection, raw: bytes) -> None:
         if self.token is None:
             self._error(conn, "AUTH sent but this server has no token; drop the AUTH command")
             return
         # AUTH|<token> parses as a (non-JSON) payload: take the raw text after '|'
-        given = raw.decode("utf-8", "replace").strip().partition("|")[2].strip()
+        given = raw.decode("utf-8", "replace").partition("|")[2].strip()
         if hmac.compare_digest(given.encode(), str(self.token).encode()):
             conn.authenticated = True
             conn.send(b"OK\n")
         else:
-            self.logger.warning("%s: wrong token from %s; connection closed", self.name, conn.addr)
-            conn.send(b"ERROR authentication failed: wrong token; connection closed\n")
-            conn.close()
+            self._junk_log.log(
+                logging.WARNING,
+                "auth",
+                "%s: wrong token from %s (not logged); connection closed",
+                self.name,
+                conn.addr,
+            )
+            conn.send(error_line("authentication failed: wrong token; connection closed").encode())
+            conn.ask_close("wrong token")
 
-    def _builtin(self, conn: _Connection, name: str) -> None:
+    def _builtin(self, conn: Connection, name: str) -> None:
         if name == "STOP":
             self.close_threads()
             self.close_processes()
         elif name == "CLOSE":
             self.listen_stop_event.set()
+            self._wake()
         elif name == "GET_PCOMMS":
             conn.send("|".join([*self.pcommand_map, *BUILT_IN_PCOMMS]).encode())
         elif name == "UP":
             conn.send(b"1")
 
-    def _keep(self, conn: _Connection, name: str, raw: bytes, ret: Any) -> None:
+    def _keep(self, conn: Connection, name: str, raw: bytes, ret: Any) -> bool:
+        """Send or keep what a handler returned; whether it started work (re-targets)."""
         key = f"{time.time_ns()}_{next(self._counter)}_{raw!r}"
         if isinstance(ret, (str, bytes)):
             conn.send(ret.encode() if isinstance(ret, str) else ret)
-        elif isinstance(ret, int):
+            return False  # a reply only: the callback target stays
+        if isinstance(ret, int):
             self.logger.debug("%r returned %r", raw, ret)
         elif (
             isinstance(ret, tuple)
@@ -596,6 +531,7 @@ class DefaultServer:
         ):
             with self._book_lock:
                 self.threads[key] = ret
+            self._thread_conn[ret[0]] = conn
         elif isinstance(ret, subprocess.Popen):
             with self._book_lock:
                 self.processes[key] = ret
@@ -605,47 +541,6 @@ class DefaultServer:
                 f"handler of {name!r} returned {type(ret).__name__}; return an int, a "
                 "(Thread, Event) pair, a subprocess.Popen or a str/bytes reply",
             )
-
-    # -- bookkeeping -------------------------------------------------------
-    def close_threads(self) -> None:
-        """Set every kept thread's stop event and join it (bounded)."""
-        with self._book_lock:
-            items = list(self.threads.items())
-            self.threads.clear()
-        for _key, (_th, ev) in items:
-            ev.set()
-        if self.thread_stopper is not None:
-            for key, (th, _ev) in items:
-                if th is not threading.current_thread():
-                    self._custom_stop(self.thread_stopper, th, key)
-            return
-        deadline = time.monotonic() + self.thread_join_timeout_s
-        for key, (th, _ev) in items:
-            if th is threading.current_thread() or th.ident is None:
-                continue
-            th.join(max(0.0, deadline - time.monotonic()))
-            if th.is_alive():
-                self.logger.warning(
-                    "thread %s (%s) ignored its stop event for %.1f s; left running as daemon=%s",
-                    th.name,
-                    key,
-                    self.thread_join_timeout_s,
-                    th.daemon,
-                )
-
-    def close_processes(self) -> None:
-        """Stop every kept process with its whole tree (SIGTERM, grace, SIGKILL)."""
-        with self._book_lock:
-            items = list(self.processes.items())
-            self.processes.clear()
-        for key, proc in items:
-            if self.proc_stopper is not None:
-                self._custom_stop(self.proc_stopper, proc, key)
-            else:
-                stop_process_tree(proc, grace_s=self.process_grace_s)
-
-    def _custom_stop(self, stopper: Callable[..., Any], what: Any, key: str) -> None:
-        try:
-            stopper(what, logger=self.logger)
-        except Exception:
-            self.logger.exception("stopper %r failed on %s", stopper, key)
+            return False
+        self._work_conn = conn
+        return True

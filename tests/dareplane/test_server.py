@@ -130,7 +130,7 @@ def test_oversized_message_discarded(running, calls: list) -> None:
     rs = running()
     c = rs.client()
     c.send(b"ECHO|" + b"x" * (1 << 20) + b"y" * 1000)
-    assert c.read_line().startswith(b"ERROR message exceeds 1048576 bytes")
+    assert c.read_line().startswith(b"ERROR command exceeds 1048576 bytes")
     c.send(b"tail of the monster;UP;")
     assert c.read_exact(1) == b"1"
     assert calls == []
@@ -167,6 +167,8 @@ def test_several_clients_at_once(running, calls: list) -> None:
 def test_max_clients_refused_with_error(running) -> None:
     rs = running(max_clients=1)
     first = rs.client()
+    first.send(b"ECHO;")  # started work: the callback target is never evicted
+    wait_until(lambda: rs.server._work_conn is not None, 5)
     s = socket.create_connection(("127.0.0.1", rs.port), timeout=5)
     with s:
         data = b""

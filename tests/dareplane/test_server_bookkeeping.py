@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import threading
@@ -128,24 +129,32 @@ def test_shutdown_stops_processes_started_by_handlers() -> None:
     assert procs[0].poll() is not None
 
 
-def test_callbacks_reach_every_client_in_order() -> None:
-    srv = DefaultCallbackServer(0, name="cb")
+def test_callbacks_reach_the_client_that_started_work_in_order(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    srv = DefaultCallbackServer(0, name="cb", pcommand_map={"GO": lambda: 0})
     rs = RunningServer(srv)
     try:
         a, b = rs.client(), rs.client()
-        wait_until(lambda: len(srv._conns) == 2, 5)
+        assert a.ask(b"GO;UP;", 1) == b"1"  # a started the work: it is the target
+        want = b"GO|STOP|CLOSE|GET_PCOMMS|UP1"
+        assert b.ask(b"GET_PCOMMS;UP;", len(want)) == want
         payloads = [f"control_room|LOG|{i}" for i in range(50)]
         for p in payloads:
             srv.callback_stack.append(p)
         want = "".join(payloads).encode()
         assert a.read_exact(len(want)) == want
-        assert b.read_exact(len(want)) == want
-        # a lost connection is dropped; the other keeps receiving
+        assert b.nothing_pending(0.1)  # built-ins never make a client the target
+        # the target gone: payloads are dropped (logged once), b still gets none
         a.close()
         rs.clients.remove(a)
         wait_until(lambda: len(srv._conns) == 1, 5)
-        srv.callback_stack.extend(["x|Y|1", "x|Y|2"])
-        assert b.read_exact(10) == b"x|Y|1x|Y|2"
+        with caplog.at_level(logging.WARNING, logger="dpshm.dareplane.server"):
+            srv.callback_stack.extend(["x|Y|1", "x|Y|2"])
+            wait_until(lambda: not srv.callback_stack, 5)
+            wait_until(lambda: "has disconnected" in caplog.text, 5)
+        assert caplog.text.count("has disconnected") == 1
+        assert b.nothing_pending(0.1)
         assert b.ask(b"UP;", 1) == b"1"
     finally:
         rs.stop()
