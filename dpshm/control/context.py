@@ -39,7 +39,14 @@ class WorkerContext:
     logger : logging.Logger
         ``dpshm.worker.<id>``; its records reach the supervisor's log stream.
     kwargs : dict
-        The declared defaults updated with the kwargs sent in ``START_WORKER``.
+        The declared defaults updated with the kwargs sent in ``START_WORKER``
+        (only keys declared in ``[workers.NAME.params]``, checked against their
+        types and bounds).
+    source_id : str
+        The LSL ``source_id`` to publish an outlet under (the same for every
+        instance of this worker, so a restarted worker's stream continues the
+        same ring instead of adding a second stream of that name); ``""`` when
+        the worker runs outside a supervisor.
     """
 
     id: str
@@ -48,6 +55,7 @@ class WorkerContext:
     stop_event: threading.Event
     logger: logging.Logger
     kwargs: dict[str, Any] = field(default_factory=dict)
+    source_id: str = ""
 
 
 def worker_logger_name(worker_id: str) -> str:

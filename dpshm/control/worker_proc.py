@@ -120,6 +120,7 @@ def process_main(payload: dict[str, Any], conn: Any) -> None:
             stop_event=stop_event,
             logger=logger,
             kwargs=dict(payload["kwargs"]),
+            source_id=str(payload.get("source_id", "")),
         )
         conn.send(("started", None))
         func(ctx)

@@ -48,6 +48,7 @@ import fcntl
 import json
 import logging
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Mapping
@@ -58,7 +59,12 @@ from typing import Any
 import psutil
 
 from dpshm.config import namespace_from_env, validate_namespace
-from dpshm.errors import StreamNotFoundError, SupervisorNotRunningError, SupervisorRunningError
+from dpshm.errors import (
+    StreamNotFoundError,
+    SupervisorNotRunningError,
+    SupervisorRunningError,
+    UnsafeOwnershipError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,22 +75,111 @@ REGISTRY_FILE = "registry.json"
 STATUS_FILE = "status.json"
 
 
-def runtime_dir(create: bool = True) -> Path:
-    """The per-user runtime directory: ``$XDG_RUNTIME_DIR/dpshm`` or ``/tmp/dpshm-<uid>``."""
-    base = os.environ.get(ENV_RUNTIME_DIR)
-    path = Path(base) / "dpshm" if base else Path(tempfile.gettempdir()) / f"dpshm-{os.getuid()}"
+def _unsafe(path: Path, found: str, fix: str) -> UnsafeOwnershipError:
+    return UnsafeOwnershipError(
+        f"refusing to use {str(path)!r}: {found}. dpshm keeps its lock, registry and sockets "
+        f"there, so another user could take over or forge them. {fix}"
+    )
+
+
+def check_private(path: Path, *, what: str = "directory", fix: str | None = None) -> os.stat_result:
+    """Check that ``path`` (not followed if a symlink) is ours and not writable by others.
+
+    Returns its ``lstat`` result. Raises :class:`UnsafeOwnershipError` naming the
+    path, what was found (owner, mode, symlink) and the fix.
+    """
+    fix = fix or f"Remove it (as its owner or root: `rm -rf {path}`) and start again."
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        raise _unsafe(path, f"it is a symlink (to {os.readlink(path)!r})", fix)
+    kind_ok = stat.S_ISDIR(st.st_mode) if what == "directory" else stat.S_ISREG(st.st_mode)
+    if not kind_ok:
+        raise _unsafe(path, f"it is not a {what} (mode {stat.filemode(st.st_mode)})", fix)
+    if st.st_uid != os.getuid():
+        raise _unsafe(path, f"it is owned by uid {st.st_uid}, not by you (uid {os.getuid()})", fix)
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise _unsafe(
+            path,
+            f"it is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})",
+            f"Run `chmod go-w {path}` (or remove it) and start again.",
+        )
+    return st
+
+
+def _private_dir(path: Path, create: bool) -> Path:
+    """``path`` as a directory of ours, mode 0700 when we create it (see :func:`check_private`)."""
     if create:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+    elif not os.path.lexists(path):
+        return path
+    check_private(path)
     return path
+
+
+def runtime_dir(create: bool = True) -> Path:
+    """The per-user runtime directory: ``$XDG_RUNTIME_DIR/dpshm`` or ``/tmp/dpshm-<uid>``.
+
+    Every directory on the way that dpshm owns or relies on is checked with
+    :func:`check_private`: ``$XDG_RUNTIME_DIR`` itself, ``dpshm`` inside it, or
+    ``/tmp/dpshm-<uid>`` (created 0700). A directory that is a symlink, owned by
+    another user, or writable by group or others is refused with
+    :class:`UnsafeOwnershipError`.
+    """
+    base = os.environ.get(ENV_RUNTIME_DIR)
+    if base:
+        root = Path(base)
+        if os.path.lexists(root):
+            check_private(
+                root,
+                fix=f"Set {ENV_RUNTIME_DIR} to a directory of yours with mode 0700 "
+                "(or unset it to use the temporary directory).",
+            )
+        elif create:
+            raise UnsafeOwnershipError(
+                f"{ENV_RUNTIME_DIR}={base!r} does not exist; set it to an existing directory "
+                "of yours (mode 0700) or unset it."
+            )
+        return _private_dir(root / "dpshm", create)
+    return _private_dir(Path(tempfile.gettempdir()) / f"dpshm-{os.getuid()}", create)
 
 
 def namespace_dir(namespace: str | None = None, create: bool = True) -> Path:
     """Directory of one namespace (default: ``$DPSHM_NAMESPACE`` or ``default``)."""
     ns = namespace_from_env() if namespace is None else validate_namespace(namespace)
-    path = runtime_dir(create) / ns
-    if create:
-        path.mkdir(mode=0o700, exist_ok=True)
-    return path
+    return _private_dir(runtime_dir(create) / ns, create)
+
+
+def open_private(path: Path, flags: int = os.O_RDONLY, mode: int = 0o600) -> int:
+    """``os.open`` without following a symlink; the file must be a regular file of ours.
+
+    Raises ``FileNotFoundError`` when it does not exist (and ``O_CREAT`` is not
+    given) and :class:`UnsafeOwnershipError` when it is a symlink or another
+    user's file.
+    """
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            check_private(path, what="file")  # raises, naming the symlink
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+        os.close(fd)
+        raise _unsafe(
+            path,
+            f"it is not a regular file of yours (owner uid {st.st_uid}, "
+            f"mode {stat.filemode(st.st_mode)})",
+            f"Remove it (`rm {path}`) and start again.",
+        )
+    return fd
+
+
+def read_private(path: Path) -> bytes:
+    """The content of a file of ours (see :func:`open_private`)."""
+    fd = open_private(path)
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read()
 
 
 def _pid_create_time(pid: int) -> float | None:
@@ -120,7 +215,7 @@ class SupervisorLock:
     def __init__(self, namespace: str):
         self.namespace = validate_namespace(namespace)
         self.path = namespace_dir(namespace) / LOCK_FILE
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = open_private(self.path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -139,11 +234,15 @@ class SupervisorLock:
         self._fd = fd
 
     def close(self) -> None:
-        """Release the lock (idempotent)."""
+        """Release the lock and remove its file (idempotent).
+
+        The file is unlinked while the lock is still held: a supervisor starting
+        meanwhile creates and locks a new file, never one that is being removed.
+        """
         fd, self._fd = self._fd, None
         if fd is not None:
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
+                os.unlink(self.path)
             os.close(fd)  # closing the descriptor releases the flock
 
     def __enter__(self) -> SupervisorLock:
@@ -155,7 +254,7 @@ class SupervisorLock:
 
 def _read_pid(path: Path) -> int | None:
     try:
-        text = path.read_text().strip()
+        text = read_private(path).decode().strip()
         return int(text) if text else None
     except (OSError, ValueError):
         return None
@@ -174,7 +273,9 @@ def write_status(namespace: str, data: Mapping[str, Any]) -> Path:
 def read_status(namespace: str | None = None) -> dict[str, Any] | None:
     """The last ``status.json`` written, or None."""
     try:
-        return json.loads((namespace_dir(namespace, create=False) / STATUS_FILE).read_bytes())
+        return json.loads(read_private(namespace_dir(namespace, create=False) / STATUS_FILE))
+    except UnsafeOwnershipError:
+        raise
     except (OSError, ValueError):
         return None
 
@@ -207,9 +308,11 @@ def remove_registry(namespace: str) -> None:
 
 def read_registry_raw(namespace: str | None = None) -> dict[str, Any] | None:
     """The registry as written, or None when there is none (or it is unreadable)."""
+    path = namespace_dir(namespace, create=False) / REGISTRY_FILE
     try:
-        path = namespace_dir(namespace, create=False) / REGISTRY_FILE
-        return json.loads(path.read_bytes())
+        return json.loads(read_private(path))
+    except UnsafeOwnershipError:
+        raise
     except (OSError, ValueError):
         return None
 

@@ -19,7 +19,7 @@ import re
 
 import numpy as np
 
-from dpshm.errors import RingSpaceError
+from dpshm.errors import RingSpaceError, UnsafeOwnershipError
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,14 @@ def segment_name(name: str) -> str:
 def ring_name(seg: str) -> str:
     """The ring name of segment ``seg`` (the prefix removed)."""
     return seg[len(SEGMENT_PREFIX) :] if seg.startswith(SEGMENT_PREFIX) else seg
+
+
+def owned_by_me(seg: str) -> bool:
+    """Whether segment ``seg`` exists and belongs to this process's user."""
+    try:
+        return os.lstat(os.path.join(SHM_DIR, seg)).st_uid == os.getuid()
+    except OSError:
+        return False
 
 
 def list_segments() -> list[str]:
@@ -149,11 +157,21 @@ def open_segment(seg: str) -> mmap.mmap:
     """Map existing segment ``seg`` read-only (``PROT_READ``).
 
     Raises ``FileNotFoundError`` if it does not exist; an empty segment (still
-    being created) yields ``ValueError``.
+    being created) yields ``ValueError``; a segment created by another user
+    :class:`~dpshm.errors.UnsafeOwnershipError` (checked on the open descriptor,
+    so what is checked is what is mapped).
     """
-    fd = _posixshmem.shm_open("/" + seg, os.O_RDONLY, 0)
+    fd = _posixshmem.shm_open("/" + seg, os.O_RDONLY | os.O_NOFOLLOW, 0)
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if st.st_uid != os.getuid():
+            raise UnsafeOwnershipError(
+                f"refusing to attach to shared-memory segment {seg!r}: it was created by uid "
+                f"{st.st_uid}, not by you (uid {os.getuid()}); its data and header could be "
+                f"forged. Only rings of your own supervisor are read. Ask its owner (or root) "
+                f"to remove {SHM_DIR}/{seg}, or run the writer as your user."
+            )
+        size = st.st_size
         if size == 0:
             raise ValueError(f"segment {seg!r} is empty")
         return mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)

@@ -31,13 +31,19 @@ from collections.abc import Callable
 from typing import Any
 
 from dpshm import lsl
-from dpshm.config import StreamSelector, SupervisorConfig
+from dpshm.config import (
+    MAX_INLET_BUFLEN_S,
+    WORKER_SOURCE_PREFIX,
+    StreamSelector,
+    SupervisorConfig,
+)
 from dpshm.shm import registry
 from dpshm.shm.bus import HeadPublisher, LogPublisher, ZmqLogHandler
 from dpshm.shm.doorbell import AVAILABLE as DOORBELLS
 from dpshm.shm.doorbell import DoorbellServer, control_address
 from dpshm.shm.feed import JOIN_TIMEOUT_S, Feed, stream_key
 from dpshm.shm.ring import SEGMENT_PREFIX, SHM_DIR, ring_info, unlink_ring
+from dpshm.shm.segment import owned_by_me
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +68,10 @@ def sweep_dead(namespace: str) -> tuple[dict[str, Any] | None, list[tuple[str, i
         registry.remove_registry(namespace)
     prefix = f"{SEGMENT_PREFIX}{namespace}."
     try:
-        leftovers = sorted(e for e in os.listdir(SHM_DIR) if e.startswith(prefix))
+        # another user's segments are never ours to remove (nor to trust)
+        leftovers = sorted(
+            e for e in os.listdir(SHM_DIR) if e.startswith(prefix) and owned_by_me(e)
+        )
     except OSError:
         leftovers = []
     removed = []
@@ -112,6 +121,7 @@ class Supervisor:
         self._keeper: threading.Thread | None = None
         self.run_id = format(int(time.time() * 1000) % 36**6, "x")[-6:]
         self._prev_generations: dict[str, int] = {}
+        self._clash_logged: set[str] = set()
         self.started = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -137,7 +147,11 @@ class Supervisor:
             self.logs = LogPublisher(logs_ep)
             if DOORBELLS:
                 try:
-                    self.doorbell = DoorbellServer(control_address(ns, self.run_id))
+                    self.doorbell = DoorbellServer(
+                        control_address(ns, self.run_id),
+                        max_subscribers=self.config.max_subscribers,
+                        accept=self._shares,
+                    )
                 except OSError as exc:  # consumers then wake on ZeroMQ
                     log.warning("no doorbells (%s); consumers wake on ZeroMQ", exc)
             self._handler = self.logs.handler()
@@ -169,8 +183,17 @@ class Supervisor:
                 self._prev_generations[key] = int(s.get("generation", 0))
 
     def inlet_buflen(self) -> int:
-        """Seconds (hundreds of samples if irregular) the LSL inlet queues."""
-        return max(int(self.config.buffer_s) + 1, 2)
+        """Seconds (hundreds of samples if irregular) the LSL inlet queues.
+
+        Bounded by :data:`~dpshm.config.MAX_INLET_BUFLEN_S` whatever the ring's
+        length: the inlet only bridges the feed thread's pauses, and a huge
+        queue makes the outlet's process (the amplifier's) spin.
+        """
+        return min(max(int(self.config.buffer_s) + 1, 2), MAX_INLET_BUFLEN_S)
+
+    def _shares(self, key: str) -> bool:
+        """Whether ``key`` is a stream this supervisor shares (doorbell subscriptions)."""
+        return key in self.feeds
 
     def stop(self) -> None:
         """Ask :meth:`run` to return (thread- and signal-safe)."""
@@ -287,6 +310,8 @@ class Supervisor:
                 key = stream_key(spec.name, spec.source_id, spec.hostname)
                 seen.add(key)
                 feed = self.feeds.get(key)
+                if feed is None and self._clashes(key, spec):
+                    continue
                 if feed is None:
                     self._add_feed(key, spec, sel)
                 else:
@@ -295,6 +320,28 @@ class Supervisor:
                 if key not in seen:
                     feed.missed()
             self.stop_event.wait(max(0.0, interval - (time.monotonic() - t0)))
+
+    def _clashes(self, key: str, spec: Any) -> bool:
+        """A worker's outlet whose name another shared stream holds is not shared.
+
+        Consumers then never meet two streams of one name because of a worker
+        (``AmbiguousStreamError``); the worker's START_WORKER is refused up
+        front, this catches a worker that publishes under another name.
+        """
+        if not str(spec.source_id).startswith(WORKER_SOURCE_PREFIX):
+            return False
+        holder = next(
+            (k for k, f in self.feeds.items() if f.spec.name == spec.name and k != key), None
+        )
+        if holder is None:
+            return False
+        if key not in self._clash_logged:
+            self._clash_logged.add(key)
+            log.error(
+                "not sharing %r from worker source %r: stream %r already has that name",
+                spec.name, spec.source_id, holder,
+            )  # fmt: skip
+        return True
 
     def _add_feed(self, key: str, spec: Any, sel: StreamSelector) -> None:
         gen = self._prev_generations.get(key, 0) + 1
