@@ -59,6 +59,7 @@ from typing import Any
 import psutil
 
 from dpshm.config import namespace_from_env, validate_namespace
+from dpshm.dareplane.procs import pid_alive
 from dpshm.errors import (
     StreamNotFoundError,
     SupervisorNotRunningError,
@@ -187,21 +188,6 @@ def _pid_create_time(pid: int) -> float | None:
         return psutil.Process(pid).create_time()
     except (psutil.Error, ValueError):
         return None
-
-
-def process_alive(pid: int, create_time: float | None = None) -> bool:
-    """True if ``pid`` runs (and, when given, started at ``create_time``)."""
-    if pid <= 0:
-        return False
-    actual = _pid_create_time(pid)
-    if actual is None:
-        return False
-    try:
-        if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-            return False
-    except psutil.Error:
-        return False
-    return create_time is None or abs(actual - create_time) < 1.0
 
 
 class SupervisorLock:
@@ -348,7 +334,7 @@ class Registry:
 
     def alive(self) -> bool:
         """True while the supervisor process that wrote this snapshot runs."""
-        return process_alive(self.pid, self.pid_create_time)
+        return pid_alive(self.pid, self.pid_create_time)
 
     def find(self, name: str, source_id: str | None = None) -> StreamEntry:
         """Find a stream by LSL name (and source_id when names clash), by

@@ -86,19 +86,6 @@ def read_prefix(seg: str, n: int) -> bytes:
         return b""
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (on this machine)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def check_space(nbytes: int, label: str) -> None:
     """Raise :class:`RingSpaceError` if ``/dev/shm`` cannot hold ``nbytes`` more."""
     try:

@@ -22,6 +22,7 @@ enforces it). It
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -376,9 +377,15 @@ class Supervisor:
         if self._handler is not None:
             logging.getLogger("dpshm").removeHandler(self._handler)
             self._handler = None
-        for pub in (self.heads, self.logs, self.doorbell):
+        for pub in (self.heads, self.logs):
             if pub is not None:
+                endpoint = pub.endpoint
                 pub.close()
+                if endpoint.startswith("ipc://"):  # the socket file stays behind otherwise
+                    with contextlib.suppress(OSError):
+                        os.unlink(endpoint[len("ipc://") :])
+        if self.doorbell is not None:
+            self.doorbell.close()
         lock, self._lock = self._lock, None
         if lock is not None:
             lock.close()

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from dpshm.dareplane.timing import check_seconds
 from dpshm.formats import decode_strings
 from dpshm.shm.follow import StreamLink
 from dpshm.shm.ring import _H_HEAD, SharedRing
@@ -35,6 +36,7 @@ from dpshm.shm.ring import _H_HEAD, SharedRing
 logger = logging.getLogger(__name__)
 
 _RETRIES = 3
+_INF = float("inf")
 
 
 class SharedStreamView:
@@ -400,12 +402,24 @@ class SharedStreamView:
         ring without a supervisor is checked every 2 ms. Re-attaches when the
         stream moved (see the class notes).
 
+        Parameters
+        ----------
+        timeout : float
+            Seconds, finite and ``>= 0``; ``0`` only checks.
+
         Returns
         -------
         bool
             ``True`` if new samples are ready (read them with :meth:`read_new`
             or :meth:`update`), ``False`` on timeout.
+
+        Raises
+        ------
+        ValueError, TypeError
+            ``timeout`` is NaN, infinite, negative or not a number.
         """
+        if type(timeout) is not float or not 0.0 <= timeout < _INF:  # NaN, inf, < 0, non-float
+            timeout = check_seconds("timeout", timeout, hint="e.g. wait(timeout=0.5)")
         link = self._link
         if link is None:
             raise ValueError(f"SharedStreamView {self.name!r} is closed")
