@@ -447,8 +447,8 @@ def _parse_worker(ctx: _Ctx, name: str, data: Any) -> WorkerConfig:
         for key, spec in _get(ctx, t, data, "params", dict, default={}).items()
     }
     for key, spec in params.items():  # declared defaults obey their own declaration
-        if key in kwargs:
-            check_param(spec, kwargs[key], ctx.where((*t, "kwargs"), key))
+        if key in kwargs:  # named as the kwargs line, with the key: 'workers.bp.kwargs.key'
+            check_param(spec, kwargs[key], ctx.where(t, "kwargs")[:-1] + f".{key}'")
     bounded = {
         k: check_value(k, data[k], ctx.where(t, k))
         for k in ("max_restarts", "backoff_s")
