@@ -90,7 +90,7 @@ def test_inlet_queue_is_bounded_independently_of_the_ring():
 
 def _run_up(ns: str, *args: str, config: str | None = None):
     env = {**os.environ, "DPSHM_NAMESPACE": ns, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "dpshm", "up", "--quiet", "--duration", "5", *args]
+    cmd = [sys.executable, "-m", "dpshm", "up", "-q", "--stream", "none", "--duration", "5", *args]
     if config is not None:
         cmd += ["--config", config]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)

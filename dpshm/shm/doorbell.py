@@ -29,9 +29,17 @@ socket has no peer, so the credentials come with each message.) Subscriptions
 are bounded: at most ``max_subscribers`` over all streams, and only for streams
 the supervisor shares (``accept``); one over the limit is dropped and logged
 (rate-limited). A message costs one ``recvmsg`` and a few comparisons, and
-holds no memory once handled. After each write into a ring the feed thread
-rings every subscriber of that stream with one non-blocking ``sendto`` of a
-4-byte bell::
+holds no memory once handled. At most :data:`MAX_MESSAGES_PER_S` messages are
+read a second: beyond that the control thread pauses and the kernel's short
+queue makes the senders wait, so a flood costs the supervisor bounded CPU.
+Subscribed consumers are rung by the feed threads, not by this thread, and keep
+waking on every write; a consumer subscribing during a flood may need several
+tries (it re-sends every 0.25 s and meanwhile checks the ring head itself).
+
+Ringing
+-------
+After each write into a ring the feed thread rings every subscriber of that
+stream with one non-blocking ``sendto`` of a 4-byte bell::
 
     struct "<I": the ring generation after the write
 
@@ -79,6 +87,8 @@ _TIMEVALS = (struct.Struct("@ll"), struct.Struct("@qq"))
 RECV_TIMEOUT_S = 0.2  # control thread's longest block (bounds close())
 DEFAULT_MAX_SUBSCRIBERS = 256
 LOG_EVERY_S = 10.0  # refused subscriptions are logged at most this often
+MAX_MESSAGES_PER_S = 4000  # control messages read per second, at most (flood bound)
+_SLICE_S = 0.05
 _UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
 _CMSG_SPACE = socket.CMSG_SPACE(_UCRED.size) if hasattr(socket, "CMSG_SPACE") else 64
 JOIN_TIMEOUT_S = 2.0
@@ -146,7 +156,8 @@ class DoorbellServer:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.dropped = 0  # subscribers removed because their address was gone
-        self.refused = {"uid": 0, "full": 0, "unknown": 0}  # messages dropped, by reason
+        # messages dropped by reason; "rate": times reading paused (over MAX_MESSAGES_PER_S)
+        self.refused = {"uid": 0, "full": 0, "unknown": 0, "rate": 0}
         self._uid = os.getuid()
         self._logged_at: dict[str, float] = {}
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -189,33 +200,53 @@ class DoorbellServer:
         return None
 
     def _serve(self) -> None:
+        """Receive control messages: drain what is queued, at most
+        :data:`MAX_MESSAGES_PER_S` a second (a flood costs bounded CPU)."""
         sock = self._sock
         assert sock is not None
         poller = select.poll()
         poller.register(sock.fileno(), select.POLLIN)
+        per_slice = max(1, int(MAX_MESSAGES_PER_S * _SLICE_S))
+        slice_end, used = time.monotonic() + _SLICE_S, 0
         while not self._stop.is_set():
             if not poller.poll(int(RECV_TIMEOUT_S * 1000)):
                 continue
-            try:
-                msg, anc, _flags, addr = sock.recvmsg(MAX_MESSAGE, _CMSG_SPACE)
-            except BlockingIOError:
-                continue
-            except OSError:
-                if self._stop.is_set():
+            while used < per_slice:
+                try:
+                    msg, anc, _flags, addr = sock.recvmsg(MAX_MESSAGE, _CMSG_SPACE)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    if self._stop.is_set():
+                        return
+                    log.exception("doorbell control socket failed")
                     return
-                log.exception("doorbell control socket failed")
-                return
-            cred = self._sender_uid(anc)
-            if cred is None or cred[0] != self._uid:
+                used += 1
+                self._receive(msg, anc, addr)
+            now = time.monotonic()
+            if used >= per_slice and now < slice_end:  # over budget: let the queue fill
                 self._refuse(
-                    "uid", "doorbell: refused a message from uid %s (pid %s): only uid %d "
-                    "(the supervisor's user) may subscribe",
-                    *(cred or ("unknown", "unknown")), self._uid,
+                    "rate", "doorbell: more than %d control messages/s (a flood?): reading "
+                    "them more slowly; subscribed consumers keep being rung", MAX_MESSAGES_PER_S,
                 )  # fmt: skip
-                continue
-            if not msg or not addr:  # an unbound sender cannot be rung
-                continue
-            self._handle(msg[:1], msg[1:].decode("utf-8", "replace"), addr)
+                self._stop.wait(slice_end - now)
+                now = time.monotonic()
+            if now >= slice_end:
+                slice_end, used = now + _SLICE_S, 0
+
+    def _receive(self, msg: bytes, anc: list, addr: bytes) -> None:
+        """One received datagram: check the sender's uid, then apply it."""
+        cred = self._sender_uid(anc)
+        if cred is None or cred[0] != self._uid:
+            self._refuse(
+                "uid", "doorbell: refused a message from uid %s (pid %s): only uid %d "
+                "(the supervisor's user) may subscribe",
+                *(cred or ("unknown", "unknown")), self._uid,
+            )  # fmt: skip
+            return
+        if not msg or not addr:  # an unbound sender cannot be rung
+            return
+        self._handle(msg[:1], msg[1:].decode("utf-8", "replace"), addr)
 
     def _handle(self, kind: bytes, stream: str, addr: bytes) -> None:
         """Apply one (credential-checked) subscribe or unsubscribe message."""

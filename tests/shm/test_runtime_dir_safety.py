@@ -49,7 +49,7 @@ def _up(shared: Path, ns: str, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
     env.update(TMPDIR=str(shared), DPSHM_NAMESPACE=ns, PYTHONPATH=str(ROOT))
     return subprocess.run(
-        [sys.executable, "-m", "dpshm", "up", "--quiet", "--duration", "2", *args],
+        [sys.executable, "-m", "dpshm", "up", "-q", "--stream", "none", "--duration", "2", *args],
         env=env,
         capture_output=True,
         text=True,
