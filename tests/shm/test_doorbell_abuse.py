@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import threading
+import time
 
 import psutil
 import pytest
@@ -138,3 +139,25 @@ def test_the_cap_is_validated(unique_name):
             DoorbellServer(doorbell.control_address(unique_name, "x"), max_subscribers=bad)
     with pytest.raises(TypeError, match="max_subscribers must be an int"):
         DoorbellServer(doorbell.control_address(unique_name, "x"), max_subscribers=2.5)
+
+
+def test_a_flood_is_read_at_a_bounded_rate(server):
+    """The control thread reads at most MAX_MESSAGES_PER_S (an upper bound on its
+    work, whatever the sender does; a slow machine only reads fewer)."""
+    ctl = b"\0" + server.address.encode()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(b"")
+    s.setblocking(False)
+    t0 = time.monotonic()
+    sent = 0
+    while time.monotonic() - t0 < 1.0:
+        try:
+            s.sendto(SUBSCRIBE + b"junk", ctl)
+            sent += 1
+        except BlockingIOError:
+            time.sleep(0.0001)
+    elapsed = time.monotonic() - t0
+    s.close()
+    read = server.refused["unknown"]
+    assert read <= doorbell.MAX_MESSAGES_PER_S * (elapsed + 2 * doorbell._SLICE_S) + 20
+    assert sent >= read
