@@ -12,8 +12,8 @@ One run, one supervisor (``dpshm up``) sharing one real LSL outlet (64 ch,
     nothing else.
 ``2000 sockets (uid 65534)``
     a second user (``nobody``, a forked child) opens ``--sockets`` doorbell
-    sockets and subscribes each to the real stream, re-sending every 0.25 s as
-    a consumer does.
+    sockets and subscribes each to the real stream (blocking sends, so each
+    gets through), and again every 0.25 s, as a consumer re-sends.
 ``junk (uid 65534)``
     the second user floods subscriptions to unique 400-byte junk keys as fast
     as the socket queue accepts them.
@@ -34,6 +34,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -88,18 +89,19 @@ def _sock_flood(address: str, n: int, key: str | None, until: float) -> None:
     for _ in range(n if key is not None else 1):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         s.bind(b"")
-        s.setblocking(False)
+        s.settimeout(0.5)  # blocking sends: every subscription gets through, as fast as read
         socks.append(s)
     i = 0
     while time.monotonic() < until:
         if key is not None:
             for s in socks:
-                with contextlib.suppress(OSError):  # queue full: a consumer would retry too
+                with contextlib.suppress(OSError):
                     s.sendto(b"S" + key.encode(), ctl)
+                if time.monotonic() >= until:
+                    break
             time.sleep(RESUBSCRIBE_S)
         else:
             s = socks[0]
-            s.settimeout(0.5)
             with contextlib.suppress(OSError):
                 s.sendto(b"S" + f"junk-{i}-".ljust(400, "x").encode(), ctl)
             i += 1
@@ -129,8 +131,9 @@ def _registry(ns: str, env: dict, timeout: float = 30.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         res = subprocess.run(
-            [sys.executable, "-c", code, ns], env=env, capture_output=True, text=True, timeout=30
-        )
+            [sys.executable, "-c", code, ns], env=env, capture_output=True, text=True, timeout=30,
+            cwd=tempfile.gettempdir(),
+        )  # fmt: skip
         if res.returncode == 0:
             reg = json.loads(res.stdout)
             if reg["streams"]:
@@ -168,6 +171,7 @@ def main() -> None:
         sup = subprocess.Popen(
             [sys.executable, "-m", "dpshm", "up", "--quiet", "--stream", name, "-n", ns],
             env={**env, "DPSHM_NAMESPACE": ns},
+            cwd=tmp,  # `python -m` would import dpshm from the current directory first
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -182,6 +186,7 @@ def main() -> None:
         consumer = subprocess.Popen(
             [sys.executable, "-c", CONSUMER, name, ns, str(out), str(total)],
             env={**env, "DPSHM_NAMESPACE": ns},
+            cwd=tmp,
         )
         procs.append(consumer)
         time.sleep(1.0)  # the consumer attached and subscribed
@@ -216,6 +221,7 @@ def main() -> None:
                     pr.kill()
                     pr.wait(5)
     base = None
+    shutil.rmtree(tmp, ignore_errors=True)
     print(f"dpshm from {src}; {args.channels} ch at {args.rate:g} Hz, {args.seconds:g} s per phase")
     print(f"{'phase':30s} {'sup CPU %':>9s} {'x quiet':>7s} {'RSS MB':>7s} "
           f"{'wake p50 ms':>11s} {'p99 ms':>7s} {'p99 x quiet':>11s} {'wakes':>6s}")  # fmt: skip
