@@ -304,6 +304,8 @@ class Supervisor:
                 log.exception("LSL resolution failed; retrying")
                 specs = []
             seen = set()
+            # other outlets first: a worker's outlet never takes a name before them
+            specs = sorted(specs, key=lambda sp: str(sp.source_id).startswith(WORKER_SOURCE_PREFIX))
             for spec in specs:
                 sel = self.config.selects(spec.name, spec.type, spec.source_id)
                 if sel is None:
