@@ -105,6 +105,8 @@ BAD_FLAGS = [
     (["--port", "70000"], "--port must be within 0..65535, got 70000"),
     (["--port", "-1"], "--port must be within 0..65535, got -1"),
     (["--max-subscribers", "0"], "--max-subscribers must be within 1..65536"),
+    (["--duration", "nan"], "--duration must be a finite number of seconds > 0, got nan"),
+    (["--duration", "-1"], "--duration must be a finite number of seconds > 0, got -1.0"),
 ]
 
 

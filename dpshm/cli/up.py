@@ -105,6 +105,16 @@ def _load(args: argparse.Namespace, **extra: Any) -> C.SupervisorConfig:
     )
 
 
+def _seconds(flag: str, value: float) -> float:
+    """A duration flag, finite and > 0, or a one-line ConfigError naming it."""
+    from dpshm.dareplane.timing import check_seconds
+
+    try:
+        return check_seconds(flag, value, positive=True)
+    except (TypeError, ValueError) as exc:
+        raise C.ConfigError(str(exc)) from None
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     """``dpshm up``."""
     import contextlib
@@ -114,6 +124,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     from dpshm.shm.supervisor import Supervisor
 
     setup_logging(args.log_level)
+    if args.duration is not None:
+        _seconds("--duration", args.duration)
     cfg = _load(args)  # every flag and key checked here: nothing exists yet
     check_bind(cfg.server.host, cfg.server.token)  # refuse before sharing anything
     sup = Supervisor(cfg)
@@ -175,6 +187,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     from dpshm.shm import registry
 
     ns = namespace(args)
+    _seconds("--timeout", args.timeout)
     try:
         reg = registry.read_registry(ns)
     except SupervisorNotRunningError as exc:
