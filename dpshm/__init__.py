@@ -17,6 +17,7 @@ from dpshm.errors import DpshmError
 _LAZY: dict[str, str] = {
     "SharedRing": "dpshm.shm.ring",
     "SharedStreamView": "dpshm.shm.view",
+    "list_streams": "dpshm.shm.registry",
     "RingBuffer": "dpshm.dareplane.ringbuffer",
     "StreamWatcher": "dpshm.dareplane.watcher",
     "get_streams_names": "dpshm.dareplane.watcher",

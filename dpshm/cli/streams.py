@@ -51,23 +51,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     """``dpshm ls``."""
-    from dpshm.shm import registry
-    from dpshm.shm.ring import SharedRing
+    from dpshm.shm.registry import list_streams
 
-    ns = namespace(args)
-    reg = registry.read_registry(ns)
-    status = registry.read_status(ns) or {"streams": {}}
-    streams = {}
-    for key, e in reg.streams.items():
-        s = {**dict(e.info), **status.get("streams", {}).get(key, {})}
-        try:
-            with SharedRing.attach(e.ring) as ring:
-                s["head"] = ring.head
-                s["stale"] = ring.stale
-        except LookupError:
-            pass
-        streams[key] = s
-    full = {"namespace": ns, "pid": reg.pid, "streams": streams}
+    full = list_streams(namespace(args))
     print(json.dumps(full, indent=1) if args.json else format_table(full))
     return 0
 

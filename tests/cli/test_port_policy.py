@@ -3,45 +3,19 @@
 
 from __future__ import annotations
 
-import os
-import re
 import socket
-import subprocess
-import sys
-import threading
 
 import psutil
 import pytest
-from helpers import ROOT, wait_until
+from helpers import wait_until
+from supervisor_util import Sup
 
 from dpshm import config as C
-from dpshm.shm import registry
-
-
-def _up(ns: str, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "DPSHM_NAMESPACE": ns, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "dpshm", "up", "--quiet", "--stream", "none", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
 
 
 def _listening(pid: int) -> list[tuple[str, int]]:
     conns = psutil.Process(pid).net_connections(kind="inet")
     return [(c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN]
-
-
-def _stop(proc: subprocess.Popen) -> str:
-    proc.terminate()
-    try:
-        out, _ = proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate(timeout=10)
-    return out
 
 
 def test_defaults():
@@ -54,40 +28,28 @@ def test_defaults():
     assert (flag.enabled, flag.port) == (True, 0)
 
 
-def test_no_port_unless_asked(unique_name):
-    proc = _up(unique_name)
-    try:
-        registry.wait_for_registry(unique_name, 30, pid=proc.pid)
-        assert _listening(proc.pid) == []
-    finally:
-        out = _stop(proc)
-    assert proc.returncode == 0, out
-    assert "commands on" not in out
-    assert "no command server (no TCP port is open)" in out
+def test_no_port_unless_asked(procs):
+    ns, started = procs
+    sup = Sup(ns, "none")
+    started.append(sup)
+    sup.ready(30)
+    assert _listening(sup.proc.pid) == []
+    assert sup.stop() == 0
+    assert "commands on" not in sup.output
+    assert "no command server (no TCP port is open)" in sup.output
 
 
-def test_port_zero_serves_on_loopback(unique_name):
-    proc = _up(unique_name, "--port", "0")
-    lines: list[str] = []
-    try:
-        for line in proc.stdout:
-            lines.append(line)
-            m = re.search(r"commands on 127\.0\.0\.1:(\d+)", line)
-            if m:
-                port = int(m.group(1))
-                break
-        else:
-            raise AssertionError("".join(lines))
-        threading.Thread(target=proc.stdout.read, daemon=True).start()
-        assert wait_until(lambda: ("127.0.0.1", port) in _listening(proc.pid), 10)
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            assert s.recv(100).startswith(b"Connected to dpshm")
-    finally:
-        proc.terminate()
-        proc.wait(20)
+def test_port_zero_serves_on_loopback(procs):
+    ns, started = procs
+    sup = Sup(ns, "none", args=("--port", "0"))
+    started.append(sup)
+    port = sup.port(30)
+    assert wait_until(lambda: ("127.0.0.1", port) in _listening(sup.proc.pid), 10)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        assert s.recv(100).startswith(b"Connected to dpshm")
 
 
-def test_server_table_without_port_uses_7090(unique_name, tmp_path):
+def test_server_table_without_port_uses_7090(procs, tmp_path):
     probe = socket.socket()
     try:
         probe.bind(("127.0.0.1", C.DEFAULT_SERVER_PORT))
@@ -97,10 +59,9 @@ def test_server_table_without_port_uses_7090(unique_name, tmp_path):
         probe.close()
     cfg = tmp_path / "server.toml"
     cfg.write_text("[server]\n")
-    proc = _up(unique_name, "--config", str(cfg))
-    try:
-        wait_until(lambda: ("127.0.0.1", 7090) in _listening(proc.pid), 30)
-        assert not any(p == 8080 for _, p in _listening(proc.pid))
-    finally:
-        out = _stop(proc)
-    assert "commands on 127.0.0.1:7090" in out
+    ns, started = procs
+    sup = Sup(ns, "none", args=("--config", str(cfg)))
+    started.append(sup)
+    assert sup.port(30) == 7090
+    assert ("127.0.0.1", 7090) in _listening(sup.proc.pid)
+    assert not any(p == 8080 for _, p in _listening(sup.proc.pid))

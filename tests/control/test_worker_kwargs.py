@@ -11,10 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import re
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -159,64 +155,46 @@ def test_two_running_workers_cannot_share_an_outlet_name():
 # -- end to end: `dpshm up` with the shipped config and real LSL outlets ----------------------
 
 
-def _start_up(cfg, ns, *args, cwd):
-    env = {**os.environ, "DPSHM_NAMESPACE": ns, "PYTHONPATH": f"{ROOT}{os.pathsep}{TESTS}"}
-    cmd = [sys.executable, "-m", "dpshm", "up", "--config", str(cfg), "--quiet", "--port", "0"]
-    proc = subprocess.Popen(
-        [*cmd, *args], env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True,
-    )  # fmt: skip
-    for line in proc.stdout:
-        m = re.search(r"commands on 127\.0\.0\.1:(\d+)", line)
-        if m:
-            threading.Thread(target=proc.stdout.read, daemon=True).start()
-            return proc, int(m.group(1))
-    proc.kill()
-    proc.wait(10)
-    raise AssertionError("dpshm up did not report its port")
-
-
 @pytest.mark.lsl
-def test_worker_never_makes_a_stream_name_ambiguous(unique_name, tmp_path):
+def test_worker_never_makes_a_stream_name_ambiguous(procs, unique_name, tmp_path):
+    from supervisor_util import Sup
+
     from dpshm.mock import MockOutlets, MockSpec
     from dpshm.shm.view import SharedStreamView
 
-    ns = f"k{unique_name}"[:30]
+    ns, started = procs
     spec = MockSpec(name=f"{unique_name}_eeg", channels=4, rate=200.0,
                     marker_name=f"{unique_name}_mk")  # fmt: skip
     eeg, bp = spec.name, f"{unique_name}_bp"
     with MockOutlets(spec):
-        sel = ["--stream", eeg, "--stream", bp, "--resolve-interval-s", "0.2"]
-        proc, port = _start_up(EXAMPLES / "workers.toml", ns, *sel, cwd=tmp_path)
-        try:
-            c = Client(port)
-            wait_until(lambda: any(s["name"] == eeg for s in c.ask_json("LIST_STREAMS")), 30)
-            # the amplifier's name is refused
-            taken = _start(c, "bandpower", {"outlet": eeg, "period_s": 0.05}, [eeg])
-            assert taken.startswith("ERROR worker 'bandpower' cannot publish outlet=")
-            # a free name works; stopped and started again it continues its own stream
-            for n in (1, 2):
-                wid = _start(c, "bandpower", {"outlet": bp, "period_s": 0.05}, [eeg])
-                assert wid == f"bandpower-{n}", wid
+        args = ("--config", str(EXAMPLES / "workers.toml"), "--port", "0")
+        sup = Sup(ns, eeg, bp, args=args, cwd=tmp_path)
+        started.append(sup)
+        proc, port = sup.proc, sup.port(30)
+        c = Client(port)
+        wait_until(lambda: any(s["name"] == eeg for s in c.ask_json("LIST_STREAMS")), 30)
+        # the amplifier's name is refused
+        taken = _start(c, "bandpower", {"outlet": eeg, "period_s": 0.05}, [eeg])
+        assert taken.startswith("ERROR worker 'bandpower' cannot publish outlet=")
+        # a free name works; stopped and started again it continues its own stream
+        for n in (1, 2):
+            wid = _start(c, "bandpower", {"outlet": bp, "period_s": 0.05}, [eeg])
+            assert wid == f"bandpower-{n}", wid
 
-                def shared_and_flowing():
-                    return [s for s in c.ask_json("LIST_STREAMS")
-                            if s["name"] == bp and not s["stale"] and s["head"] > 0]  # fmt: skip
+            def shared_and_flowing():
+                return [s for s in c.ask_json("LIST_STREAMS")
+                        if s["name"] == bp and not s["stale"] and s["head"] > 0]  # fmt: skip
 
-                wait_until(shared_and_flowing, 30)
-                with SharedStreamView(bp, namespace=ns) as v:  # never AmbiguousStreamError
-                    assert v.wait(5.0)
-                c.ask("STOP_WORKER|" + json.dumps({"id": wid}))
-            listed = [s for s in c.ask_json("LIST_STREAMS") if s["name"] == bp]
-            assert len(listed) == 1, listed
-            status = {s["name"]: s for s in c.ask_json("STATUS")["streams"]}
-            assert status[bp]["source_id"] == worker_source_id(ns, "bandpower")
-            with SharedStreamView(bp, namespace=ns) as v:  # after it stopped, too
-                assert v.stale or v.head > 0
-            c.send("CLOSE")
-            assert proc.wait(20) == 0
-            c.close()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+            wait_until(shared_and_flowing, 30)
+            with SharedStreamView(bp, namespace=ns) as v:  # never AmbiguousStreamError
+                assert v.wait(5.0)
+            c.ask("STOP_WORKER|" + json.dumps({"id": wid}))
+        listed = [s for s in c.ask_json("LIST_STREAMS") if s["name"] == bp]
+        assert len(listed) == 1, listed
+        status = {s["name"]: s for s in c.ask_json("STATUS")["streams"]}
+        assert status[bp]["source_id"] == worker_source_id(ns, "bandpower")
+        with SharedStreamView(bp, namespace=ns) as v:  # after it stopped, too
+            assert v.stale or v.head > 0
+        c.send("CLOSE")
+        assert proc.wait(20) == 0
+        c.close()
