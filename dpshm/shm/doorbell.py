@@ -49,8 +49,10 @@ socket and reads the ring anyway. Bells only wake consumers: data is always
 read from the ring, and a consumer checks the ring head before it sleeps, so
 a lost bell costs latency, never data.
 
-Consumer (:class:`Doorbell`): autobinds one socket, sends ``S`` to the
-supervisor, then :meth:`Doorbell.wait` blocks in one ``recv_into`` of one bell
+Consumer (:class:`Doorbell`): autobinds one socket and *connects* it to the
+supervisor's control address (a connected UNIX datagram socket receives only
+from its peer: no other process, of any user, can send it fake bells), sends
+``S`` to the supervisor, then :meth:`Doorbell.wait` blocks in one ``recv_into`` of one bell
 (the socket is blocking, its timeout is the kernel's ``SO_RCVTIMEO``: one
 system call per wake, no ``poll``). Bells that queued up while the consumer
 was busy are drained by :meth:`Doorbell.drain` when a wake finds no new data
@@ -362,6 +364,7 @@ class Doorbell:
             raise
         self._sock = sock
         self._recv_into = sock.recv_into
+        self._connected = False
         self.subscribed = False
         self.subscribe()
 
@@ -371,12 +374,17 @@ class Doorbell:
         if sock is None:
             return False
         try:
+            if not self._connected:  # only the supervisor's socket can then send to ours
+                sock.connect(self._ctl)
+                self._connected = True
             # never blocks (the socket does, for recv): a full supervisor queue is retried later
-            sock.sendto(SUBSCRIBE + self.stream.encode(), socket.MSG_DONTWAIT, self._ctl)
+            sock.send(SUBSCRIBE + self.stream.encode(), socket.MSG_DONTWAIT)
             self.subscribed = True
         except OSError as exc:  # gone (restarting) or its queue is full: retried later
             log.debug("doorbell: cannot subscribe to %r at %r: %s", self.stream, self.address, exc)
             self.subscribed = False
+            if exc.errno in _GONE:  # its socket went: connect afresh next time
+                self._connected = False
         return self.subscribed
 
     def wait(self, timeout: float) -> int | None:
@@ -437,8 +445,9 @@ class Doorbell:
         sock, self._sock = self._sock, None
         if sock is None:
             return
-        with contextlib.suppress(OSError):
-            sock.sendto(UNSUBSCRIBE + self.stream.encode(), socket.MSG_DONTWAIT, self._ctl)
+        if self._connected:
+            with contextlib.suppress(OSError):
+                sock.send(UNSUBSCRIBE + self.stream.encode(), socket.MSG_DONTWAIT)
         sock.close()
 
     def __enter__(self) -> Doorbell:

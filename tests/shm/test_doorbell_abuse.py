@@ -161,3 +161,29 @@ def test_a_flood_is_read_at_a_bounded_rate(server):
     read = server.refused["unknown"]
     assert read <= doorbell.MAX_MESSAGES_PER_S * (elapsed + 2 * doorbell._SLICE_S) + 20
     assert sent >= read
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="a second uid needs root")
+def test_nobody_else_can_ring_a_consumer(server):
+    """A consumer's socket is connected to the supervisor's: fake bells from any
+    other socket (another user's, or one's own) are refused by the kernel."""
+    with Doorbell(server.address, KEY) as mine:
+        wait_until(lambda: server.subscribers(KEY) == 1, 5)
+        target = mine._sock.getsockname()  # visible to all users in /proc/net/unix
+
+        def forge() -> str:  # as uid 65534
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            try:
+                s.sendto(BELL.pack(99), target)
+            except OSError as exc:
+                return type(exc).__name__
+            return "sent"
+
+        assert as_other_user(forge) == "PermissionError"
+        own = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with pytest.raises(PermissionError):
+            own.sendto(BELL.pack(98), target)
+        own.close()
+        assert mine.wait(0.2) is None  # nothing forged arrived
+        server.ring(KEY, 3)
+        assert mine.wait(2.0) == 3  # the supervisor's bells do
