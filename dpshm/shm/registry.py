@@ -102,20 +102,28 @@ class SupervisorLock:
     def __init__(self, namespace: str):
         self.namespace = validate_namespace(namespace)
         self.path = namespace_dir(namespace) / LOCK_FILE
-        fd = open_private(self.path, os.O_RDWR | os.O_CREAT)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
-            other = _read_pid(self.path)
-            who = f" (pid {other})" if other else ""
+        for _attempt in range(_LOCK_ATTEMPTS):
+            fd = open_private(self.path, os.O_RDWR | os.O_CREAT)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+                other = _read_pid(self.path)
+                who = f" (pid {other})" if other else ""
+                raise SupervisorRunningError(
+                    f"a dpshm supervisor{who} already runs on namespace {namespace!r}; "
+                    f"stop it first with `dpshm down` (DPSHM_NAMESPACE={namespace}) or start "
+                    "this one on another namespace (set DPSHM_NAMESPACE or --namespace)."
+                ) from None
+            if _same_file(fd, self.path):
+                break
+            os.close(fd)  # its holder removed it as we opened it (close()): lock the new one
+        else:  # pragma: no cover - needs a supervisor starting and stopping in a loop
             raise SupervisorRunningError(
-                f"a dpshm supervisor{who} already runs on namespace {namespace!r}; "
-                f"stop it first with `dpshm down` (DPSHM_NAMESPACE={namespace}) or start "
-                "this one on another namespace (set DPSHM_NAMESPACE or --namespace)."
-            ) from None
+                f"the lock {self.path} of namespace {namespace!r} kept changing; retry"
+            )
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
@@ -137,6 +145,19 @@ class SupervisorLock:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_LOCK_ATTEMPTS = 5
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd`` (not unlinked or replaced)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def _read_pid(path: Path) -> int | None:

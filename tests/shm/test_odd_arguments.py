@@ -105,3 +105,24 @@ def test_clean_stop_leaves_no_lock_or_socket_file(unique_name):
         assert {"supervisor.lock", "heads.ipc", "logs.ipc", "registry.json"} <= names
     assert os.listdir(nsdir) == []
     os.rmdir(nsdir)
+
+
+def test_a_lock_on_a_removed_lock_file_is_not_trusted(unique_name):
+    import fcntl
+
+    from dpshm.errors import SupervisorRunningError
+
+    a = registry.SupervisorLock(unique_name)
+    fd = os.open(a.path, os.O_RDWR)  # another starter opened it just before `a` let go
+    try:
+        a.close()  # removes the file, then releases the lock
+        assert not a.path.exists()
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # locking the removed file succeeds
+        assert not registry._same_file(fd, a.path)  # ... and is recognised as stale
+        with registry.SupervisorLock(unique_name) as b:  # the live lock is the new file
+            assert registry._same_file(b._fd, b.path)
+            with pytest.raises(SupervisorRunningError):
+                registry.SupervisorLock(unique_name)
+    finally:
+        os.close(fd)
+    os.rmdir(registry.namespace_dir(unique_name))
