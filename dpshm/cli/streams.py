@@ -115,12 +115,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def _format_record(rec: dict[str, Any]) -> str:
-    msg = str(rec.get("msg", ""))
-    args = rec.get("args") or []
-    try:
-        text = msg % tuple(args) if args else msg
-    except (TypeError, ValueError):
-        text = f"{msg} {args}"
+    from dpshm.dareplane.logs import record_message
+
+    text = record_message(rec)
     when = time.strftime("%H:%M:%S", time.localtime(float(rec.get("created", 0))))
     line = f"{when} {rec.get('levelname', '?'):<7} {rec.get('name', '?')}: {text}"
     if rec.get("exc_text"):

@@ -23,7 +23,14 @@ import time
 from collections import deque
 from typing import Any
 
-__all__ = ["DEFAULT_LOG_PORT", "JsonSocketHandler", "encode_record", "get_logger", "record_to_dict"]
+__all__ = [
+    "DEFAULT_LOG_PORT",
+    "JsonSocketHandler",
+    "encode_record",
+    "get_logger",
+    "record_message",
+    "record_to_dict",
+]
 
 DEFAULT_LOG_PORT = 9020
 _FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
@@ -71,6 +78,20 @@ def record_to_dict(record: logging.LogRecord) -> dict[str, Any]:
     elif isinstance(record.args, dict):
         out["args"] = [_jsonable(record.args)]
     return out
+
+
+def record_message(rec: dict[str, Any]) -> str:
+    """The message of a record dict (:func:`record_to_dict`): ``msg % args``.
+
+    When the arguments do not fit the template, both are shown instead of
+    raising (a receiver must never fail on a peer's record).
+    """
+    msg = str(rec.get("msg", ""))
+    args = rec.get("args") or []
+    try:
+        return msg % tuple(args) if args else msg
+    except (TypeError, ValueError):
+        return f"{msg} {args}"
 
 
 def encode_record(record: logging.LogRecord) -> bytes:
