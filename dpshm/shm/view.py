@@ -86,6 +86,13 @@ class Gap:
     missed: int | None = None
 
 
+def _is_count(x: Any) -> bool:
+    """An integer, or a finite float (a bool is not a count)."""
+    if isinstance(x, bool):
+        return False
+    return isinstance(x, (int, np.integer)) or (isinstance(x, float) and math.isfinite(x))
+
+
 class SharedStreamView:
     """Read-only view of the shared-memory ring ``name``.
 
@@ -362,7 +369,10 @@ class SharedStreamView:
                 raise ValueError(
                     f"ring {r.name!r} is irregular (srate 0): ask for n_samples, not seconds"
                 )
+            seconds = check_seconds("seconds", seconds, hint="the window's length")
             n_samples = round(seconds * r.srate)
+        elif n_samples is not None and not _is_count(n_samples):
+            raise TypeError(f"n_samples must be a number of samples, got {n_samples!r:.60}")
         n = self._n_buffer if n_samples is None else int(n_samples)
         if not 0 <= n <= r.capacity:
             raise ValueError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -126,3 +127,22 @@ def test_a_lock_on_a_removed_lock_file_is_not_trusted(unique_name):
     finally:
         os.close(fd)
     os.rmdir(registry.namespace_dir(unique_name))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "kind", "text"),
+    [
+        ({"seconds": math.nan}, ValueError, "seconds must be a finite number of seconds >= 0"),
+        ({"seconds": math.inf}, ValueError, "got inf"),
+        ({"seconds": -0.5}, ValueError, "got -0.5"),
+        ({"n_samples": math.nan}, TypeError, "n_samples must be a number of samples, got nan"),
+        ({"n_samples": "3"}, TypeError, "got '3'"),
+        ({"n_samples": True}, TypeError, "got True"),
+    ],
+)
+def test_windows_refuse_odd_lengths(view, kwargs, kind, text):
+    with pytest.raises(kind, match=re.escape(text)):
+        view.get_window(**kwargs)
+    with pytest.raises(kind, match=re.escape(text)):
+        view.next_window(timeout=0, **kwargs)
+    assert view.get_window(n_samples=3.0)[0].shape == (0, 1)  # an integral float is fine
