@@ -133,6 +133,7 @@ from dpshm.formats import (
     encode_strings,
     resolve_format,
 )
+from dpshm.shm.cpu import check_platform
 from dpshm.shm.segment import (
     SEGMENT_PREFIX,
     SHM_DIR,
@@ -355,7 +356,10 @@ class SharedRing:
             is alive and what to do (see :func:`unlink_ring`).
         RingSpaceError
             ``/dev/shm`` cannot hold the ring.
+        UnsupportedPlatformError
+            The ring is not safe on this CPU (see :mod:`dpshm.shm.cpu`).
         """
+        check_platform()
         seg = segment_name(name)
         fmt = resolve_format(dtype)
         code, ndt = FORMATS[fmt]
@@ -419,7 +423,10 @@ class SharedRing:
             No such ring (the message lists the existing ones).
         RingFormatError
             The segment is not a dpshm ring of a layout this version understands.
+        UnsupportedPlatformError
+            The ring is not safe on this CPU (see :mod:`dpshm.shm.cpu`).
         """
+        check_platform()
         seg = segment_name(name)
         try:
             mm = open_segment(seg)
