@@ -220,8 +220,8 @@ def main() -> None:
                 except subprocess.TimeoutExpired:
                     pr.kill()
                     pr.wait(5)
+        shutil.rmtree(tmp, ignore_errors=True)
     base = None
-    shutil.rmtree(tmp, ignore_errors=True)
     print(f"dpshm from {src}; {args.channels} ch at {args.rate:g} Hz, {args.seconds:g} s per phase")
     print(f"{'phase':30s} {'sup CPU %':>9s} {'x quiet':>7s} {'RSS MB':>7s} "
           f"{'wake p50 ms':>11s} {'p99 ms':>7s} {'p99 x quiet':>11s} {'wakes':>6s}")  # fmt: skip
