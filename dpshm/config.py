@@ -14,6 +14,7 @@ TOML layout (every table and key is optional)::
     string_width = 256           # bytes per marker slot (UTF-8)
     resolve_interval_s = 1.0     # how often LSL is searched for new outlets
     transport = "ipc"            # "ipc" (runtime dir) or "tcp" (127.0.0.1)
+    max_subscribers = 256        # doorbell subscriptions (all streams together)
 
     [[streams]]                  # selection; no [[streams]] = every stream
     name = "eeg"                 # any of name / type / source_id
@@ -22,21 +23,26 @@ TOML layout (every table and key is optional)::
     buffer_s = 5.0               # per-stream override
     irregular_samples = 1024
 
-    [server]                     # issue 6: the supervisor's DefaultServer
-    host = "127.0.0.1"
-    port = 8080
+    [server]                     # the supervisor's command server; without this
+    host = "127.0.0.1"           # table (and without --port) no TCP port is opened
+    port = 7090
     token = ""
 
-    [workers.bandpower]          # issue 6: workers startable over TCP
+    [workers.bandpower]          # workers startable over TCP
     target = "mypkg.decoders:bandpower"
     mode = "thread"              # or "process"
-    kwargs = { band = [8, 12] }
+    kwargs = { band = [8, 12] }  # defaults the target receives
     restart = "off"              # or "on-failure"
     max_restarts = 3
     backoff_s = 1.0
 
-Errors raise :class:`~dpshm.errors.ConfigError` naming the file, the line, the
-key, the bad value and what would be accepted.
+    [workers.bandpower.params]   # what a client may set in START_WORKER's kwargs
+    period_s = { type = "float", min = 0.02, max = 10.0 }
+
+Every size and interval is bounded (:data:`BOUNDS`); the same function,
+:func:`check_value`, checks a value from the file and from a flag. Errors raise
+:class:`~dpshm.errors.ConfigError` naming the file, the line, the key (or the
+flag), the bad value and the allowed range.
 """
 
 from __future__ import annotations
@@ -51,7 +57,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from dpshm.bounds import BOUNDS, MAX_INLET_BUFLEN_S, Bound, check_value  # noqa: F401
 from dpshm.errors import ConfigError
+from dpshm.params import ParamSpec, check_param, parse_spec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -71,7 +79,8 @@ DEFAULT_STRING_WIDTH = 256
 DEFAULT_RESOLVE_INTERVAL_S = 1.0
 DEFAULT_TRANSPORT = "ipc"
 DEFAULT_SERVER_HOST = "127.0.0.1"
-DEFAULT_SERVER_PORT = 8080
+DEFAULT_SERVER_PORT = 7090  # no Dareplane module defaults to it (they use 8080+)
+DEFAULT_MAX_SUBSCRIBERS = 256
 DEFAULT_VIEW_HOST = "127.0.0.1"  # `dpshm view` (browser viewer)
 DEFAULT_VIEW_PORT = 7091  # no Dareplane default uses it (modules 8080+, 8050, 9020)
 DEFAULT_RESTART = "off"
@@ -81,6 +90,7 @@ DEFAULT_BACKOFF_S = 1.0
 TRANSPORTS = ("ipc", "tcp")
 WORKER_MODES = ("thread", "process")
 RESTART_POLICIES = ("off", "on-failure")
+
 
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 _TARGET_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -120,8 +130,13 @@ class StreamSelector:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """The supervisor's Dareplane-compatible TCP server (``[server]``)."""
+    """The supervisor's Dareplane-compatible TCP server (``[server]``).
 
+    ``enabled`` is False unless the configuration has a ``[server]`` table or
+    ``--port`` was given: by default ``dpshm up`` opens no TCP port.
+    """
+
+    enabled: bool = False
     host: str = DEFAULT_SERVER_HOST
     port: int = DEFAULT_SERVER_PORT
     token: str = ""
@@ -145,6 +160,8 @@ class WorkerConfig:
     mode: str = "thread"
     kwargs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     restart: RestartPolicy = field(default_factory=RestartPolicy)
+    #: what a client may set in START_WORKER's kwargs (nothing when empty)
+    params: Mapping[str, ParamSpec] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def module(self) -> str:
@@ -167,6 +184,7 @@ class SupervisorConfig:
     string_width: int = DEFAULT_STRING_WIDTH
     resolve_interval_s: float = DEFAULT_RESOLVE_INTERVAL_S
     transport: str = DEFAULT_TRANSPORT
+    max_subscribers: int = DEFAULT_MAX_SUBSCRIBERS
     streams: tuple[StreamSelector, ...] = ()
     server: ServerConfig = field(default_factory=ServerConfig)
     workers: Mapping[str, WorkerConfig] = field(default_factory=lambda: MappingProxyType({}))
@@ -248,8 +266,8 @@ def _check_keys(ctx: _Ctx, table: Sequence[str], data: Mapping[str, Any], allowe
             )
 
 
-def _get(ctx, table, data, key, kind, index=None, choices=None, positive=False, default=None):
-    """Fetch ``data[key]`` checking its type (and choices / sign)."""
+def _get(ctx, table, data, key, kind, index=None, choices=None, default=None):
+    """Fetch ``data[key]`` checking its type (and choices)."""
     if key not in data:
         return default
     value = data[key]
@@ -266,8 +284,6 @@ def _get(ctx, table, data, key, kind, index=None, choices=None, positive=False, 
         raise ConfigError(
             f"{ctx.where(table, key, index)} must be one of {list(choices)}, got {value!r}."
         )
-    if positive and not value > 0:
-        raise ConfigError(f"{ctx.where(table, key, index)} must be > 0, got {value!r}.")
     return value
 
 
@@ -288,10 +304,11 @@ _SUP_KEYS = {
     "string_width",
     "resolve_interval_s",
     "transport",
+    "max_subscribers",
 }
 _STREAM_KEYS = {"name", "type", "source_id", "buffer_s", "irregular_samples"}
 _SERVER_KEYS = {"host", "port", "token"}
-_WORKER_KEYS = {"target", "mode", "kwargs", "restart", "max_restarts", "backoff_s"}
+_WORKER_KEYS = {"target", "mode", "kwargs", "restart", "max_restarts", "backoff_s", "params"}
 
 
 def _parse_supervisor(ctx: _Ctx, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -301,12 +318,13 @@ def _parse_supervisor(ctx: _Ctx, data: Mapping[str, Any]) -> dict[str, Any]:
     if "namespace" in data:
         ns = _get(ctx, t, data, "namespace", str)
         out["namespace"] = validate_namespace(ns, ctx.where(t, "namespace"))
-    for key, kind in (("buffer_s", float), ("resolve_interval_s", float)):
+    for key in ("buffer_s", "resolve_interval_s", "irregular_samples", "string_width"):
         if key in data:
-            out[key] = _get(ctx, t, data, key, kind, positive=True)
-    for key in ("irregular_samples", "string_width"):
-        if key in data:
-            out[key] = _get(ctx, t, data, key, int, positive=True)
+            out[key] = check_value(key, data[key], ctx.where(t, key))
+    if "max_subscribers" in data:
+        out["max_subscribers"] = check_value(
+            "max_subscribers", data["max_subscribers"], ctx.where(t, "max_subscribers")
+        )
     if "transport" in data:
         out["transport"] = _get(ctx, t, data, "transport", str, choices=TRANSPORTS)
     return out
@@ -323,20 +341,22 @@ def _parse_stream(ctx: _Ctx, data: Any, index: int) -> StreamSelector:
             f"{ctx.where(t, None, index)} selects nothing: give at least one of "
             "'name', 'type' or 'source_id'."
         )
-    return StreamSelector(
-        **kw,
-        buffer_s=_get(ctx, t, data, "buffer_s", float, index, positive=True),
-        irregular_samples=_get(ctx, t, data, "irregular_samples", int, index, positive=True),
-    )
+    sizes = {
+        k: check_value(k, data[k], ctx.where(t, k, index))
+        for k in ("buffer_s", "irregular_samples")
+        if k in data
+    }
+    return StreamSelector(**kw, **sizes)
 
 
 def _parse_server(ctx: _Ctx, data: Mapping[str, Any]) -> ServerConfig:
     t = ("server",)
     _check_keys(ctx, t, data, _SERVER_KEYS)
-    port = _get(ctx, t, data, "port", int, default=DEFAULT_SERVER_PORT)
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"{ctx.where(t, 'port')} must be within 0..65535, got {port}.")
+    port = DEFAULT_SERVER_PORT
+    if "port" in data:
+        port = check_value("port", data["port"], ctx.where(t, "port"))
     return ServerConfig(
+        enabled=True,
         host=_get(ctx, t, data, "host", str, default=DEFAULT_SERVER_HOST),
         port=port,
         token=_get(ctx, t, data, "token", str, default=""),
@@ -358,15 +378,23 @@ def _parse_worker(ctx: _Ctx, name: str, data: Any) -> WorkerConfig:
             f"{ctx.where(t, 'target')} must look like 'package.module:function', got {target!r}."
         )
     kwargs = _get(ctx, t, data, "kwargs", dict, default={})
-    max_restarts = _get(ctx, t, data, "max_restarts", int, default=DEFAULT_MAX_RESTARTS)
-    if max_restarts < 0:
-        raise ConfigError(f"{ctx.where(t, 'max_restarts')} must be >= 0, got {max_restarts}.")
+    params = {
+        key: parse_spec(key, spec, ctx.where((*t, "params"), key))
+        for key, spec in _get(ctx, t, data, "params", dict, default={}).items()
+    }
+    for key, spec in params.items():  # declared defaults obey their own declaration
+        if key in kwargs:  # named as the kwargs line, with the key: 'workers.bp.kwargs.key'
+            check_param(spec, kwargs[key], ctx.where(t, "kwargs")[:-1] + f".{key}'")
+    bounded = {
+        k: check_value(k, data[k], ctx.where(t, k))
+        for k in ("max_restarts", "backoff_s")
+        if k in data
+    }
     restart = RestartPolicy(
         policy=_get(
             ctx, t, data, "restart", str, choices=RESTART_POLICIES, default=DEFAULT_RESTART
         ),
-        max_restarts=max_restarts,
-        backoff_s=_get(ctx, t, data, "backoff_s", float, positive=True, default=DEFAULT_BACKOFF_S),
+        **bounded,
     )
     return WorkerConfig(
         name=name,
@@ -374,6 +402,7 @@ def _parse_worker(ctx: _Ctx, name: str, data: Any) -> WorkerConfig:
         mode=_get(ctx, t, data, "mode", str, choices=WORKER_MODES, default="thread"),
         kwargs=MappingProxyType(dict(kwargs)),
         restart=restart,
+        params=MappingProxyType(params),
     )
 
 
@@ -409,10 +438,11 @@ def parse_toml(text: str, source: str = "<string>") -> SupervisorConfig:
             f"got {streams!r}."
         )
     kw["streams"] = tuple(_parse_stream(ctx, s, i) for i, s in enumerate(streams))
-    server = data.get("server", {})
-    if not isinstance(server, Mapping):
-        raise ConfigError(f"{source}: 'server' must be a table, got {server!r}.")
-    kw["server"] = _parse_server(ctx, server)
+    if "server" in data:  # the table turns the command server on
+        server = data["server"]
+        if not isinstance(server, Mapping):
+            raise ConfigError(f"{source}: 'server' must be a table, got {server!r}.")
+        kw["server"] = _parse_server(ctx, server)
     workers = data.get("workers", {})
     if not isinstance(workers, Mapping):
         raise ConfigError(f"{source}: 'workers' must be a table of [workers.NAME] tables.")
@@ -458,7 +488,9 @@ def load_config(
     overrides : mapping, optional
         Values from command-line flags (``None`` values are ignored). The key
         ``streams`` takes a sequence of :class:`StreamSelector` and replaces the
-        file's selection; ``server_port`` overrides ``[server] port``.
+        file's selection; ``server_port`` overrides ``[server] port`` and
+        turns the server on. Bounded values go through :func:`check_value`,
+        exactly as the file's do.
     """
     env = os.environ if env is None else env
     if path is None and env.get(ENV_CONFIG):
@@ -484,17 +516,28 @@ def load_config(
         if value is None:
             continue
         if key == "server_port":
-            changes["server"] = replace(cfg.server, port=int(value))
+            port = check_value("port", value)
+            changes["server"] = replace(cfg.server, enabled=True, port=port)
         elif key == "streams":
             if value:
                 changes["streams"] = tuple(value)
         elif key == "namespace":
             changes["namespace"] = validate_namespace(value, "--namespace")
+        elif key in BOUNDS:
+            changes[key] = check_value(key, value)
         elif key in _SUP_KEYS:
             changes[key] = value
         else:
             raise ConfigError(f"unknown configuration override {key!r}.")
     return replace(cfg, **changes) if changes else cfg
+
+
+WORKER_SOURCE_PREFIX = "dpshm-worker-"
+
+
+def worker_source_id(namespace: str, worker: str) -> str:
+    """The LSL source_id every instance of declared worker ``worker`` publishes under."""
+    return f"{WORKER_SOURCE_PREFIX}{namespace}-{worker}"
 
 
 def namespace_from_env(env: Mapping[str, str] | None = None) -> str:

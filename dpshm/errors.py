@@ -68,6 +68,11 @@ class RingOwnershipError(DpshmError, PermissionError):
     """Only the creator of a ring may write or unlink it (or its writer is still alive)."""
 
 
+class UnsafeOwnershipError(DpshmError, PermissionError):
+    """A runtime directory, a file in it or a ring belongs to another user, is a
+    symlink, or can be written by other users: dpshm refuses to trust it."""
+
+
 class NoSupervisorError(SupervisorNotRunningError, RingNotFoundError):
     """A stream was asked for by name, but no supervisor runs and no ring has that name."""
 

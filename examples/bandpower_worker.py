@@ -6,7 +6,7 @@ As a supervisor worker (see examples/workers.toml)::
     dpshm mock --channels 64 --rate 1000 &        # a 64 ch signal + markers
     dpshm up --config examples/workers.toml &
     printf 'START_WORKER|{"worker": "bandpower", "streams": ["MockEEG"]};' \\
-        | nc -q1 127.0.0.1 8080
+        | nc -q1 127.0.0.1 7090
 
 Standalone, against a running supervisor (Ctrl-C stops it)::
 
@@ -15,7 +15,11 @@ Standalone, against a running supervisor (Ctrl-C stops it)::
 The target is ``run(ctx)``: ``ctx.streams`` holds exactly one stream, read
 zero-copy from shared memory (no LSL inlet); ``ctx.kwargs`` may set ``band``
 (Hz, default [8, 12]), ``window_s`` (1.0), ``period_s`` (0.1) and ``outlet``
-(the name of the published stream, default "bandpower").
+(the name of the published stream, default "bandpower"); a client may set them
+within the bounds declared in ``[workers.bandpower.params]``. The outlet's
+``source_id`` is ``ctx.source_id`` (the same for every instance), so a
+restarted worker continues its stream instead of adding a second one of that
+name.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ def run(ctx) -> None:
         view.n_channels,
         1.0 / period_s,
         "float32",
-        source_id=f"dpshm-bandpower-{ctx.id}",
+        source_id=ctx.source_id or f"dpshm-bandpower-{ctx.id}",
         channel_names=view.channel_names,
     )
     ctx.logger.info(

@@ -7,7 +7,7 @@ As a supervisor worker (see examples/workers.toml)::
     dpshm mock &                                   # a signal + a marker stream
     dpshm up --config examples/workers.toml &
     printf 'START_WORKER|{"worker": "epochs", "streams": ["MockEEG", "MockMarkers"]};' \\
-        | nc -q1 127.0.0.1 8080
+        | nc -q1 127.0.0.1 7090
 
 Standalone, against a running supervisor (Ctrl-C stops it)::
 
@@ -15,15 +15,18 @@ Standalone, against a running supervisor (Ctrl-C stops it)::
 
 The target is ``run(ctx)``: ``ctx.streams`` holds the signal and the marker
 stream (the marker stream is the one with string samples). ``ctx.kwargs``:
-``pre_s`` (0.2), ``post_s`` (0.5), ``out`` (optional ``.npz`` path: every
-epoch is saved there when the worker stops), ``max_epochs`` (stop after that
-many, default unlimited).
+``pre_s`` (0.2), ``post_s`` (0.5), ``out`` (optional ``.npz`` file name:
+every epoch is saved there when the worker stops), ``out_dir`` (the directory
+``out`` is saved in, default the current one; declared in the config, not
+settable by a client, whose ``out`` is a bare file name), ``max_epochs`` (stop
+after that many, default unlimited).
 """
 
 from __future__ import annotations
 
 import argparse
 import threading
+from pathlib import Path
 
 import numpy as np
 
@@ -101,7 +104,11 @@ def run(ctx) -> None:
             break
     if ctx.kwargs.get("out") and epochs:
         n = min(len(e) for e in epochs)
-        np.savez(ctx.kwargs["out"], epochs=np.stack([e[:n] for e in epochs]), labels=labels)
+        out_dir = Path(ctx.kwargs.get("out_dir") or ".")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / ctx.kwargs["out"]
+        np.savez(path, epochs=np.stack([e[:n] for e in epochs]), labels=labels)
+        ctx.logger.info("saved %d epochs to %s", len(epochs), path)
     ctx.logger.info("epoch worker %s collected %d epochs", ctx.id, len(epochs))
 
 
@@ -128,7 +135,9 @@ def main() -> None:
             streams={args.signal: sig, args.markers: mk},
             stop_event=stop,
             logger=logging.getLogger("epochs"),
-            kwargs={"out": args.out} if args.out else {},
+            kwargs={"out": Path(args.out).name, "out_dir": str(Path(args.out).parent)}
+            if args.out
+            else {},
         )
         try:
             run(ctx)

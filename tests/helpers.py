@@ -118,3 +118,62 @@ def wait_for_registry(namespace: str, timeout: float, pid: int | None = None):
 
     ready.__name__ = f"the supervisor of namespace {namespace!r} wrote its registry"
     return wait_until(ready, timeout, interval=0.02)
+
+
+OTHER_UID = 65534  # `nobody`: the second local user of the security tests
+
+
+def as_other_user(fn: Callable[[], T], timeout: float = 20.0, uid: int = OTHER_UID) -> T:
+    """Run ``fn()`` in a forked child that switched to ``uid`` (a second local user).
+
+    Only root can switch: the caller skips otherwise (``pytest.skip``). The
+    child's return value comes back pickled; an exception in the child is
+    re-raised here as ``RuntimeError`` with its text. Bounded: a child that
+    is still running after ``timeout`` seconds is killed.
+    """
+    import os
+    import pickle
+    import select
+    import signal
+
+    import pytest
+
+    if os.getuid() != 0:
+        pytest.skip("switching to a second uid needs root")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never returns into pytest
+        code = 0
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            payload = pickle.dumps(("ok", fn()))
+        except BaseException as exc:  # report anything, then leave
+            payload = pickle.dumps(("error", f"{type(exc).__name__}: {exc}"))
+            code = 1
+        try:
+            os.write(w, payload)
+        finally:
+            os._exit(code)
+    os.close(w)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([r], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)
+                raise TimeoutError(f"the uid {uid} child did not finish within {timeout} s")
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    kind, value = pickle.loads(b"".join(chunks))
+    if kind == "error":
+        raise RuntimeError(f"in the uid {uid} child: {value}")
+    return value

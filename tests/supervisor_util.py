@@ -31,7 +31,7 @@ def child_env(ns: str) -> dict[str, str]:
 class Proc:
     """A child process whose output is collected by a thread (no pipe ever fills)."""
 
-    def __init__(self, ns: str, args: list[str]):
+    def __init__(self, ns: str, args: list[str], cwd: str | os.PathLike | None = None):
         self.ns = ns
         self.proc = subprocess.Popen(
             [sys.executable, *args],
@@ -39,7 +39,7 @@ class Proc:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            cwd=str(ROOT),
+            cwd=str(cwd or ROOT),
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -91,10 +91,18 @@ class Sup(Proc):
     streams; ``args`` are more flags (``--config``, ``--port``, ...).
     """
 
-    def __init__(self, ns: str, *streams: str, args: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        ns: str,
+        *streams: str,
+        args: tuple[str, ...] = (),
+        cwd: str | os.PathLike | None = None,
+    ):
         sel = [a for s in streams for a in ("--stream", s)]
         super().__init__(
-            ns, ["-m", "dpshm", "up", "--quiet", "--resolve-interval-s", RESOLVE_S, *sel, *args]
+            ns,
+            ["-m", "dpshm", "up", "--quiet", "--resolve-interval-s", RESOLVE_S, *sel, *args],
+            cwd=cwd,
         )
 
     def ready(self, timeout: float = 15.0):

@@ -72,7 +72,7 @@ def test_defaults_select_everything():
 @pytest.mark.parametrize(
     ("text", "needles"),
     [
-        ("[supervisor]\nbuffer_s = -1\n", ["line 2", "supervisor.buffer_s", "> 0", "-1"]),
+        ("[supervisor]\nbuffer_s = -1\n", ["line 2", "supervisor.buffer_s", "0.1..3600 s", "-1"]),
         ("[supervisor]\n\nbufer_s = 3\n", ["line 3", "supervisor.bufer_s", "unknown key"]),
         ("[supervisor]\ntransport = 'udp'\n", ["line 2", "transport", "'udp'", "ipc"]),
         ("[[streams]]\nname = 'a'\n[[streams]]\nbuffer_s = 1\n", ["line 3", "streams[1]"]),

@@ -74,13 +74,31 @@ def read_windows(ctx):
     ctx.stop_event.wait(ctx.kwargs.get("linger_s", 0))
 
 
+#: what a client may set for ``read_windows`` (as ``[workers.reader.params]`` would declare)
+READER_PARAMS = {
+    "n": {"type": "int", "min": 1, "max": 100000},
+    "head": {"type": "int", "min": 0, "max": 10**9},
+    "out": {"type": "str", "max_len": 4096},
+    "linger_s": {"type": "float", "min": 0.0, "max": 120.0},
+}
+
+
 def make_spec(
-    name, target, mode="thread", kwargs=None, restart="off", max_restarts=3, backoff_s=1.0
+    name,
+    target,
+    mode="thread",
+    kwargs=None,
+    restart="off",
+    max_restarts=3,
+    backoff_s=1.0,
+    params=None,
 ):
-    """A worker declaration as ``dpshm.config`` builds it from ``[workers.NAME]``."""
+    """A worker declaration as ``dpshm.config`` builds it from ``[workers.NAME]``
+    (``params`` as its ``[workers.NAME.params]`` table)."""
     from types import MappingProxyType
 
     from dpshm.config import RestartPolicy, WorkerConfig
+    from dpshm.params import parse_spec
 
     return WorkerConfig(
         name=name,
@@ -88,6 +106,9 @@ def make_spec(
         mode=mode,
         kwargs=MappingProxyType(dict(kwargs or {})),
         restart=RestartPolicy(policy=restart, max_restarts=max_restarts, backoff_s=backoff_s),
+        params=MappingProxyType(
+            {k: parse_spec(k, v, f"params.{k}") for k, v in (params or {}).items()}
+        ),
     )
 
 

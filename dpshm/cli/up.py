@@ -40,25 +40,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "type or source_id (repeatable; default: every stream)",
     )
     ns_arg(p)
-    p.add_argument(
-        "--buffer-s",
-        type=float,
-        default=None,
-        help=f"ring length in seconds for regular streams (default {C.DEFAULT_BUFFER_S})",
-    )
-    p.add_argument(
-        "--irregular-samples",
-        type=int,
-        default=None,
-        help=f"ring length of irregular/marker streams (default {C.DEFAULT_IRREGULAR_SAMPLES})",
-    )
-    p.add_argument(
-        "--resolve-interval-s",
-        type=float,
-        default=None,
-        help=f"seconds between LSL searches for new outlets "
-        f"(default {C.DEFAULT_RESOLVE_INTERVAL_S})",
-    )
+    for flag, key, kind, what, default in (
+        ("--buffer-s", "buffer_s", float, "ring length of regular streams", C.DEFAULT_BUFFER_S),
+        ("--irregular-samples", "irregular_samples", int, "ring length of irregular/marker "
+         "streams", C.DEFAULT_IRREGULAR_SAMPLES),
+        ("--resolve-interval-s", "resolve_interval_s", float, "seconds between LSL searches "
+         "for new outlets", C.DEFAULT_RESOLVE_INTERVAL_S),
+        ("--max-subscribers", "max_subscribers", int, "doorbell subscriptions, all streams "
+         "together", C.DEFAULT_MAX_SUBSCRIBERS),
+    ):  # fmt: skip
+        p.add_argument(
+            flag,
+            type=kind,
+            default=None,
+            help=f"{what}: {C.BOUNDS[key].describe()} (default {default})",
+        )
     p.add_argument(
         "--transport",
         choices=C.TRANSPORTS,
@@ -72,8 +68,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--port",
         type=int,
         default=None,
-        help="TCP port of the supervisor's command server (LIST_STREAMS, START_WORKER, ...; "
-        f"overrides [server] port, default {C.DEFAULT_SERVER_PORT}; 0 = any free port)",
+        help="serve the supervisor's commands (LIST_STREAMS, START_WORKER, ...) on this TCP "
+        "port of 127.0.0.1 ([server] host), 0 = any free port; overrides [server] port. "
+        "Without --port or a [server] table no port is opened. A [server] table without "
+        f"port uses {C.DEFAULT_SERVER_PORT}. Any local process that can connect may command "
+        "the supervisor unless [server] token is set (docs/operations.md, Security)",
     )
     p.set_defaults(func=cmd_up)
 
@@ -100,10 +99,21 @@ def _load(args: argparse.Namespace, **extra: Any) -> C.SupervisorConfig:
             "irregular_samples": getattr(args, "irregular_samples", None),
             "transport": getattr(args, "transport", None),
             "resolve_interval_s": getattr(args, "resolve_interval_s", None),
+            "max_subscribers": getattr(args, "max_subscribers", None),
             "server_port": getattr(args, "port", None),
             **extra,
         },
     )
+
+
+def _seconds(flag: str, value: float) -> float:
+    """A duration flag, finite and > 0, or a one-line ConfigError naming it."""
+    from dpshm.dareplane.timing import check_seconds
+
+    try:
+        return check_seconds(flag, value, positive=True)
+    except (TypeError, ValueError) as exc:
+        raise C.ConfigError(str(exc)) from None
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -115,29 +125,32 @@ def cmd_up(args: argparse.Namespace) -> int:
     from dpshm.shm.supervisor import Supervisor
 
     setup_logging(args.log_level)
-    cfg = _load(args)
+    if args.duration is not None:
+        _seconds("--duration", args.duration)
+    cfg = _load(args)  # every flag and key checked here: nothing exists yet
     check_bind(cfg.server.host, cfg.server.token)  # refuse before sharing anything
-    # a port the user chose must work; the implicit default may be taken (another namespace)
-    explicit_port = args.port is not None or cfg.server != C.ServerConfig()
+    sup = Supervisor(cfg)
     live = None if args.quiet else LiveStatus()
-    # on a terminal, log lines scroll above the live table from here on
-    with live or contextlib.nullcontext(), Supervisor(cfg) as sup, contextlib.ExitStack() as stack:
-        try:
-            commands = stack.enter_context(SupervisorFrontend(sup, cfg))
-        except OSError as exc:
-            if explicit_port:
+    with contextlib.ExitStack() as stack:
+        if live is not None:  # on a terminal, log lines scroll above the live table from here on
+            stack.enter_context(live)
+        stack.callback(sup.close)  # after the frontend (LIFO): workers stop before the rings go
+        if cfg.server.enabled:  # bound before any ring exists: a bad port leaves nothing
+            try:
+                commands = stack.enter_context(SupervisorFrontend(sup, cfg))
+            except OSError as exc:
                 raise DpshmError(str(exc)) from None
-            logging.getLogger("dpshm.control.commands").warning(
-                "the supervisor's commands (LIST_STREAMS, START_WORKER, ...) are NOT served: "
-                "%s. Set [server] port in the config or pass --port (0 = any free port).",
-                exc,
-            )
-        else:
             print(
                 f"dpshm: commands on {cfg.server.host}:{commands.port} "
                 f"(workers: {', '.join(commands.manager.declared) or 'none declared'})",
                 flush=True,
             )
+        else:
+            logging.getLogger("dpshm.control.commands").info(
+                "no command server (no TCP port is open): pass --port N or add a [server] "
+                "table to the config to serve LIST_STREAMS, START_WORKER, ..."
+            )
+        sup.start()
         if not args.quiet:
             print(
                 f"dpshm supervisor on namespace {cfg.namespace!r} (pid {os.getpid()}); "
@@ -182,6 +195,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     from dpshm.shm import registry
 
     ns = namespace(args)
+    _seconds("--timeout", args.timeout)
     try:
         reg = registry.read_registry(ns)
     except SupervisorNotRunningError:

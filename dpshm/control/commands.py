@@ -12,7 +12,7 @@ serving)::
                                          the worker id, e.g. bandpower-1 (plain text)
     STOP_WORKER|{"id": ID}               the worker's final status (JSON object)
     LIST_WORKERS                         {"declared": {NAME: {"mode", "target", "kwargs",
-                                          "restart"}}, "workers": [status, ...]}
+                                          "params", "restart"}}, "workers": [status, ...]}
 
 The server's built-ins keep their meaning: ``STOP`` stops every worker (and
 whatever else the server started), ``CLOSE`` shuts the supervisor down,
@@ -21,7 +21,10 @@ whatever else the server started), ``CLOSE`` shuts the supervisor down,
 Only workers declared in the configuration can be started: ``worker`` is a
 declared *name*; a target string or any key other than ``worker``,
 ``streams`` and ``kwargs`` is refused. Nothing a client sends is ever
-imported.
+imported. A client may set only the kwargs the worker declares in
+``[workers.NAME.params]``, within their types and bounds (:mod:`dpshm.params`);
+a kwarg naming a stream the worker will publish may not take a name another
+stream holds.
 
 The frontend talks to the supervisor through a small interface, so it can be
 tested (and reused) without it:
@@ -49,6 +52,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from dpshm.config import DEFAULT_SERVER_PORT
 from dpshm.control.context import WORKER_LOGGER_PREFIX, attach_view
 from dpshm.control.workers import WorkerManager
 from dpshm.dareplane.logs import DEFAULT_LOG_PORT, JsonSocketHandler
@@ -224,6 +228,9 @@ class Frontend:
                     "mode": spec.mode,
                     "target": spec.target,
                     "kwargs": dict(spec.kwargs),
+                    "params": {
+                        k: p.as_dict() for k, p in (getattr(spec, "params", None) or {}).items()
+                    },
                     "restart": spec.restart.policy,
                     "max_restarts": spec.restart.max_restarts,
                 }
@@ -301,7 +308,7 @@ class SupervisorServer(DefaultServer):
     def __init__(
         self,
         frontend: Frontend,
-        port: int = 8080,
+        port: int = DEFAULT_SERVER_PORT,
         ip: str = "127.0.0.1",
         *,
         token: str | None = None,
@@ -382,6 +389,7 @@ class SupervisorFrontend:
             resolve=self.resolve,
             attach=functools.partial(attach_view, namespace=config.namespace),
             search_path=search,
+            stream_names=self.stream_names,
             namespace=config.namespace,
         )
         try:
@@ -419,6 +427,10 @@ class SupervisorFrontend:
         """One status dict per stream (the supervisor's, with its ``key``)."""
         streams = self._sup.status().get("streams", {})
         return [{"key": k, **v} for k, v in streams.items()]
+
+    def stream_names(self) -> list[tuple[str, str]]:
+        """``(name, source_id)`` of every stream the supervisor shares (stale ones too)."""
+        return [(str(s.get("name")), str(s.get("source_id"))) for s in self.streams_status()]
 
     def supervisor_status(self) -> dict[str, Any]:
         """The supervisor's own status, plus where its commands are served."""

@@ -39,9 +39,16 @@ class WorkerContext:
     logger : logging.Logger
         ``dpshm.worker.<id>``; its records reach the supervisor's log stream.
     kwargs : dict
-        The declared defaults updated with the kwargs sent in ``START_WORKER``.
+        The declared defaults updated with the kwargs sent in ``START_WORKER``
+        (only keys declared in ``[workers.NAME.params]``, checked against their
+        types and bounds).
     namespace : str or None
         The supervisor's namespace (where :meth:`publish_stream` publishes).
+    source_id : str
+        The LSL ``source_id`` to publish an outlet under (the same for every
+        instance of this worker, so a restarted worker's stream continues the
+        same ring instead of adding a second stream of that name); ``""`` when
+        the worker runs outside a supervisor.
     publishers : list of StreamPublisher
         The streams this worker published; closed for it when the target returns.
     """
@@ -53,6 +60,7 @@ class WorkerContext:
     logger: logging.Logger
     kwargs: dict[str, Any] = field(default_factory=dict)
     namespace: str | None = None
+    source_id: str = ""
     publishers: list[Any] = field(default_factory=list)
 
     def publish_stream(self, name: str, n_channels: int, rate: float, *args: Any, **kwargs: Any):

@@ -122,6 +122,7 @@ def process_main(payload: dict[str, Any], conn: Any) -> None:
             logger=logger,
             kwargs=dict(payload["kwargs"]),
             namespace=payload.get("namespace"),
+            source_id=str(payload.get("source_id", "")),
         )
         conn.send(("started", None))
         func(ctx)

@@ -56,6 +56,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dpshm.config import namespace_from_env, worker_source_id
 from dpshm.control.context import (
     WorkerContext,
     attach_all,
@@ -65,6 +66,7 @@ from dpshm.control.context import (
 )
 from dpshm.control.worker_proc import ProcessHandle, describe_exit
 from dpshm.errors import DpshmTimeoutError, WorkerError
+from dpshm.params import check_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +162,17 @@ class WorkerManager:
         SIGTERM, before it is killed.
     max_workers : int
         At most this many workers run at once; more are refused.
+    stream_names : callable, optional
+        ``() -> iterable of (name, source_id)``: the streams that exist now. A
+        kwarg declared ``stream_name`` (a stream the worker will publish) may
+        not take a name one of them holds, unless it is this worker's own
+        earlier output (same ``source_id``), nor a name a running worker was
+        given.
+    namespace : str, optional
+        The supervisor's namespace (default ``$DPSHM_NAMESPACE``): where
+        ``ctx.publish_stream`` publishes. Worker ``NAME`` publishes under
+        :func:`~dpshm.config.worker_source_id` ``(namespace, NAME)``
+        (:attr:`~dpshm.control.context.WorkerContext.source_id`).
     """
 
     def __init__(
@@ -172,6 +185,7 @@ class WorkerManager:
         stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
         grace_s: float = DEFAULT_GRACE_S,
         max_workers: int = DEFAULT_MAX_WORKERS,
+        stream_names: Callable[[], Iterable[tuple[str, str]]] | None = None,
         namespace: str | None = None,
     ):
         for name, spec in specs.items():
@@ -182,11 +196,12 @@ class WorkerManager:
         self._specs = dict(specs)
         self._resolve = resolve or _identity
         self._attach = attach
-        self._namespace = namespace
         self._search_path = search_path
         self.stop_timeout_s = float(stop_timeout_s)
         self.grace_s = float(grace_s)
         self.max_workers = int(max_workers)
+        self._stream_names = stream_names
+        self._namespace = namespace
         self._lock = threading.RLock()
         self._workers: dict[str, _Worker] = {}
         self._counter = 0
@@ -240,11 +255,14 @@ class WorkerManager:
                 "Declare it as a [workers.NAME] table in the supervisor's config."
             )
         streams = list(streams or [])
+        params = getattr(spec, "params", None) or {}
+        checked = check_kwargs(name, params, dict(kwargs or {}))
         rings = {s: self._resolve(s) for s in streams}
-        merged = {**dict(spec.kwargs), **dict(kwargs or {})}
+        merged = {**dict(spec.kwargs), **checked}
         with self._lock:
             if self._closed:
                 raise WorkerError("the worker manager is closed; no worker can be started.")
+            self._check_names(spec, params, merged)
             running = sum(1 for w in self._workers.values() if w.state not in _ENDED)
             if running >= self.max_workers:
                 raise WorkerError(
@@ -260,6 +278,36 @@ class WorkerManager:
             self._prune()
         log.info("started worker %s (%s, streams %s)", w.id, spec.mode, streams)
         return w.id
+
+    def source_id(self, name: str) -> str:
+        """The LSL source_id worker ``name`` publishes under (every instance)."""
+        return worker_source_id(self._namespace or namespace_from_env(), name)
+
+    def _check_names(self, spec: Any, params: Mapping[str, Any], merged: Mapping[str, Any]):
+        """Refuse a ``stream_name`` kwarg another stream or running worker holds (lock held)."""
+        wanted = [(k, merged.get(k)) for k, p in params.items() if p.type == "stream_name"]
+        wanted = [(k, v) for k, v in wanted if v is not None]
+        if not wanted:
+            return
+        mine = self.source_id(spec.name)
+        held = {}
+        for stream, source in self._stream_names() if self._stream_names else ():
+            if source != mine:
+                held.setdefault(stream, source)
+        for w in self._workers.values():
+            if w.state in _ENDED:
+                continue
+            wparams = getattr(w.spec, "params", None) or {}
+            for k, p in wparams.items():
+                if p.type == "stream_name" and k in w.kwargs:
+                    held.setdefault(w.kwargs[k], f"worker {w.id}")
+        for key, value in wanted:
+            if value in held:
+                raise WorkerError(
+                    f"worker {spec.name!r} cannot publish {key}={value!r}: that name is held "
+                    f"by {held[value]!r}; consumers would then find two streams of that name. "
+                    "Choose another name."
+                )
 
     def stop(self, worker_id: str) -> dict[str, Any]:
         """Stop one worker (bounded wait); return its final status.
@@ -373,6 +421,7 @@ class WorkerManager:
             logger=logging.getLogger(worker_logger_name(w.id)),
             kwargs=dict(w.kwargs),
             namespace=self._namespace,
+            source_id=self.source_id(w.spec.name),
         )
         w.thread = threading.Thread(
             target=self._run_thread, args=(w, func, ctx), name=f"dpshm-worker-{w.id}", daemon=True
@@ -406,6 +455,7 @@ class WorkerManager:
             "search_path": self._search_path,
             "rings": dict(w.rings),
             "kwargs": dict(w.kwargs),
+            "source_id": self.source_id(w.spec.name),
             "log_level": logging.getLogger(worker_logger_name(w.id)).getEffectiveLevel(),
             "attach": self._attach,
             "namespace": self._namespace,

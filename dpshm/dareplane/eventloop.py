@@ -25,7 +25,6 @@ defects of the original fixed:
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -33,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dpshm.dareplane._callbacks import as_ctx_callback, callback_name
-from dpshm.dareplane.timing import _check_spin, _sleep_until
+from dpshm.dareplane.timing import _check_spin, _sleep_until, check_seconds
 from dpshm.errors import DpshmTimeoutError
 
 logger = logging.getLogger(__name__)
@@ -70,19 +69,6 @@ class DelayedCallback:
     def due_ts(self) -> float:
         """:func:`time.perf_counter` time at or after which the callback runs."""
         return self.start_ts + self.delay_s
-
-
-def _check_seconds(name: str, value: Any, *, positive: bool, hint: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r}; {hint}")
-    v = float(value)
-    ok = math.isfinite(v) and (v > 0.0 if positive else v >= 0.0)
-    if not ok:
-        bound = "> 0" if positive else ">= 0"
-        raise ValueError(
-            f"{name} must be a finite number of seconds {bound}, got {value!r}; {hint}"
-        )
-    return v
 
 
 class EventLoop:
@@ -162,7 +148,7 @@ class EventLoop:
         spin_s: float | None = None,
         name: str = "dpshm-eventloop",
     ) -> None:
-        self.dt_s = _check_seconds("dt_s", dt_s, positive=True, hint="e.g. dt_s=0.001 for 1 kHz")
+        self.dt_s = check_seconds("dt_s", dt_s, positive=True, hint="e.g. dt_s=0.001 for 1 kHz")
         if on_error not in _ON_ERROR:
             raise ValueError(f"on_error must be one of {_ON_ERROR}, got {on_error!r}")
         _check_spin(spin_s)
@@ -251,7 +237,7 @@ class EventLoop:
         dt : float, optional
             Delay in seconds (>= 0) counted from this call; default 0.
         """
-        dt = _check_seconds("dt", dt, positive=False, hint="pass the delay in seconds")
+        dt = check_seconds("dt", dt, positive=False, hint="pass the delay in seconds")
         dcb = DelayedCallback(self.validate_callback(cb), dt, _perf_counter())
         with self._lock:
             self.delayed_callbacks_once.append(dcb)
@@ -435,7 +421,10 @@ class EventLoop:
         ------
         dpshm.errors.DpshmTimeoutError
             If the thread is still running after ``timeout`` (a callback blocks).
+        ValueError, TypeError
+            ``timeout`` is not a finite number of seconds >= 0.
         """
+        timeout = check_seconds("timeout", timeout, hint="e.g. stop(timeout=2.0)")
         self.stop_event.set()
         thread = self._thread
         if thread is None or thread is threading.current_thread():

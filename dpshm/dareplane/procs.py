@@ -1,8 +1,10 @@
-"""Stopping a process and everything it started.
+"""Processes: whether one is alive, and stopping one with everything it started.
 
-One function, :func:`stop_process_tree`: SIGTERM to the whole tree, a grace
-period, SIGKILL to whatever is left, and a bounded wait. Used by the command
-server's ``STOP`` and by the supervisor's workers.
+:func:`pid_alive` is the package's one answer to "is this process alive" (the
+registry's supervisor pid, a ring's writer pid, the processes being stopped).
+:func:`stop_process_tree`: SIGTERM to the whole tree, a grace period, SIGKILL to
+whatever is left, and a bounded wait. Used by the command server's ``STOP`` and
+by the supervisor's workers.
 """
 
 from __future__ import annotations
@@ -16,26 +18,52 @@ import psutil
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["stop_process_tree"]
+__all__ = ["pid_alive", "stop_process_tree"]
+
+CREATE_TIME_SLACK_S = 1.0  # create times recorded elsewhere (a registry) are rounded
 
 
-def _alive(p: psutil.Process) -> bool:
-    # a zombie is dead: its parent (or init, for orphans) reaps it, we cannot
+def pid_alive(proc: int | psutil.Process, create_time: float | None = None) -> bool:
+    """Whether a process is alive: it exists, is not a zombie, and is the same process.
+
+    Parameters
+    ----------
+    proc : int or psutil.Process
+        A pid, or a :class:`psutil.Process` (then "the same process" is
+        psutil's own check: the pid was not reused since it was created).
+    create_time : float, optional
+        With a pid: the process's start time as recorded (e.g. in a registry);
+        a process with that pid but another start time is a reused pid, not
+        alive.
+
+    Notes
+    -----
+    A zombie is dead: it has exited, and only its parent (or init, for orphans)
+    can reap it. Works for other users' processes too (``/proc``), so no
+    ``os.kill(pid, 0)`` permission question arises.
+    """
     try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
+        if isinstance(proc, psutil.Process):
+            return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+        if isinstance(proc, bool) or not isinstance(proc, int) or proc <= 0:
+            return False
+        p = psutil.Process(proc)
+        if create_time is not None and abs(p.create_time() - create_time) >= CREATE_TIME_SLACK_S:
+            return False
+        return p.status() != psutil.STATUS_ZOMBIE
+    except (psutil.Error, ValueError):
         return False
 
 
 def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
     """Wait up to ``timeout`` until no process of ``procs`` is alive; return the living."""
     deadline = time.monotonic() + timeout
-    alive = [p for p in procs if _alive(p)]
+    alive = [p for p in procs if pid_alive(p)]
     delay = 0.001
     while alive and time.monotonic() < deadline:
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 2, 0.05)
-        alive = [p for p in alive if _alive(p)]
+        alive = [p for p in alive if pid_alive(p)]
     return alive
 
 

@@ -32,6 +32,7 @@ import warnings
 from typing import Any
 
 __all__ = [
+    "check_seconds",
     "get_spin_margin",
     "set_spin_quantile",
     "sleep_s",
@@ -136,6 +137,24 @@ def get_spin_margin(duration: float) -> float:
     return _ESTIMATOR.margins[_LatenessEstimator.bucket(duration)]
 
 
+def check_seconds(name: str, value: Any, *, positive: bool = False, hint: str = "") -> float:
+    """Return ``value`` as float seconds, or raise a clear error naming ``name``.
+
+    The one check of a duration or timeout argument (SharedStreamView,
+    EventLoop, sleep functions): a bool or a non-number is a ``TypeError``;
+    NaN, an infinity, a negative value (or zero when ``positive``) is a
+    ``ValueError`` that says what to pass.
+    """
+    tail = f"; {hint}" if hint else ""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r:.60}{tail}")
+    v = float(value)
+    if not (math.isfinite(v) and (v > 0.0 if positive else v >= 0.0)):
+        bound = "> 0" if positive else ">= 0"
+        raise ValueError(f"{name} must be a finite number of seconds {bound}, got {value!r}{tail}")
+    return v
+
+
 def _check_spin(spin_s: float | None) -> None:
     if spin_s is not None and not (spin_s >= 0.0 and math.isfinite(spin_s)):
         raise ValueError(
@@ -176,8 +195,14 @@ def sleep_until(
     Raises
     ------
     ValueError
-        If ``spin_s`` is negative or not finite.
+        If ``spin_s`` is negative or not finite, or ``deadline`` is not finite.
+    TypeError
+        If ``deadline`` is not a number.
     """
+    if isinstance(deadline, bool) or not isinstance(deadline, (int, float)):
+        raise TypeError(f"deadline must be a time.perf_counter() time, got {deadline!r:.60}")
+    if not math.isfinite(deadline):
+        raise ValueError(f"deadline must be a finite time.perf_counter() time, got {deadline!r}")
     _check_spin(spin_s)
     return _sleep_until(deadline, spin_s, stop_event)
 

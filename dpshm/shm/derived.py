@@ -43,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from dpshm.dareplane.procs import pid_alive
 from dpshm.formats import FORMATS
 from dpshm.shm import registry
 from dpshm.shm.feed import stream_key
@@ -313,7 +314,7 @@ class PublishedStreams:
         removed = []
         with self._lock:
             for ring, (pid, ct) in list(self._orphans.items()):
-                if registry.process_alive(pid, ct):
+                if pid_alive(pid, ct):
                     continue
                 del self._orphans[ring]
                 if unlink_segment(segment_name(ring)):
@@ -332,7 +333,7 @@ class PublishedStreams:
                     p.rate = (head - p.last_head) / dt if dt > 0 else 0.0
                     p.last_head = head
                 live = p.conn is not None and p.entry.ring and not p.entry.stale
-                if live and not registry.process_alive(p.pid, p.create_time):
+                if live and not pid_alive(p.pid, p.create_time):
                     p.conn = None
                     self._go_stale(p, graceful=False)
                     changed = True
@@ -345,7 +346,7 @@ class PublishedStreams:
         with self._lock:
             for p in self._streams.values():
                 self._forget_ring(p)
-                if p.entry.ring and not registry.process_alive(p.pid, p.create_time):
+                if p.entry.ring and not pid_alive(p.pid, p.create_time):
                     self._orphans[p.entry.ring] = (p.pid, p.create_time)  # end not seen yet
         self.sweep_orphans()
 

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 
 from dpshm.config import namespace_from_env
+from dpshm.dareplane.procs import pid_alive
 from dpshm.errors import (
     ConfigError,
     NoSupervisorError,
@@ -306,7 +307,7 @@ class StreamLink:
         now = time.monotonic()
         if self.gone_at is None and self._sup_proc is not None and now >= self._alive_check:
             self._alive_check = now + ALIVE_EVERY_S
-            if not registry.process_alive(*self._sup_proc):
+            if not pid_alive(*self._sup_proc):
                 self._note_gone()
         if self.bell is not None:
             self.bell.subscribe()

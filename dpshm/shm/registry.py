@@ -9,6 +9,9 @@ Layout (one directory per namespace, mode 0700)::
         heads.ipc         ZeroMQ PUB endpoint of head updates (transport ipc)
         logs.ipc          ZeroMQ PUB endpoint of JSON log records
 
+Every directory and file here is checked by :mod:`dpshm.shm.rundir` (ours, not
+a symlink, not writable by others; files opened with ``O_NOFOLLOW``).
+
 The lock is an ``flock`` on ``supervisor.lock``: the kernel drops it when the
 holder dies, even by SIGKILL, so a crashed supervisor never blocks the next one.
 
@@ -65,38 +68,28 @@ from typing import Any
 import psutil
 
 from dpshm.config import namespace_from_env, validate_namespace
+from dpshm.dareplane.procs import pid_alive
 from dpshm.errors import (
     AmbiguousStreamError,
     StreamNotFoundError,
     SupervisorNotRunningError,
     SupervisorRunningError,
+    UnsafeOwnershipError,
+)
+from dpshm.shm.rundir import (  # noqa: F401  (runtime_dir, namespace_dir: used via registry)
+    ENV_RUNTIME_DIR,
+    namespace_dir,
+    open_private,
+    read_private,
+    runtime_dir,
 )
 
 log = logging.getLogger(__name__)
 
 REGISTRY_VERSION = 1
-ENV_RUNTIME_DIR = "XDG_RUNTIME_DIR"
 LOCK_FILE = "supervisor.lock"
 REGISTRY_FILE = "registry.json"
 STATUS_FILE = "status.json"
-
-
-def runtime_dir(create: bool = True) -> Path:
-    """The per-user runtime directory: ``$XDG_RUNTIME_DIR/dpshm`` or ``/tmp/dpshm-<uid>``."""
-    base = os.environ.get(ENV_RUNTIME_DIR)
-    path = Path(base) / "dpshm" if base else Path(tempfile.gettempdir()) / f"dpshm-{os.getuid()}"
-    if create:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return path
-
-
-def namespace_dir(namespace: str | None = None, create: bool = True) -> Path:
-    """Directory of one namespace (default: ``$DPSHM_NAMESPACE`` or ``default``)."""
-    ns = namespace_from_env() if namespace is None else validate_namespace(namespace)
-    path = runtime_dir(create) / ns
-    if create:
-        path.mkdir(mode=0o700, exist_ok=True)
-    return path
 
 
 def pid_create_time(pid: int) -> float | None:
@@ -105,21 +98,6 @@ def pid_create_time(pid: int) -> float | None:
         return psutil.Process(pid).create_time()
     except (psutil.Error, ValueError):
         return None
-
-
-def process_alive(pid: int, create_time: float | None = None) -> bool:
-    """True if ``pid`` runs (and, when given, started at ``create_time``)."""
-    if pid <= 0:
-        return False
-    actual = pid_create_time(pid)
-    if actual is None:
-        return False
-    try:
-        if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-            return False
-    except psutil.Error:
-        return False
-    return create_time is None or abs(actual - create_time) < 1.0
 
 
 class SupervisorLock:
@@ -133,30 +111,42 @@ class SupervisorLock:
     def __init__(self, namespace: str):
         self.namespace = validate_namespace(namespace)
         self.path = namespace_dir(namespace) / LOCK_FILE
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
-            other = _read_pid(self.path)
-            who = f" (pid {other})" if other else ""
+        for _attempt in range(_LOCK_ATTEMPTS):
+            fd = open_private(self.path, os.O_RDWR | os.O_CREAT)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+                other = _read_pid(self.path)
+                who = f" (pid {other})" if other else ""
+                raise SupervisorRunningError(
+                    f"a dpshm supervisor{who} already runs on namespace {namespace!r}; "
+                    f"stop it first with `dpshm down` (DPSHM_NAMESPACE={namespace}) or start "
+                    "this one on another namespace (set DPSHM_NAMESPACE or --namespace)."
+                ) from None
+            if _same_file(fd, self.path):
+                break
+            os.close(fd)  # its holder removed it as we opened it (close()): lock the new one
+        else:  # pragma: no cover - needs a supervisor starting and stopping in a loop
             raise SupervisorRunningError(
-                f"a dpshm supervisor{who} already runs on namespace {namespace!r}; "
-                f"stop it first with `dpshm down` (DPSHM_NAMESPACE={namespace}) or start "
-                "this one on another namespace (set DPSHM_NAMESPACE or --namespace)."
-            ) from None
+                f"the lock {self.path} of namespace {namespace!r} kept changing; retry"
+            )
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
 
     def close(self) -> None:
-        """Release the lock (idempotent)."""
+        """Release the lock and remove its file (idempotent).
+
+        The file is unlinked while the lock is still held: a supervisor starting
+        meanwhile creates and locks a new file, never one that is being removed.
+        """
         fd, self._fd = self._fd, None
         if fd is not None:
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
+                os.unlink(self.path)
             os.close(fd)  # closing the descriptor releases the flock
 
     def __enter__(self) -> SupervisorLock:
@@ -166,9 +156,22 @@ class SupervisorLock:
         self.close()
 
 
+_LOCK_ATTEMPTS = 5
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd`` (not unlinked or replaced)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
+
 def _read_pid(path: Path) -> int | None:
     try:
-        text = path.read_text().strip()
+        text = read_private(path).decode().strip()
         return int(text) if text else None
     except (OSError, ValueError):
         return None
@@ -187,7 +190,9 @@ def write_status(namespace: str, data: Mapping[str, Any]) -> Path:
 def read_status(namespace: str | None = None) -> dict[str, Any] | None:
     """The last ``status.json`` written, or None."""
     try:
-        return json.loads((namespace_dir(namespace, create=False) / STATUS_FILE).read_bytes())
+        return json.loads(read_private(namespace_dir(namespace, create=False) / STATUS_FILE))
+    except UnsafeOwnershipError:
+        raise
     except (OSError, ValueError):
         return None
 
@@ -220,9 +225,11 @@ def remove_registry(namespace: str) -> None:
 
 def read_registry_raw(namespace: str | None = None) -> dict[str, Any] | None:
     """The registry as written, or None when there is none (or it is unreadable)."""
+    path = namespace_dir(namespace, create=False) / REGISTRY_FILE
     try:
-        path = namespace_dir(namespace, create=False) / REGISTRY_FILE
-        return json.loads(path.read_bytes())
+        return json.loads(read_private(path))
+    except UnsafeOwnershipError:
+        raise
     except (OSError, ValueError):
         return None
 
@@ -370,7 +377,7 @@ class Registry:
 
     def alive(self) -> bool:
         """True while the supervisor process that wrote this snapshot runs."""
-        return process_alive(self.pid, self.pid_create_time)
+        return pid_alive(self.pid, self.pid_create_time)
 
     def find(
         self, name: str | None = None, source_id: str | None = None, type: str | None = None

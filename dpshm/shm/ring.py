@@ -127,6 +127,7 @@ from typing import Any
 import numpy as np
 
 from dpshm._mirror import mirror_halves, mirrored_start, mirrored_write
+from dpshm.dareplane.procs import pid_alive
 from dpshm.errors import RingFormatError, RingNotFoundError, RingOwnershipError
 from dpshm.formats import (
     _CODE_TO_FORMAT,
@@ -142,7 +143,6 @@ from dpshm.shm.segment import (
     create_segment,
     list_segments,
     open_segment,
-    pid_alive,
     read_prefix,
     ring_name,
     segment_name,

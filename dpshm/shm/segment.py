@@ -19,7 +19,7 @@ import re
 
 import numpy as np
 
-from dpshm.errors import RingSpaceError
+from dpshm.errors import RingSpaceError, UnsafeOwnershipError
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,14 @@ def ring_name(seg: str) -> str:
     return seg[len(SEGMENT_PREFIX) :] if seg.startswith(SEGMENT_PREFIX) else seg
 
 
+def owned_by_me(seg: str) -> bool:
+    """Whether segment ``seg`` exists and belongs to this process's user."""
+    try:
+        return os.lstat(os.path.join(SHM_DIR, seg)).st_uid == os.getuid()
+    except OSError:
+        return False
+
+
 def list_segments() -> list[str]:
     """Names of all ``dpshm_*`` segments in ``/dev/shm`` (empty where there is none)."""
     try:
@@ -76,19 +84,6 @@ def read_prefix(seg: str, n: int) -> bytes:
             return f.read(n)
     except OSError:
         return b""
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (on this machine)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def check_space(nbytes: int, label: str) -> None:
@@ -151,11 +146,22 @@ def open_segment(seg: str, writable: bool = False) -> mmap.mmap:
     ``writable`` is for the supervisor acting for a writer that died (it flags
     the dead writer's ring stale); readers never map a segment writable.
     Raises ``FileNotFoundError`` if it does not exist; an empty segment (still
-    being created) yields ``ValueError``.
+    being created) yields ``ValueError``; a segment created by another user
+    :class:`~dpshm.errors.UnsafeOwnershipError` (checked on the open descriptor,
+    so what is checked is what is mapped).
     """
-    fd = _posixshmem.shm_open("/" + seg, os.O_RDWR if writable else os.O_RDONLY, 0)
+    flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_NOFOLLOW
+    fd = _posixshmem.shm_open("/" + seg, flags, 0)
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if st.st_uid != os.getuid():
+            raise UnsafeOwnershipError(
+                f"refusing to attach to shared-memory segment {seg!r}: it was created by uid "
+                f"{st.st_uid}, not by you (uid {os.getuid()}); its data and header could be "
+                f"forged. Only rings of your own supervisor are read. Ask its owner (or root) "
+                f"to remove {SHM_DIR}/{seg}, or run the writer as your user."
+            )
+        size = st.st_size
         if size == 0:
             raise ValueError(f"segment {seg!r} is empty")
         prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)

@@ -27,6 +27,7 @@ enforces it). It
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -36,7 +37,12 @@ from collections.abc import Callable
 from typing import Any
 
 from dpshm import lsl
-from dpshm.config import StreamSelector, SupervisorConfig
+from dpshm.config import (
+    MAX_INLET_BUFLEN_S,
+    WORKER_SOURCE_PREFIX,
+    StreamSelector,
+    SupervisorConfig,
+)
 from dpshm.shm import registry
 from dpshm.shm.bus import HeadPublisher, LogPublisher, ZmqLogHandler
 from dpshm.shm.cpu import check_platform
@@ -46,6 +52,7 @@ from dpshm.shm.doorbell import DoorbellServer, control_address
 from dpshm.shm.feed import JOIN_TIMEOUT_S, Feed, FeedEnv, stream_key
 from dpshm.shm.requests import REQUESTS_FILE, RequestServer
 from dpshm.shm.ring import SEGMENT_PREFIX, SHM_DIR, ring_info, unlink_ring
+from dpshm.shm.segment import owned_by_me
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +77,10 @@ def sweep_dead(namespace: str) -> tuple[dict[str, Any] | None, list[tuple[str, i
         registry.remove_registry(namespace)
     prefix = f"{SEGMENT_PREFIX}{namespace}."
     try:
-        leftovers = sorted(e for e in os.listdir(SHM_DIR) if e.startswith(prefix))
+        # another user's segments are never ours to remove (nor to trust)
+        leftovers = sorted(
+            e for e in os.listdir(SHM_DIR) if e.startswith(prefix) and owned_by_me(e)
+        )
     except OSError:
         leftovers = []
     removed = []
@@ -127,6 +137,7 @@ class Supervisor:
         self._keeper: threading.Thread | None = None
         self.run_id = format(int(time.time() * 1000) % 36**6, "x")[-6:]
         self._prev_generations: dict[str, int] = {}
+        self._clash_logged: set[str] = set()
         self._claimed_twice_seen: set[frozenset[str]] = set()  # outlet uid pairs logged
         self.started = 0.0
 
@@ -156,7 +167,11 @@ class Supervisor:
             self.logs = LogPublisher(logs_ep)
             if DOORBELLS:
                 try:
-                    self.doorbell = DoorbellServer(control_address(ns, self.run_id))
+                    self.doorbell = DoorbellServer(
+                        control_address(ns, self.run_id),
+                        max_subscribers=self.config.max_subscribers,
+                        accept=self._shares,
+                    )
                 except OSError as exc:  # consumers then wake on ZeroMQ
                     log.warning("no doorbells (%s); consumers wake on ZeroMQ", exc)
             self.published = PublishedStreams(
@@ -198,8 +213,17 @@ class Supervisor:
                 self._prev_generations[key] = int(s.get("generation", 0))
 
     def inlet_buflen(self) -> int:
-        """Seconds (hundreds of samples if irregular) the LSL inlet queues."""
-        return max(int(self.config.buffer_s) + 1, 2)
+        """Seconds (hundreds of samples if irregular) the LSL inlet queues.
+
+        Bounded by :data:`~dpshm.config.MAX_INLET_BUFLEN_S` whatever the ring's
+        length: the inlet only bridges the feed thread's pauses, and a huge
+        queue makes the outlet's process (the amplifier's) spin.
+        """
+        return min(max(int(self.config.buffer_s) + 1, 2), MAX_INLET_BUFLEN_S)
+
+    def _shares(self, key: str) -> bool:
+        """Whether ``key`` is a stream this supervisor shares (doorbell subscriptions)."""
+        return key in self.feeds
 
     def stop(self) -> None:
         """Ask :meth:`run` to return (thread- and signal-safe)."""
@@ -323,6 +347,8 @@ class Supervisor:
                 log.exception("LSL resolution failed; retrying")
                 specs = []
             seen: dict[str, Any] = {}
+            # other outlets first: a worker's outlet never takes a name before them
+            specs = sorted(specs, key=lambda sp: str(sp.source_id).startswith(WORKER_SOURCE_PREFIX))
             for spec in specs:
                 sel = self.config.selects(spec.name, spec.type, spec.source_id)
                 if sel is None:
@@ -335,6 +361,8 @@ class Supervisor:
                     continue
                 seen[key] = spec
                 feed = self.feeds.get(key)
+                if feed is None and self._clashes(key, spec):
+                    continue
                 if feed is None:
                     self._add_feed(key, spec, sel)
                 else:
@@ -343,6 +371,28 @@ class Supervisor:
                 if key not in seen:
                     feed.missed()
             self.stop_event.wait(max(0.0, interval - (time.monotonic() - t0)))
+
+    def _clashes(self, key: str, spec: Any) -> bool:
+        """A worker's outlet whose name another shared stream holds is not shared.
+
+        Consumers then never meet two streams of one name because of a worker
+        (``AmbiguousStreamError``); the worker's START_WORKER is refused up
+        front, this catches a worker that publishes under another name.
+        """
+        if not str(spec.source_id).startswith(WORKER_SOURCE_PREFIX):
+            return False
+        holder = next(
+            (k for k, f in self.feeds.items() if f.spec.name == spec.name and k != key), None
+        )
+        if holder is None:
+            return False
+        if key not in self._clash_logged:
+            self._clash_logged.add(key)
+            log.error(
+                "not sharing %r from worker source %r: stream %r already has that name",
+                spec.name, spec.source_id, holder,
+            )  # fmt: skip
+        return True
 
     def _claimed_twice(self, first: Any, other: Any) -> None:
         """Log (once per pair of outlets) that two outlets claim one stream identity."""
@@ -416,9 +466,15 @@ class Supervisor:
         if self._handler is not None:
             logging.getLogger("dpshm").removeHandler(self._handler)
             self._handler = None
-        for pub in (self.heads, self.logs, self.doorbell):
+        for pub in (self.heads, self.logs):
             if pub is not None:
+                endpoint = pub.endpoint
                 pub.close()
+                if endpoint.startswith("ipc://"):  # the socket file stays behind otherwise
+                    with contextlib.suppress(OSError):
+                        os.unlink(endpoint[len("ipc://") :])
+        if self.doorbell is not None:
+            self.doorbell.close()
         lock, self._lock = self._lock, None
         if lock is not None:
             lock.close()

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from dpshm.dareplane.timing import check_seconds
 from dpshm.errors import AmbiguousStreamError
 from dpshm.formats import decode_strings
 from dpshm.shm.follow import StreamLink
@@ -39,6 +40,7 @@ from dpshm.shm.ring import SharedRing, samples_between
 logger = logging.getLogger(__name__)
 
 _RETRIES = 3
+_INF = float("inf")
 WAIT_POLL_S = 0.05  # registry polling period while the constructor waits (timeout=)
 MAX_GAPS = 100  # SharedStreamView.gaps keeps the newest this many
 RESTARTED = "supervisor restarted"  # Gap.reason
@@ -82,6 +84,13 @@ class Gap:
     last_t: float | None
     next_t: float | None = None
     missed: int | None = None
+
+
+def _is_count(x: Any) -> bool:
+    """An integer, or a finite float (a bool is not a count)."""
+    if isinstance(x, bool):
+        return False
+    return isinstance(x, (int, np.integer)) or (isinstance(x, float) and math.isfinite(x))
 
 
 class SharedStreamView:
@@ -360,7 +369,10 @@ class SharedStreamView:
                 raise ValueError(
                     f"ring {r.name!r} is irregular (srate 0): ask for n_samples, not seconds"
                 )
+            seconds = check_seconds("seconds", seconds, hint="the window's length")
             n_samples = round(seconds * r.srate)
+        elif n_samples is not None and not _is_count(n_samples):
+            raise TypeError(f"n_samples must be a number of samples, got {n_samples!r:.60}")
         n = self._n_buffer if n_samples is None else int(n_samples)
         if not 0 <= n <= r.capacity:
             raise ValueError(
@@ -539,12 +551,24 @@ class SharedStreamView:
         ring without a supervisor is checked every 2 ms. Re-attaches when the
         stream moved (see the class notes).
 
+        Parameters
+        ----------
+        timeout : float
+            Seconds, finite and ``>= 0``; ``0`` only checks.
+
         Returns
         -------
         bool
             ``True`` if new samples are ready (read them with :meth:`read_new`
             or :meth:`update`), ``False`` on timeout.
+
+        Raises
+        ------
+        ValueError, TypeError
+            ``timeout`` is NaN, infinite, negative or not a number.
         """
+        if type(timeout) is not float or not 0.0 <= timeout < _INF:  # NaN, inf, < 0, non-float
+            timeout = check_seconds("timeout", timeout, hint="e.g. wait(timeout=0.5)")
         link = self._link
         if link is None:
             raise ValueError(f"SharedStreamView {self.name!r} is closed")

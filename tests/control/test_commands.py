@@ -11,7 +11,7 @@ import numpy as np
 import psutil
 import pytest
 from helpers import TESTS, wait_until
-from worker_targets import Client, collect_logs, make_spec
+from worker_targets import READER_PARAMS, Client, collect_logs, make_spec
 
 from dpshm.control.commands import Frontend, SupervisorServer
 from dpshm.control.workers import WorkerManager
@@ -34,9 +34,15 @@ def rings(unique_name):
 def served(rings):
     """Workers + frontend + a real server on an OS-chosen port, serving in a thread."""
     specs = [
-        make_spec("idle_t", "worker_targets:wait_for_stop", "thread", kwargs={"x": 1}),
+        make_spec(
+            "idle_t",
+            "worker_targets:wait_for_stop",
+            "thread",
+            kwargs={"x": 1},
+            params={"y": {"type": "int", "min": 0, "max": 9}},
+        ),
         make_spec("idle_p", "worker_targets:wait_for_stop", "process"),
-        make_spec("reader", "worker_targets:read_windows", "process"),
+        make_spec("reader", "worker_targets:read_windows", "process", params=READER_PARAMS),
     ]
 
     def resolve(stream):

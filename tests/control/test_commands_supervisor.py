@@ -74,14 +74,20 @@ mode = "thread"
 [workers.reader]
 target = "worker_targets:read_windows"
 mode = "process"
+
+[workers.reader.params]
+n = {{ type = "int", min = 1, max = 100000 }}
+head = {{ type = "int", min = 0, max = 1000000000 }}
+out = {{ type = "str", max_len = 4096 }}
+linger_s = {{ type = "float", min = 0.0, max = 120.0 }}
 """
     )
     return cfg
 
 
-def _start_supervisor(cfg, ns, *args):
-    """`dpshm up --config cfg --port 0 ARGS`; returns (its process, its port)."""
-    sup = Sup(ns, args=("--config", str(cfg), "--port", "0", *args))
+def _start_supervisor(cfg, ns, *args, cwd=None):
+    """`dpshm up --config cfg --port 0 ARGS` (in ``cwd``); returns (its process, its port)."""
+    sup = Sup(ns, args=("--config", str(cfg), "--port", "0", *args), cwd=cwd)
     try:
         return sup.proc, sup.port()
     except BaseException:
@@ -213,7 +219,9 @@ def test_examples_run_against_mock(unique_name, tmp_path):
     eeg, mk, bp_name = spec.name, spec.marker_name, f"{unique_name}_bp"
     with MockOutlets(spec):
         cfg = ROOT / "examples" / "workers.toml"
-        proc, port = _start_supervisor(cfg, _namespace(tmp_path), "--stream", eeg, "--stream", mk)
+        proc, port = _start_supervisor(
+            cfg, _namespace(tmp_path), "--stream", eeg, "--stream", mk, cwd=tmp_path
+        )
         try:
             c = Client(port)
 
@@ -224,8 +232,8 @@ def test_examples_run_against_mock(unique_name, tmp_path):
             wait_until(both_flowing, timeout=30)
             bp_args = {"worker": "bandpower", "streams": [eeg], "kwargs": {"outlet": bp_name}}
             bp = c.ask("START_WORKER|" + json.dumps(bp_args))
-            out = tmp_path / "epochs.npz"
-            ep_kwargs = {"max_epochs": 2, "out": str(out)}
+            out = tmp_path / "epochs" / "ep.npz"  # out_dir "epochs" of the supervisor's cwd
+            ep_kwargs = {"max_epochs": 2, "out": "ep.npz"}
             ep_args = {"worker": "epochs", "streams": [eeg, mk], "kwargs": ep_kwargs}
             ep = c.ask("START_WORKER|" + json.dumps(ep_args))
             assert (bp, ep) == ("bandpower-1", "epochs-2")

@@ -34,7 +34,9 @@ def _worker_threads():
 
 @pytest.mark.parametrize("mode", ["thread", "process"])
 def test_start_stop_logs_reach_parent(mode, logs):
-    with manager(make_spec("idle", "worker_targets:wait_for_stop", mode, kwargs={"a": 1})) as m:
+    params = {"b": {"type": "int", "min": 0, "max": 9}}
+    spec = make_spec("idle", "worker_targets:wait_for_stop", mode, kwargs={"a": 1}, params=params)
+    with manager(spec) as m:
         wid = m.start("idle", kwargs={"b": 2})
         assert wid == "idle-1"
         wait_until(lambda: any("up in pid" in s for s in logs.messages(f"dpshm.worker.{wid}")))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import sys
@@ -11,8 +12,9 @@ import numpy as np
 import psutil
 import pytest
 from helpers import TESTS, wait_until
-from worker_targets import collect_logs, make_spec
+from worker_targets import READER_PARAMS, collect_logs, make_spec
 
+from dpshm.config import load_config
 from dpshm.control.workers import WorkerManager
 from dpshm.shm.ring import SharedRing
 from dpshm.shm.view import SharedStreamView
@@ -45,7 +47,7 @@ def test_worker_reads_same_samples_as_a_view_here_without_lsl(mode, ring_factory
     eeg = ring_factory("eeg")
     eeg.write(_ramp(0, 700), np.arange(700) / 100.0)
     out = tmp_path / "out.json"
-    spec = make_spec("reader", "worker_targets:read_windows", mode)
+    spec = make_spec("reader", "worker_targets:read_windows", mode, params=READER_PARAMS)
     rings = {"eeg": eeg.name}
     with WorkerManager({"reader": spec}, resolve=rings.__getitem__, search_path=str(TESTS)) as m:
         kwargs = {"n": 300, "head": 700, "out": str(out), "linger_s": 30}
@@ -133,7 +135,8 @@ def test_bandpower_example_as_thread_worker_publishes_lsl(ring_factory, unique_n
     x = np.stack([np.sin(2 * np.pi * 10 * t), np.sin(2 * np.pi * 30 * t), 0 * t], axis=1)
     sig.write(x.astype(np.float32), t)
     outlet = f"{unique_name}_bp"
-    spec = make_spec("bp", "bandpower_worker:run", "thread", kwargs={"outlet": outlet})
+    shipped = load_config(EXAMPLES / "workers.toml").workers["bandpower"]  # its params too
+    spec = dataclasses.replace(shipped, name="bp", kwargs={"outlet": outlet})
     rings = {"sig": sig.name}
     with WorkerManager({"bp": spec}, resolve=rings.__getitem__, search_path=str(EXAMPLES)) as m:
         wid = m.start("bp", ["sig"], {"band": [8, 12], "period_s": 0.05})

@@ -1,0 +1,148 @@
+"""Odd arguments get a clear error instead of a hang; one "is this pid alive";
+a clean stop leaves no lock or socket file behind."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+import threading
+
+import psutil
+import pytest
+from helpers import wait_until
+
+from dpshm.config import StreamSelector, SupervisorConfig
+from dpshm.dareplane.eventloop import EventLoop
+from dpshm.dareplane.procs import pid_alive
+from dpshm.dareplane.timing import sleep_until
+from dpshm.shm import registry
+from dpshm.shm.ring import SharedRing
+from dpshm.shm.supervisor import Supervisor
+from dpshm.shm.view import SharedStreamView
+
+
+def _bounded(fn, timeout: float = 5.0):
+    """Run ``fn`` in a thread; return what it raised (a hang fails the test, not the run)."""
+    box: list = []
+
+    def run():
+        try:
+            fn()
+            box.append(None)
+        except BaseException as exc:
+            box.append(exc)
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    th.join(timeout)
+    assert box, f"{fn} did not return within {timeout} s"
+    return box[0]
+
+
+@pytest.fixture
+def view(unique_name):
+    ring = SharedRing.create(unique_name, 1, 64, "float32", srate=100.0)
+    v = SharedStreamView(unique_name)
+    yield v
+    v.close()
+    ring.close()
+    ring.unlink()
+
+
+@pytest.mark.parametrize(
+    ("timeout", "kind", "text"),
+    [
+        (math.nan, ValueError, "timeout must be a finite number of seconds >= 0, got nan"),
+        (math.inf, ValueError, "got inf"),
+        (-1.0, ValueError, "got -1.0"),
+        ("1", TypeError, "timeout must be a number of seconds, got '1'"),
+        (None, TypeError, "got None"),
+        (True, TypeError, "got True"),
+    ],
+)
+def test_view_wait_refuses_odd_timeouts(view, timeout, kind, text):
+    exc = _bounded(lambda: view.wait(timeout))
+    assert isinstance(exc, kind) and text in str(exc), exc
+    exc = _bounded(lambda: view.next_window(n_samples=1, timeout=timeout))
+    assert isinstance(exc, kind)
+
+
+def test_view_wait_accepts_numbers(view):
+    assert view.wait(0) is False and view.wait(0.01) is False and view.wait(1e-3) is False
+
+
+def test_eventloop_and_sleep_refuse_odd_arguments():
+    loop = EventLoop(0.01)
+    for bad, kind in ((math.nan, ValueError), (-1, ValueError), ("x", TypeError)):
+        assert isinstance(_bounded(lambda b=bad: loop.stop(b)), kind)
+    assert isinstance(_bounded(lambda: sleep_until(math.nan)), ValueError)
+    assert isinstance(_bounded(lambda: sleep_until("soon")), TypeError)
+    assert isinstance(_bounded(lambda: EventLoop(math.inf)), ValueError)
+
+
+def test_pid_alive_is_the_one_answer():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        # exited but not reaped: a zombie is dead (os.kill(pid, 0) would say alive)
+        wait_until(lambda: psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE, 10)
+        assert not pid_alive(child.pid)
+    finally:
+        child.wait(10)
+    me = os.getpid()
+    created = psutil.Process(me).create_time()
+    assert pid_alive(me) and pid_alive(me, created) and pid_alive(psutil.Process(me))
+    assert not pid_alive(me, created - 100.0)  # same pid, another process: a reused pid
+    assert not pid_alive(0) and not pid_alive(-5) and not pid_alive(True)
+
+
+def test_clean_stop_leaves_no_lock_or_socket_file(unique_name):
+    sup = Supervisor(SupervisorConfig(namespace=unique_name, streams=(StreamSelector(name="x"),)))
+    with sup:
+        nsdir = registry.namespace_dir(unique_name)
+        names = set(os.listdir(nsdir))
+        assert {"supervisor.lock", "heads.ipc", "logs.ipc", "registry.json"} <= names
+    assert os.listdir(nsdir) == []
+    os.rmdir(nsdir)
+
+
+def test_a_lock_on_a_removed_lock_file_is_not_trusted(unique_name):
+    import fcntl
+
+    from dpshm.errors import SupervisorRunningError
+
+    a = registry.SupervisorLock(unique_name)
+    fd = os.open(a.path, os.O_RDWR)  # another starter opened it just before `a` let go
+    try:
+        a.close()  # removes the file, then releases the lock
+        assert not a.path.exists()
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # locking the removed file succeeds
+        assert not registry._same_file(fd, a.path)  # ... and is recognised as stale
+        with registry.SupervisorLock(unique_name) as b:  # the live lock is the new file
+            assert registry._same_file(b._fd, b.path)
+            with pytest.raises(SupervisorRunningError):
+                registry.SupervisorLock(unique_name)
+    finally:
+        os.close(fd)
+    os.rmdir(registry.namespace_dir(unique_name))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "kind", "text"),
+    [
+        ({"seconds": math.nan}, ValueError, "seconds must be a finite number of seconds >= 0"),
+        ({"seconds": math.inf}, ValueError, "got inf"),
+        ({"seconds": -0.5}, ValueError, "got -0.5"),
+        ({"n_samples": math.nan}, TypeError, "n_samples must be a number of samples, got nan"),
+        ({"n_samples": "3"}, TypeError, "got '3'"),
+        ({"n_samples": True}, TypeError, "got True"),
+    ],
+)
+def test_windows_refuse_odd_lengths(view, kwargs, kind, text):
+    with pytest.raises(kind, match=re.escape(text)):
+        view.get_window(**kwargs)
+    with pytest.raises(kind, match=re.escape(text)):
+        view.next_window(timeout=0, **kwargs)
+    assert view.get_window(n_samples=3.0)[0].shape == (0, 1)  # an integral float is fine
