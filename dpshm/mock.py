@@ -13,14 +13,15 @@ Outlets are created through :mod:`dpshm.lsl` (the only module importing pylsl).
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from dpshm._logging import library_logger
+
+log = library_logger(__name__)
 
 DEFAULT_SIGNAL_NAME = "MockEEG"
 DEFAULT_MARKER_NAME = "MockMarkers"

@@ -56,6 +56,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dpshm._logging import library_logger
 from dpshm.control.worker_proc import (
     ProcessHandle,
     WorkerContext,
@@ -68,7 +69,7 @@ from dpshm.control.worker_proc import (
 )
 from dpshm.errors import DpshmTimeoutError, WorkerError
 
-log = logging.getLogger(__name__)
+log = library_logger(__name__)
 
 MODES = ("thread", "process")
 DEFAULT_STOP_TIMEOUT_S = 5.0

@@ -1,98 +1,39 @@
 """Dareplane log forwarding: ``get_logger`` and a non-blocking JSON socket handler.
 
-Wire format (byte-compatible with the Dareplane log server, port 9020)::
-
-    +----------------------+-----------------------------------------+
-    | length: uint32, big  | UTF-8 JSON object of the LogRecord's    |
-    | endian (">L")        | attributes (see :func:`record_to_dict`) |
-    +----------------------+-----------------------------------------+
+The wire format (4-byte big-endian length + UTF-8 JSON, byte-compatible with
+the Dareplane log server on port 9020) is defined in
+:mod:`dpshm.dareplane.logrecord`; :func:`record_to_dict` and
+:func:`encode_record` are re-exported here.
 
 Importing this module configures nothing; handlers are installed only by
-:func:`get_logger` (or explicitly by the caller).
+:func:`get_logger`, :func:`server_logger` (a ``DefaultServer`` created without
+``logger=``) or explicitly by the caller.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import socket
-import struct
 import threading
 import time
 from collections import deque
-from typing import Any
 
-__all__ = ["DEFAULT_LOG_PORT", "JsonSocketHandler", "encode_record", "get_logger", "record_to_dict"]
+from dpshm._logging import WIRE_SAFE, sturdy
+from dpshm.dareplane.logrecord import FORMAT, encode_record, record_to_dict
+
+__all__ = [
+    "DEFAULT_LOG_PORT",
+    "JsonSocketHandler",
+    "encode_record",
+    "get_logger",
+    "protect",
+    "record_to_dict",
+    "server_logger",
+]
 
 DEFAULT_LOG_PORT = 9020
-_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
-_FORMATTER = logging.Formatter(_FORMAT)
-
-
-def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, (str, bool, int, float)):
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    try:
-        return str(value)
-    except Exception:
-        return repr(value)
-
-
-def record_to_dict(record: logging.LogRecord) -> dict[str, Any]:
-    """Return the JSON-ready dict of a LogRecord, exactly what goes on the wire.
-
-    All attributes of the record are kept (``msg`` is the unformatted template,
-    ``args`` a list); values JSON cannot carry become strings. If the record
-    carries ``exc_info`` and no ``exc_text`` yet, the formatted traceback is put
-    into ``exc_text``.
-
-    Parameters
-    ----------
-    record : logging.LogRecord
-
-    Returns
-    -------
-    dict
-        Serialisable with ``json.dumps`` without a ``default``.
-    """
-    if record.exc_info and not record.exc_text:
-        with contextlib.suppress(Exception):
-            record.exc_text = _FORMATTER.formatException(record.exc_info)
-    out = {str(k): _jsonable(v) for k, v in record.__dict__.items()}
-    if record.exc_info:
-        out["exc_info"] = str(record.exc_info)  # as the original handler's fallback
-    if record.args is None:
-        out["args"] = []
-    elif isinstance(record.args, dict):
-        out["args"] = [_jsonable(record.args)]
-    return out
-
-
-def encode_record(record: logging.LogRecord) -> bytes:
-    """Frame a record for the wire: 4-byte big-endian length + UTF-8 JSON.
-
-    The body is ``json.dumps(record_to_dict(record))``; the common case takes a
-    faster path with the same result (non-serialisable values become ``str``).
-    """
-    d = record.__dict__
-    body = None
-    if not d.get("exc_info") and isinstance(d.get("args"), tuple):
-        try:
-            body = _DUMPS_FAST(d)
-        except (TypeError, ValueError):
-            body = None
-    if body is None:
-        body = json.dumps(record_to_dict(record), ensure_ascii=False)
-    data = body.encode("utf-8", "replace")
-    return struct.pack(">L", len(data)) + data
-
-
-_DUMPS_FAST = json.JSONEncoder(default=str, ensure_ascii=False, skipkeys=False).encode
+_FORMATTER = logging.Formatter(FORMAT)
 
 
 class JsonSocketHandler(logging.Handler):
@@ -294,7 +235,9 @@ def get_logger(
     and, if asked, a console handler; it does not propagate to the root logger.
     Unlike the original, the root logger is left untouched and nothing happens
     at import time. The logger's level is not changed (set it yourself, e.g.
-    ``logger.setLevel("DEBUG")``).
+    ``logger.setLevel("DEBUG")``). The logger stays enabled when a library
+    later runs ``logging.config.dictConfig`` with ``disable_existing_loggers``
+    (dareplane-utils does on import); see :func:`dpshm._logging.sturdy`.
 
     Parameters
     ----------
@@ -313,7 +256,7 @@ def get_logger(
     logging.Logger
     """
     sock_h, console_h = _shared_handlers()
-    logger = logging.getLogger(name)
+    logger = protect(sturdy(logging.getLogger(name)))
     if add_console_handler and console_h not in logger.handlers:
         logger.addHandler(console_h)
     if no_socket_handler:
@@ -323,4 +266,35 @@ def get_logger(
     elif sock_h not in logger.handlers:
         logger.addHandler(sock_h)
     logger.propagate = False
+    return logger
+
+
+def protect(logger: logging.Logger) -> logging.Logger:
+    """Make the records dpshm logs through ``logger`` readable by every receiver.
+
+    Adds a filter that rewrites records logged from dpshm's own code (never
+    the module's own records) so that dareplane-utils' ``UJsonSocketHandler``
+    and log server show them correctly (see :func:`dpshm._logging.make_wire_safe`).
+    ``DefaultServer`` and ``StreamWatcher`` call it on the ``logger`` they are
+    given. Idempotent; returns ``logger``.
+    """
+    if WIRE_SAFE not in logger.filters:
+        logger.addFilter(WIRE_SAFE)
+    return logger
+
+
+def server_logger(name: str = "dpshm.dareplane.server") -> logging.Logger:
+    """The logger of a ``DefaultServer`` created without ``logger=``.
+
+    As the original's default (dareplane-utils' ``get_logger``), its records
+    reach the Dareplane log server on 127.0.0.1:9020: the shared
+    :class:`JsonSocketHandler` is added; unlike ``get_logger`` it still
+    propagates, so handlers on the root logger see the records too. Its level
+    is not set (the root's WARNING applies unless you set one).
+    """
+    sock_h, _ = _shared_handlers()
+    logger = sturdy(logging.getLogger(name))
+    protect(logger)
+    if sock_h not in logger.handlers:
+        logger.addHandler(sock_h)
     return logger

@@ -8,13 +8,14 @@ server's ``STOP`` and by the supervisor's workers.
 from __future__ import annotations
 
 import contextlib
-import logging
 import subprocess
 import time
 
 import psutil
 
-logger = logging.getLogger(__name__)
+from dpshm._logging import library_logger
+
+logger = library_logger(__name__)
 
 __all__ = ["stop_process_tree"]
 

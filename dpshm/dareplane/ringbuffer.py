@@ -10,15 +10,15 @@ original (``buffer[curr_i]`` is the oldest sample, the next to be overwritten).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from dpshm._logging import library_logger
 from dpshm._mirror import mirror_halves, mirrored_window, mirrored_write
 
-logger = logging.getLogger(__name__)
+logger = library_logger(__name__)
 
 __all__ = ["RingBuffer"]
 

@@ -30,6 +30,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from dpshm.dareplane import threadwatch
+from dpshm.dareplane.logs import protect, server_logger
 from dpshm.dareplane.procs import stop_process_tree
 from dpshm.dareplane.protocol import (
     COMPLETE_AFTER_IDLE,
@@ -142,7 +144,9 @@ class DefaultServer:
         (kept and stopped on ``STOP``), or a ``str``/``bytes`` reply that is
         sent to the client that issued the command.
     logger : logging.Logger | None
-        Logger of the server; ``logging.getLogger("dpshm.dareplane.server")`` if None.
+        Logger of the server. If None, ``dpshm.dareplane.server``, which
+        forwards to the Dareplane log server on 127.0.0.1:9020 as the
+        original's default does (:func:`~dpshm.dareplane.logs.server_logger`).
     token : str | None
         If set, each connection must first send ``AUTH|<token>`` (reply
         ``OK\\n``); every other command before that is refused with ``ERROR``.
@@ -243,7 +247,8 @@ class DefaultServer:
         self.pcommand_map: dict[str, Callable[..., Any]] = (
             pcommand_map if pcommand_map is not None else {}
         )
-        self.logger = logger if logger is not None else logging.getLogger(__name__)
+        # the original's default logger forwards to the log server: so does this one
+        self.logger = protect(logger) if logger is not None else server_logger(__name__)
         self.threads: dict[str, tuple[threading.Thread, threading.Event]] = {}
         self.processes: dict[str, subprocess.Popen] = {}
         self.current_conn: socket.socket | None = None
@@ -311,6 +316,7 @@ class DefaultServer:
             raise RuntimeError("call init_server() before start_listening()")
         self._loop_done.clear()
         self.is_listening = True
+        threadwatch.install()  # before any handler starts a thread
         self._on_listen_start()
         try:
             while not self.listen_stop_event.is_set():
@@ -592,6 +598,7 @@ class DefaultServer:
         ):
             with self._book_lock:
                 self.threads[key] = ret
+            threadwatch.watch(ret[0], self.logger)  # a death is logged at ERROR
         elif isinstance(ret, subprocess.Popen):
             with self._book_lock:
                 self.processes[key] = ret

@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from dpshm._logging import library_logger
 from dpshm.dareplane.ringbuffer import RingBuffer
 from dpshm.errors import DpshmError
 from dpshm.lsl import Inlet, StreamSpec, find_stream, info_to_dict, resolve_streams
 
-_logger = logging.getLogger(__name__)
+_logger = library_logger(__name__)
 
 __all__ = [
     "StreamWatcher",

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import select
 import socket
@@ -48,7 +47,9 @@ import struct
 import sys
 import threading
 
-log = logging.getLogger(__name__)
+from dpshm._logging import library_logger
+
+log = library_logger(__name__)
 
 AVAILABLE = sys.platform.startswith("linux") and hasattr(socket, "AF_UNIX")
 BELL = struct.Struct("<I")

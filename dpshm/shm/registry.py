@@ -46,7 +46,6 @@ import contextlib
 import errno
 import fcntl
 import json
-import logging
 import os
 import tempfile
 import time
@@ -57,10 +56,11 @@ from typing import Any
 
 import psutil
 
+from dpshm._logging import library_logger
 from dpshm.config import namespace_from_env, validate_namespace
 from dpshm.errors import StreamNotFoundError, SupervisorNotRunningError, SupervisorRunningError
 
-log = logging.getLogger(__name__)
+log = library_logger(__name__)
 
 REGISTRY_VERSION = 1
 ENV_RUNTIME_DIR = "XDG_RUNTIME_DIR"

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dpshm import lsl
+from dpshm._logging import library_logger
 from dpshm.config import StreamSelector, SupervisorConfig
 from dpshm.shm import registry
 from dpshm.shm.bus import HeadPublisher, LogPublisher, ZmqLogHandler
@@ -39,7 +40,7 @@ from dpshm.shm.doorbell import DoorbellServer, control_address
 from dpshm.shm.feed import JOIN_TIMEOUT_S, Feed, stream_key
 from dpshm.shm.ring import SEGMENT_PREFIX, SHM_DIR, ring_info, unlink_ring
 
-log = logging.getLogger(__name__)
+log = library_logger(__name__)
 
 STATUS_EVERY_S = 1.0
 

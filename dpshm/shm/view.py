@@ -22,17 +22,17 @@ What readers get
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
 import numpy as np
 
+from dpshm._logging import library_logger
 from dpshm.formats import decode_strings
 from dpshm.shm.follow import StreamLink
 from dpshm.shm.ring import _H_HEAD, SharedRing
 
-logger = logging.getLogger(__name__)
+logger = library_logger(__name__)
 
 _RETRIES = 3
 

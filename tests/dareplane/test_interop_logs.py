@@ -49,8 +49,12 @@ def test_frames_match_original_handler() -> None:
             ours = json.loads(encode_record(rec)[4:])
             theirs = json.loads(ujson_handler.makePickle(rec)[4:])
             assert ours.keys() == theirs.keys()
+            # dpshm sends the formatted text and no args (the original receiver
+            # crashes on two or more args); every other field is the same
+            assert (ours["msg"], ours["args"]) == (rec.getMessage(), [])
             for k, v in theirs.items():
-                assert ours[k] == (pytest.approx(v) if isinstance(v, float) else v), k
+                if k not in ("msg", "args"):
+                    assert ours[k] == (pytest.approx(v) if isinstance(v, float) else v), k
     finally:
         ujson_handler.close()
 
@@ -114,9 +118,10 @@ def test_handlers_to_original_receiver_write_the_same_lines(tmp_path: Path, who:
 
         wait_until(landed, 10)
         lines = [ln.split(" - ", 1)[1] for ln in logfile.read_text().splitlines()]
+        # the original receiver shows its own handler's one-arg record as "[42]"
         assert lines == [
             "interop.mod - INFO - plain message",
-            "interop.mod - Level 21 - value [42]",
+            "interop.mod - Level 21 - value " + ("42" if who == "ours" else "[42]"),
             "interop.mod - Level 22 - ok",
         ]
     finally:
