@@ -66,3 +66,7 @@ class RingOwnershipError(DpshmError, PermissionError):
 
 class NoSupervisorError(SupervisorNotRunningError, RingNotFoundError):
     """A stream was asked for by name, but no supervisor runs and no ring has that name."""
+
+
+class MissingDependencyError(DpshmError, ImportError):
+    """An optional dependency (an extra such as ``dpshm[filters]``) is not installed."""
