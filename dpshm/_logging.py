@@ -35,6 +35,7 @@ __all__ = ["ESCAPED_ATTR", "WIRE_SAFE", "library_logger", "make_wire_safe", "stu
 #: ``msg % []`` then yields the text; dpshm's receiver undoes the doubling.
 ESCAPED_ATTR = "dpshm_escaped"
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_FORMATTER = logging.Formatter()
 
 
 class _SturdyLogger(logging.Logger):
@@ -82,11 +83,19 @@ def make_wire_safe(record: logging.LogRecord) -> None:
       ``exc_info`` (the original handler then stringifies ``args``, which only
       an empty tuple survives). Local handlers show the doubled ``%`` then.
 
-    A record whose ``msg % args`` fails is left alone (``logging`` reports
-    the bad call as usual).
+    A record with ``exc_info`` also gets its traceback rendered into
+    ``exc_text`` now. A record whose ``msg % args`` fails is left alone
+    (``logging`` reports the bad call as usual).
     """
     if record.__dict__.get(ESCAPED_ATTR) or record.__dict__.get("_dpshm_safe"):
         return
+    if record.exc_info:
+        # the original handler sends a record with exc_info as str() of every
+        # field: only a traceback already rendered as text survives that
+        if not record.exc_text:
+            record.exc_text = _FORMATTER.formatException(record.exc_info)
+        if record.stack_info is None:
+            record.stack_info = ""  # not "None" in the original receiver's log
     msg, args = record.msg, record.args
     if not args and isinstance(msg, str) and "%s" not in msg:
         record._dpshm_safe = True  # type: ignore[attr-defined]

@@ -276,6 +276,10 @@ def dict_to_record(obj: dict[str, Any]) -> logging.LogRecord:
         value = record.__dict__.get(attr)
         if value in ("None", "") or (value is not None and not isinstance(value, str)):
             setattr(record, attr, None if value in ("None", "") else str(value))
+    exc_info = obj.get("exc_info")
+    if record.exc_text is None and isinstance(exc_info, str) and exc_info not in ("", "None"):
+        # the original handler stringified exc_info before any traceback was rendered
+        record.exc_text = f"(no traceback sent) exc_info: {exc_info}"
     return record
 
 

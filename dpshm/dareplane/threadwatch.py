@@ -41,7 +41,9 @@ def _report(logger: logging.Logger, thread: threading.Thread, args: Any) -> None
 
 
 def _report_early(logger: logging.Logger, thread: threading.Thread, text: str) -> None:
-    logger.error("thread %s died before it was registered:\n%s", thread.name, text.rstrip())
+    # the same first line as _report; the traceback (rendered when it died) follows
+    last = text.rstrip().rsplit("\n", 1)[-1]
+    logger.error("thread %s died: %s\n%s", thread.name, last, text.rstrip())
 
 
 def _hook(args: Any) -> None:
