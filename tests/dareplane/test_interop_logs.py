@@ -8,14 +8,13 @@ import logging.handlers
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 from helpers import ROOT, wait_until
+from log_util import serving_receiver
 
 from dpshm.dareplane.logs import JsonSocketHandler, encode_record
-from dpshm.dareplane.logserver import LogRecordSocketReceiver
 from dpshm.dareplane.procs import stop_process_tree
 
 pytest.importorskip("dareplane_utils")
@@ -60,34 +59,29 @@ def test_frames_match_original_handler() -> None:
 
 
 def test_original_handler_to_our_receiver(tmp_path: Path) -> None:
-    got: list[logging.LogRecord] = []
-    rcv = LogRecordSocketReceiver(
-        "127.0.0.1", 0, logfile=tmp_path / "r.log", console=False, record_callback=got.append
-    )
-    th = threading.Thread(target=rcv.serve_until_stopped, daemon=True)
-    th.start()
-    handler = UJsonSocketHandler("127.0.0.1", rcv.port)
-    try:
-        sent = _records()
-        sent.append(
-            logging.LogRecord("interop.mod", logging.ERROR, "/x", 1, "%s-%s-%s", (1, 2, 3), None)
-        )
-        for rec in sent:
-            handler.handle(rec)
-        wait_until(lambda: len(got) == len(sent), 10)
-        for a, b in zip(sent, got, strict=True):
-            assert (b.name, b.levelno, b.levelname, b.getMessage(), b.lineno) == (
-                a.name,
-                a.levelno,
-                a.levelname,
-                a.getMessage(),
-                a.lineno,
+    with serving_receiver(tmp_path / "r.log") as (rcv, got):
+        handler = UJsonSocketHandler("127.0.0.1", rcv.port)
+        try:
+            sent = _records()
+            sent.append(
+                logging.LogRecord(
+                    "interop.mod", logging.ERROR, "/x", 1, "%s-%s-%s", (1, 2, 3), None
+                )
             )
-            assert b.created == pytest.approx(a.created) and b.process == a.process
-    finally:
-        handler.close()
-        rcv.close()
-        th.join(5)
+            for rec in sent:
+                handler.handle(rec)
+            wait_until(lambda: len(got) == len(sent), 10)
+            for a, b in zip(sent, got, strict=True):
+                assert (b.name, b.levelno, b.levelname, b.getMessage(), b.lineno) == (
+                    a.name,
+                    a.levelno,
+                    a.levelname,
+                    a.getMessage(),
+                    a.lineno,
+                )
+                assert b.created == pytest.approx(a.created) and b.process == a.process
+        finally:
+            handler.close()
 
 
 @pytest.mark.parametrize("who", ["ours", "theirs"])

@@ -15,18 +15,16 @@ non-string messages, a non-numeric time) to dpshm's receiver.
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 from helpers import ROOT, wait_until
+from log_util import serving_receiver
 from server_client import RawClient
 
-from dpshm.dareplane.logserver import LogRecordSocketReceiver
 from dpshm.dareplane.procs import stop_process_tree
 
 pytest.importorskip("dareplane_utils")
@@ -173,13 +171,7 @@ h.close()
 
 
 def test_original_handler_records_read_by_dpshm_receiver(tmp_path: Path) -> None:
-    got: list[logging.LogRecord] = []
-    rcv = LogRecordSocketReceiver(
-        "127.0.0.1", 0, logfile=tmp_path / "r.log", console=False, record_callback=got.append
-    )
-    th = threading.Thread(target=rcv.serve_until_stopped, daemon=True)
-    th.start()
-    try:
+    with serving_receiver(tmp_path / "r.log") as (rcv, got):
         sender = _spawn(ORIGINAL_SENDER, str(rcv.port), cwd=tmp_path)
         try:
             assert sender.wait(30) == 0, sender.stderr.read()
@@ -187,9 +179,6 @@ def test_original_handler_records_read_by_dpshm_receiver(tmp_path: Path) -> None
             sender.stdout.close()
             sender.stderr.close()
         wait_until(lambda: len(got) == 7, 10)
-    finally:
-        rcv.close()
-        th.join(5)
     msgs = [r.getMessage() for r in got]
     assert msgs[:5] == [
         "one-key has 1",
