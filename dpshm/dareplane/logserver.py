@@ -7,7 +7,10 @@ of them (a selector), so idle connections cost a socket each, not a thread.
 Every resource a sender can make it hold is bounded, and every limit says so
 in the log file when it is hit:
 
-* ``max_connections`` simultaneous senders; more are closed at once.
+* ``max_connections`` simultaneous senders. At the limit a new connection
+  displaces the oldest one that never sent a record (a flood of idle or
+  slow connections only displaces itself); when every connection has sent
+  records, the new one is closed.
 * ``max_record_bytes`` per record; a longer frame closes its connection (a
   stream that announces such a length is not a log-record stream).
 * ``max_buffered_bytes`` over all partly received records; past it the
@@ -55,11 +58,13 @@ _HEADER = struct.Struct(">L")
 class _Peer:
     """One sender: socket, bytes of the record being received, timing."""
 
-    __slots__ = ("addr", "buf", "need", "sock", "stalled_since")
+    __slots__ = ("accepted", "addr", "buf", "need", "records", "sock", "stalled_since")
 
     def __init__(self, sock: socket.socket, addr: Any) -> None:
         self.sock = sock
         self.addr = addr
+        self.accepted = time.monotonic()
+        self.records = 0  # records received on this connection
         self.buf = bytearray()
         self.need: int | None = None  # body length once the header is read
         self.stalled_since: float | None = None  # partial record: time of its last byte
@@ -92,7 +97,7 @@ class LogRecordSocketReceiver:
     max_record_bytes : int
         Longest record (JSON body); a longer frame closes its connection.
     max_connections : int
-        Simultaneous senders; further connections are closed at once.
+        Simultaneous senders (see the module notes for who makes room).
     max_buffered_bytes : int
         Bytes of partly received records held over all connections.
     stall_timeout_s : float
@@ -245,21 +250,39 @@ class LogRecordSocketReceiver:
             except OSError as err:
                 logger.warning("log receiver: accept failed: %s", err)
                 return
-            if len(self._peers) >= self.max_connections:
+            if len(self._peers) >= self.max_connections and not self._evict(sel, addr):
                 self.refused += 1
                 with contextlib.suppress(OSError):
                     sock.close()
                 self._note(
                     "refused",
-                    f"connection limit reached: {self.max_connections} senders connected; "
-                    f"closed a new connection from {addr[0]}:{addr[1]} ({self.refused} so far). "
-                    "Raise max_connections if these are real senders",
+                    f"connection limit reached: {self.max_connections} senders connected, each "
+                    f"has sent records; closed a new connection from {addr[0]}:{addr[1]} "
+                    f"({self.refused} so far). Raise max_connections if these are real senders",
                 )
                 continue
             sock.setblocking(False)
             peer = _Peer(sock, addr)
             self._peers[sock] = peer
             sel.register(sock, selectors.EVENT_READ, peer)
+
+    def _evict(self, sel: selectors.BaseSelector, addr: Any) -> bool:
+        """Make room at the limit: close the oldest connection that never sent a record.
+
+        A flood of idle (or dripping) connections thus only displaces itself,
+        never a module that logs. False when every connection has sent records.
+        """
+        silent = [p for p in self._peers.values() if p.records == 0]
+        if not silent:
+            return False
+        oldest = min(silent, key=lambda p: p.accepted)
+        self._drop(
+            sel,
+            oldest,
+            f"connection limit ({self.max_connections}) reached: closed as the oldest "
+            f"connection that never sent a record, to admit {addr[0]}:{addr[1]}",
+        )
+        return True
 
     def _drop(self, sel: selectors.BaseSelector, peer: _Peer, why: str | None) -> None:
         """Close ``peer``; say why, and that a record was lost if one was half received."""
@@ -364,6 +387,7 @@ class LogRecordSocketReceiver:
                 f"not an object; skipped. Its start: {body[:80]!r}",
             )
             return
+        peer.records += 1
         self._handle(dict_to_record(obj), callback=True)
 
     # -- writing ---------------------------------------------------------------------
