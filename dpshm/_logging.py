@@ -28,7 +28,14 @@ import logging
 import os
 import sys
 
-__all__ = ["ESCAPED_ATTR", "WIRE_SAFE", "library_logger", "make_wire_safe", "sturdy"]
+__all__ = [
+    "ESCAPED_ATTR",
+    "WIRE_SAFE",
+    "called_from_logging_config",
+    "library_logger",
+    "make_wire_safe",
+    "sturdy",
+]
 
 #: Record attribute (and JSON key on the wire) set when ``msg`` is the final
 #: text with every ``%`` doubled and ``args`` is empty: the original receiver's
@@ -36,6 +43,24 @@ __all__ = ["ESCAPED_ATTR", "WIRE_SAFE", "library_logger", "make_wire_safe", "stu
 ESCAPED_ATTR = "dpshm_escaped"
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _FORMATTER = logging.Formatter()
+
+
+def called_from_logging_config(depth: int = 4) -> bool:
+    """Whether one of the ``depth`` callers of the caller is in ``logging.config``.
+
+    ``dictConfig`` / ``fileConfig`` disable existing loggers and close every
+    existing handler (through ``logging.shutdown``); dpshm's loggers and its
+    socket handler use this to ignore that when another library configures
+    logging.
+    """
+    frame = sys._getframe(2)
+    for _ in range(depth):
+        if frame is None:
+            return False
+        if frame.f_globals.get("__name__") == "logging.config":
+            return True
+        frame = frame.f_back
+    return False
 
 
 class _SturdyLogger(logging.Logger):
@@ -47,8 +72,7 @@ class _SturdyLogger(logging.Logger):
 
     @disabled.setter
     def disabled(self, value: bool) -> None:
-        caller = sys._getframe(1).f_globals.get("__name__")
-        if value and caller == "logging.config":
+        if value and called_from_logging_config(1):
             return  # disable_existing_loggers: would silence dpshm's errors
         self.__dict__["_dpshm_disabled"] = bool(value)
 

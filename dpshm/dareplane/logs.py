@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 
-from dpshm._logging import WIRE_SAFE, sturdy
+from dpshm._logging import WIRE_SAFE, called_from_logging_config, sturdy
 from dpshm.dareplane.logrecord import FORMAT, encode_record, record_to_dict
 
 __all__ = [
@@ -190,7 +190,12 @@ class JsonSocketHandler(logging.Handler):
         """Flush (bounded by ``flush_timeout_s``), stop the sender, close the socket.
 
         Idempotent. Records still queued after the wait are counted as dropped.
+        A close that comes from ``logging.config`` (another library's
+        ``dictConfig`` closes every existing handler) is ignored: the handler
+        keeps forwarding the records of the loggers it is on.
         """
+        if called_from_logging_config():
+            return
         if self._closed:
             return
         with self._start_lock:
