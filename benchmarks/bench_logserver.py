@@ -4,7 +4,9 @@ Run: ``python benchmarks/bench_logserver.py [--idle 500] [--half 10] [--half-mb 
 
 Each receiver runs in its own process (dpshm's ``LogRecordSocketReceiver``
 with its default limits, and the original ``dareplane_utils.logging.server``
-one). For each situation the receiver's threads and resident memory are read
+one; ``dpshm-32M`` is dpshm's with ``max_record_bytes`` raised to 32 MiB, so
+that half-sent records are held and ``max_buffered_bytes`` (32 MiB) bounds
+them). For each situation the receiver's threads and resident memory are read
 with psutil, and a probe record is sent on a fresh connection: written or not
 within 5 s, and how long it took to appear in the log file.
 
@@ -38,6 +40,13 @@ RECEIVERS = {
     "dpshm": (
         "import sys\nfrom dpshm.dareplane.logserver import LogRecordSocketReceiver\n"
         "r = LogRecordSocketReceiver('127.0.0.1', 0, sys.argv[1], console=False)\n"
+        "print(r.port, flush=True)\nr.serve_until_stopped()\n"
+    ),
+    # records up to 32 MiB allowed: the partial ones are bounded by max_buffered_bytes
+    "dpshm-32M": (
+        "import sys\nfrom dpshm.dareplane.logserver import LogRecordSocketReceiver\n"
+        "r = LogRecordSocketReceiver('127.0.0.1', 0, sys.argv[1], console=False,\n"
+        "                            max_record_bytes=32 << 20)\n"
         "print(r.port, flush=True)\nr.serve_until_stopped()\n"
     ),
     "original": (
@@ -145,11 +154,11 @@ def main() -> None:
     ap.add_argument("--half", type=int, default=10)
     ap.add_argument("--half-mb", type=int, default=8)
     a = ap.parse_args()
-    print(f"{'receiver':<9} {'situation':<22} {'threads':>7} {'RSS MB':>7} {'probe':>10}")
+    print(f"{'receiver':<10} {'situation':<22} {'threads':>7} {'RSS MB':>7} {'probe':>10}")
     for kind in RECEIVERS:
         for k, what, threads, rss, lat in run(kind, a.idle, a.half, a.half_mb):
             probe = "lost" if lat is None else f"{lat * 1e3:.1f} ms"
-            print(f"{k:<9} {what:<22} {threads:>7} {rss:>7.1f} {probe:>10}")
+            print(f"{k:<10} {what:<22} {threads:>7} {rss:>7.1f} {probe:>10}")
 
 
 if __name__ == "__main__":
