@@ -231,7 +231,9 @@ def dict_to_record(obj: dict[str, Any]) -> logging.LogRecord:
     a record is never dropped or changed silently.
     """
     notes: list[str] = []
-    record = logging.makeLogRecord({k: v for k, v in obj.items() if isinstance(k, str)})
+    # a key named after a LogRecord method (getMessage) would replace the method
+    fields = {k: v for k, v in obj.items() if not callable(getattr(logging.LogRecord, k, None))}
+    record = logging.makeLogRecord(fields)
     now = time.time()
     created = _number(obj.get("created"))
     if created is None:
