@@ -86,7 +86,10 @@ def main() -> None:
     print("-" * len(hdr))
     for ch, rate in cases:
         for n in ns:
-            runs = [fanout.run(ch, rate, [n], seconds, windows, a.wake) for _ in range(a.repeat)]
+            runs = [
+                fanout.run(ch, rate, [n], seconds, windows, a.wake, mnelsl=False)
+                for _ in range(a.repeat)
+            ]
             b = _median([r["dareplane"][n] for r in runs])
             direct = _median([r["direct"] for r in runs])
             line = f"{fanout.config_tag(ch, rate):<12} {n:>2} | "

@@ -229,7 +229,7 @@ def bench_start_latency(reps: int) -> dict[str, list[float]]:
 def bench_cpu(seconds: float, use_supervisor: bool) -> dict[str, float]:
     from types import MappingProxyType, SimpleNamespace
 
-    from dpshm.control.worker_proc import attach_view
+    from dpshm.control.context import attach_view
     from dpshm.control.workers import WorkerManager
 
     ctx = mp.get_context("spawn")

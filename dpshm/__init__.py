@@ -17,15 +17,16 @@ from dpshm.errors import DpshmError
 _LAZY: dict[str, str] = {
     "SharedRing": "dpshm.shm.ring",
     "SharedStreamView": "dpshm.shm.view",
+    "list_streams": "dpshm.shm.registry",
     "RingBuffer": "dpshm.dareplane.ringbuffer",
     "StreamWatcher": "dpshm.dareplane.watcher",
     "get_streams_names": "dpshm.dareplane.watcher",
     "pylsl_xmlelement_to_dict": "dpshm.dareplane.watcher",
     "FilterBank": "dpshm.dareplane.filterbank",  # needs scipy: pip install 'dpshm[filters]'
-    "EventLoop": "dpshm.dareplane.timing",
+    "EventLoop": "dpshm.dareplane.eventloop",
     "sleep_s": "dpshm.dareplane.timing",
     "DefaultServer": "dpshm.dareplane.server",
-    "DefaultCallbackServer": "dpshm.dareplane.server",
+    "DefaultCallbackServer": "dpshm.dareplane.callback_server",
     "get_logger": "dpshm.dareplane.logs",
     "JsonSocketHandler": "dpshm.dareplane.logs",
     "LogRecordSocketReceiver": "dpshm.dareplane.logserver",

@@ -59,6 +59,7 @@ from dpshm.errors import (
     StreamLostError,
     StreamNotFoundError,
 )
+from dpshm.formats import FORMATS
 
 logger = library_logger(__name__)
 
@@ -72,26 +73,14 @@ __all__ = [
     "resolve_streams",
 ]
 
-#: LSL channel format name -> numpy dtype.
+#: LSL channel format name -> numpy dtype (object for strings), from the one table in
+#: :data:`dpshm.formats.FORMATS`.
 CHANNEL_FORMATS: dict[str, np.dtype] = {
-    "float32": np.dtype(np.float32),
-    "double64": np.dtype(np.float64),
-    "int8": np.dtype(np.int8),
-    "int16": np.dtype(np.int16),
-    "int32": np.dtype(np.int32),
-    "int64": np.dtype(np.int64),
-    "string": np.dtype(object),
+    name: np.dtype(object) if dt is None else dt for name, (_, dt) in FORMATS.items()
 }
 
-_CF_BY_NAME = {
-    "float32": pylsl.cf_float32,
-    "double64": pylsl.cf_double64,
-    "int8": pylsl.cf_int8,
-    "int16": pylsl.cf_int16,
-    "int32": pylsl.cf_int32,
-    "int64": pylsl.cf_int64,
-    "string": pylsl.cf_string,
-}
+# pylsl's cf_* constants are liblsl's format codes, the ones FORMATS lists
+_CF_BY_NAME = {name: code for name, (code, _) in FORMATS.items()}
 _NAME_BY_CF = {v: k for k, v in _CF_BY_NAME.items()}
 
 #: liblsl's log level while no ``lsl_api.cfg`` configures liblsl: -1 = warnings and errors.

@@ -82,7 +82,7 @@ def run(ctx) -> None:
 
 
 def main() -> None:
-    from dpshm.control.worker_proc import WorkerContext
+    from dpshm.control.context import WorkerContext
     from dpshm.shm.view import SharedStreamView
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

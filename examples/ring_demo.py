@@ -72,7 +72,7 @@ def reader(name: str, number: int, stop, results) -> None:
                     f"newest ch_1 {value:+.3f}  head {sv.head:7d}  bad chunks {wrong}",
                     flush=True,
                 )
-            stop.wait(CHUNK_S)  # the supervisor's ZeroMQ wake-up will replace this poll
+            stop.wait(CHUNK_S)  # no supervisor rings a doorbell here: look once per chunk
         data, _, _ = sv.read_new()
         received += len(data)
         results.put((number, received, sv.lost_samples, first_head, wrong))

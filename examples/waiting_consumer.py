@@ -4,7 +4,8 @@ Run, with a supervisor sharing the stream (``dpshm mock`` and ``dpshm up``)::
 
     python examples/waiting_consumer.py --stream MockEEG --seconds 5
 
-``wait()`` sleeps on the supervisor's ZeroMQ notification (no polling),
+``wait()`` sleeps until the supervisor rings this consumer's doorbell after a
+write (Linux; ZeroMQ head updates elsewhere; no polling),
 ``read_new()`` returns the samples not seen yet and how many were lost. Once
 a second it prints how many samples arrived and how many were lost.
 """
@@ -25,7 +26,7 @@ def main() -> int:
     args = parser.parse_args()
 
     received = lost = wakeups = 0
-    with SharedStreamView(args.stream, namespace=args.namespace) as sv:
+    with SharedStreamView(args.stream, namespace=args.namespace, timeout=10.0) as sv:
         print(f"waiting on {args.stream!r}: {sv.n_channels} ch at {sv.srate:g} Hz")
         end = time.monotonic() + args.seconds
         next_report = time.monotonic() + 1.0

@@ -128,3 +128,15 @@ def outlets(unique_name: str):
 
     with OutletFactory(unique_name) as factory:
         yield factory
+
+
+@pytest.fixture
+def procs(unique_name: str, monkeypatch: pytest.MonkeyPatch):
+    """The test's namespace and a list of started children (``supervisor_util.Sup``,
+    ``Proc``): each is stopped and the namespace cleaned after the test."""
+    from supervisor_util import stop_all
+
+    monkeypatch.setenv("DPSHM_NAMESPACE", unique_name)
+    started: list = []
+    yield unique_name, started
+    stop_all(unique_name, started)

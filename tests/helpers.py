@@ -90,3 +90,31 @@ def import_original(module: str) -> ModuleType:
     """
     with preserved_logging():
         return importlib.import_module(module)
+
+
+def wait_connected(sub, probe: Callable[[], object], timeout: float = 2.0) -> bool:
+    """Repeat ``probe()`` (which should cause a publication) until the ZeroMQ
+    subscriber ``sub`` receives something; subscriptions take a moment to reach
+    the publisher."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        probe()
+        if sub.socket.poll(20):
+            return True
+    return False
+
+
+def wait_for_registry(namespace: str, timeout: float, pid: int | None = None):
+    """Wait until a live supervisor (``pid`` if given) has written its registry."""
+    from dpshm.errors import SupervisorNotRunningError
+    from dpshm.shm import registry
+
+    def ready():
+        with contextlib.suppress(SupervisorNotRunningError):
+            reg = registry.read_registry(namespace)
+            if pid is None or reg.pid == pid:
+                return reg
+        return None
+
+    ready.__name__ = f"the supervisor of namespace {namespace!r} wrote its registry"
+    return wait_until(ready, timeout, interval=0.02)

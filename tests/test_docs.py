@@ -150,3 +150,24 @@ def test_every_page_is_in_the_nav() -> None:
     assert pages, "no documentation pages found"
     missing = [p for p in pages if f": {p}" not in nav]
     assert not missing, f"pages missing from the nav of mkdocs.yml: {missing}"
+
+
+# a commit hash: 7-40 hex digits with a digit and a letter, standing alone (stream keys in
+# examples, like 'eeg.1a2b3c4d', are part of a longer word and not matched)
+_HASH = re.compile(r"(?<![\w.'/-])(?=[0-9a-f]*[a-f])(?=[0-9a-f]*[0-9])[0-9a-f]{7,40}(?![\w.'/-])")
+_ENGINEERING = ("/tmp script", "/tmp prototype", "the issue", "issue's")
+
+
+@pytest.mark.parametrize("page", [*sorted(p.name for p in DOCS.glob("*.md")), "../README.md"])
+def test_user_docs_have_no_engineering_notes(page: str) -> None:
+    """User docs name no commit hashes, no issue and no throwaway scripts."""
+    text = (DOCS / page).read_text()
+    hashes = _HASH.findall(text)
+    assert not hashes, f"{page} names commit hashes {hashes}: say what was measured instead"
+    notes = [n for n in _ENGINEERING if n in text.lower()]
+    assert not notes, f"{page} reads as an engineering note: {notes}"
+
+
+def test_the_hash_check_finds_hashes() -> None:
+    assert _HASH.findall("measured on commit 277a240 (and d8b645b).") == ["277a240", "d8b645b"]
+    assert not _HASH.findall("key 'eeg.1a2b3c4d', 1000000 samples, deadbeef")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from helpers import wait_until
+from supervisor_util import Proc, Sup, stop_all
 
 from dpshm.dareplane.procs import stop_process_tree
 
@@ -134,29 +135,17 @@ def check_stream_watcher(tmp_path: Path, unique_name: str) -> None:
 class Supervised:
     """``dpshm mock`` + ``dpshm up`` on a private namespace, shared by the examples below."""
 
-    def __init__(self, tmp: Path, tag: str) -> None:
+    def __init__(self, tag: str) -> None:
         self.namespace, self.signal, self.markers = f"ns{tag}", f"EEG{tag}", f"Mk{tag}"
-        self.env = {**ENV, "DPSHM_NAMESPACE": self.namespace}
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.log = tmp / "supervised.txt"
-
-    def _start(self, *args: str) -> None:
-        with self.log.open("a") as f:
-            self.procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "dpshm", *args],
-                    stdout=f,
-                    stderr=subprocess.STDOUT,
-                    env=self.env,
-                )
-            )
+        self.env = {**ENV, "DPSHM_NAMESPACE": self.namespace}  # for the examples it runs
+        self.procs: list[Proc] = []
 
     def start(self) -> Supervised:
-        self._start("mock", "--name", self.signal, "--marker-name", self.markers,
-                    "--channels", "4", "--rate", "250")  # fmt: skip
-        self._start(
-            "up", "--stream", self.signal, "--stream", self.markers, "--quiet", "--port", "0"
-        )
+        mock = ["-m", "dpshm", "mock", "--name", self.signal, "--marker-name", self.markers,
+                "--channels", "4", "--rate", "250"]  # fmt: skip
+        self.procs.append(Proc(self.namespace, mock))
+        # the supervisor first in the list: it is stopped first and unlinks its rings
+        self.procs.insert(0, Sup(self.namespace, self.signal, self.markers))
         from dpshm import SharedStreamView
 
         def shared() -> bool:
@@ -167,19 +156,24 @@ class Supervised:
                 return False
             return True
 
-        wait_until(shared, timeout=TIMEOUT_S, interval=0.1)
+        try:
+            wait_until(shared, timeout=TIMEOUT_S, interval=0.1)
+        except TimeoutError:
+            raise AssertionError(
+                "mock + supervisor did not share the streams:\n"
+                + "\n".join(p.output[-1500:] for p in self.procs)
+            ) from None
         return self
 
     def close(self) -> None:
-        for p in reversed(self.procs):  # supervisor first: it unlinks its rings on SIGTERM
-            stop_process_tree(p, grace_s=5.0)
+        stop_all(self.namespace, self.procs)
 
 
 @pytest.fixture(scope="module")
-def supervised(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Supervised]:
+def supervised() -> Iterator[Supervised]:
     import uuid
 
-    sup = Supervised(tmp_path_factory.mktemp("supervised"), uuid.uuid4().hex[:8])
+    sup = Supervised(uuid.uuid4().hex[:8])
     try:
         yield sup.start()
     finally:

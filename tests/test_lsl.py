@@ -289,3 +289,14 @@ def test_liblsl_info_lines_hidden_unless_the_user_configures_liblsl(tmp_path):
     cfg = tmp_path / "mine.cfg"
     cfg.write_text("[log]\nlevel = 0\n")
     assert "INFO|" in run({"LSLAPICFG": str(cfg)})  # the user's configuration wins
+
+
+def test_format_codes_are_pylsls() -> None:
+    """dpshm.formats.FORMATS is the one table of channel formats: its codes are
+    liblsl's, as pylsl names them."""
+    import pylsl
+
+    from dpshm.formats import FORMATS
+
+    for name, (code, _) in FORMATS.items():
+        assert getattr(pylsl, f"cf_{name}") == code, name

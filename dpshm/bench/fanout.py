@@ -11,6 +11,10 @@ Measured in one run, side by side, for each stream format and N:
 * **baseline**: N processes, each with the ORIGINAL dareplane-utils
   ``StreamWatcher`` (its own LSL inlet), calling ``update()`` and copying a 1 s
   window every 10 ms, as Dareplane modules do;
+* **mne-lsl** (when installed): N processes, each with an mne-lsl
+  ``StreamLSL`` (its own inlet, filled by its default acquisition thread every
+  1 ms), taking ``get_data(winsize=1.0)`` every 10 ms when ``n_new_samples``
+  says something arrived: what many LSL users would pick instead;
 * **direct**: one process with a blocking LSL inlet: the latency floor.
 
 The outlet (its own process) pushes 10 ms chunks on absolute deadlines,
@@ -37,7 +41,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -58,6 +62,8 @@ WINDOWS = ("view", "copy")  # dpshm arms: zero-copy and copied 1 s windows
 FLOOR = "floor"  # diagnostic arm: consumers that only sleep on the doorbell, reading nothing
 ARM_KEYS = {"view": "dpshm", "copy": "dpshm_copy", FLOOR: "dpshm_floor"}
 NEEDS_SUPERVISOR = "needs the dpshm supervisor (dpshm.shm.supervisor, `dpshm up`)"
+NEEDS_MNELSL = "baseline needs: pip install mne-lsl (or 'dpshm[bench]')"
+MNELSL = "N mne-lsl StreamLSLs (1 ms acquisition)"
 
 # -- roles (each runs in its own process) ---------------------------------------------
 
@@ -92,19 +98,10 @@ def role_outlet(a: argparse.Namespace) -> None:
 
 def role_dpshm(a: argparse.Namespace) -> None:
     from dpshm import lsl
-    from dpshm.errors import DpshmError
     from dpshm.shm.view import SharedStreamView
 
     stop = _stop_flag()
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:  # the supervisor may not share the stream yet
-        try:
-            view = SharedStreamView(a.name)
-            break
-        except (DpshmError, LookupError):
-            if time.monotonic() > deadline or stop:
-                raise
-            time.sleep(0.05)
+    view = SharedStreamView(a.name, timeout=READY_TIMEOUT_S)  # shared within a resolve or two
     t: list[float] = []
     lat: list[float] = []
     copy = a.window == "copy"
@@ -142,6 +139,28 @@ def doorbell_floor(view: Any, stop: list[int]) -> None:
     _report([], [])
 
 
+def _every_chunk(
+    stop: list[int], poll: Callable[[], float | None], clock: Callable[[], float]
+) -> None:
+    """A polling consumer's loop: ``poll()`` every :data:`CHUNK_S` (absolute deadlines)
+    until ``stop``; ``poll`` returns the newest timestamp of what it took, or None."""
+    t: list[float] = []
+    lat: list[float] = []
+    t0 = time.perf_counter()
+    k = 0
+    while not stop:
+        newest = poll()
+        if newest is not None:
+            now = clock()
+            t.append(now)
+            lat.append(now - newest)
+        k += 1
+        delay = t0 + k * CHUNK_S - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+    _report(t, lat)
+
+
 def role_dareplane(a: argparse.Namespace) -> None:
     from dpshm.bench._common import import_original
 
@@ -152,25 +171,40 @@ def role_dareplane(a: argparse.Namespace) -> None:
     sw = sw_mod.StreamWatcher(a.name, buffer_size_s=WINDOW_S)
     sw.connect_to_stream()
     print("ready", flush=True)
-    t: list[float] = []
-    lat: list[float] = []
-    t0 = time.perf_counter()
-    k = 0
-    while not stop:
+
+    def poll() -> float | None:
         sw.update()
-        if sw.n_new:
-            sw.n_new = 0
-            sw.unfold_buffer()
-            ts = sw.unfold_buffer_t()
-            now = pylsl.local_clock()
-            t.append(now)
-            lat.append(now - float(ts[-1]))
-        k += 1
-        delay = t0 + k * CHUNK_S - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
+        if not sw.n_new:
+            return None
+        sw.n_new = 0
+        sw.unfold_buffer()
+        return float(sw.unfold_buffer_t()[-1])
+
+    _every_chunk(stop, poll, pylsl.local_clock)
     sw.disconnect()
-    _report(t, lat)
+
+
+def role_mnelsl(a: argparse.Namespace) -> None:
+    from mne_lsl.lsl import local_clock
+    from mne_lsl.stream import StreamLSL
+
+    stop = _stop_flag()
+    stream = StreamLSL(WINDOW_S, name=a.name).connect(timeout=READY_TIMEOUT_S)  # its defaults
+    print("ready", flush=True)
+
+    def poll() -> float | None:
+        if not stream.n_new_samples:
+            return None
+        _, ts = stream.get_data(winsize=WINDOW_S)  # resets n_new_samples
+        return float(ts[-1]) if len(ts) else None
+
+    _every_chunk(stop, poll, local_clock)
+    stream.disconnect()
+
+
+def mnelsl_available() -> bool:
+    """Whether mne-lsl (the ``StreamLSL`` arm) is installed."""
+    return importlib.util.find_spec("mne_lsl") is not None
 
 
 def role_direct(a: argparse.Namespace) -> None:
@@ -195,6 +229,7 @@ def role_direct(a: argparse.Namespace) -> None:
 
 ROLES = {"outlet": role_outlet, "dpshm": role_dpshm, "dareplane": role_dareplane}
 ROLES["direct"] = role_direct
+ROLES["mnelsl"] = role_mnelsl
 
 
 # -- orchestration ---------------------------------------------------------------------
@@ -319,18 +354,12 @@ def supervisor_args(name: str) -> list[str]:
 
 def wait_shared(name: str, timeout: float = READY_TIMEOUT_S) -> None:
     """Block until a supervisor (of this process's ``$DPSHM_NAMESPACE``) shares ``name``."""
-    from dpshm.errors import DpshmError
     from dpshm.shm.view import SharedStreamView
 
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            SharedStreamView(name).close()
-            return
-        except (DpshmError, LookupError):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no supervisor shared {name!r} within {timeout} s") from None
-            time.sleep(0.05)
+    try:
+        SharedStreamView(name, timeout=timeout).close()
+    except LookupError as exc:
+        raise TimeoutError(f"no supervisor shared {name!r} within {timeout} s: {exc}") from None
 
 
 def supervisor_available() -> bool:
@@ -345,20 +374,23 @@ def run(
     seconds: float,
     windows: Sequence[str] = WINDOWS,
     wake: str | None = None,
+    mnelsl: bool = True,
 ) -> dict[str, Any]:
     """Measure one stream format for every N; raw results as a dict.
 
     Keys: ``direct`` (one case); ``dpshm`` (zero-copy windows), ``dpshm_copy``
     (copied windows), ``dpshm_floor`` (consumers that only sleep on the
-    doorbell: the wake-up floor) and ``dareplane`` (each ``{N: case}``, empty
-    when that arm was not asked for, or the supervisor or the original is not
-    installed). ``windows`` chooses the dpshm arms (``"view"``, ``"copy"``,
-    ``"floor"``); ``wake`` sets the consumers' ``DPSHM_WAKE`` (None: the
-    default wake path).
+    doorbell: the wake-up floor), ``dareplane`` and ``mnelsl`` (each ``{N:
+    case}``, empty when that arm was not asked for, or the supervisor, the
+    original or mne-lsl is not installed; ``mnelsl=False`` skips mne-lsl).
+    ``windows`` chooses the dpshm arms (``"view"``, ``"copy"``, ``"floor"``);
+    ``wake`` sets the consumers' ``DPSHM_WAKE`` (None: the default wake path).
     """
     from dpshm.bench.roundtrip import original_available
 
-    res: dict[str, Any] = {"direct": None, "dareplane": {}, **{k: {} for k in ARM_KEYS.values()}}
+    res: dict[str, Any] = {
+        "direct": None, "dareplane": {}, "mnelsl": {}, **{k: {} for k in ARM_KEYS.values()}
+    }  # fmt: skip
     uid = uuid.uuid4().hex[:8]
     name = f"dpshmbench{uid}"
     kw = {"name": name, "channels": channels, "rate": rate}
@@ -384,6 +416,9 @@ def run(
             if original_available():
                 for n in ns:
                     res["dareplane"][n] = _case("dareplane", n, seconds, env, outlet, kw)
+            if mnelsl and mnelsl_available():
+                for n in ns:
+                    res["mnelsl"][n] = _case("mnelsl", n, seconds, env, outlet, kw)
         finally:
             outlet.stop()
     return res
@@ -428,6 +463,15 @@ def rows(channels: int, rate: float, ns: Sequence[int], res: dict[str, Any]) -> 
             out.append(Row(f"latency_{q}_vs_original/{tag}/N={n}", f"latency {q}, {tag}, N={n}",
                            "ms", a and a[f"{q}_ms"], f"{sw} (10 ms update loop)",
                            b and b[f"{q}_ms"], both))  # fmt: skip
+        m = res.get("mnelsl", {}).get(n)
+        need_m = "; ".join(x for x in (need_sup, None if m else NEEDS_MNELSL) if x) or None
+        out.append(Row(f"fanout_cpu_vs_mnelsl/{tag}/N={n}", f"fan-out CPU, {tag}, N={n}",
+                       "% core", a and a["cpu"], MNELSL, m and m["cpu"], need_m,
+                       {"mnelsl": m}))  # fmt: skip
+        for q in ("p50", "p99"):
+            out.append(Row(f"latency_{q}_vs_mnelsl/{tag}/N={n}", f"latency {q}, {tag}, N={n}",
+                           "ms", a and a[f"{q}_ms"], f"{MNELSL}, 10 ms loop",
+                           m and m[f"{q}_ms"], need_m))  # fmt: skip
     return out
 
 

@@ -75,7 +75,8 @@ def _rounds(impls: list[str], total: float) -> list[tuple[str, float]]:
 def implementations() -> tuple[dict[str, Any], dict[str, Any]]:
     """``({"ours": EventLoop, "orig": ...}, {"ours": sleep_s, "orig": ..., "time.sleep": ...})``;
     the originals are left out when dareplane-utils is not installed."""
-    from dpshm.dareplane.timing import EventLoop, sleep_s
+    from dpshm.dareplane.eventloop import EventLoop
+    from dpshm.dareplane.timing import sleep_s
 
     loops: dict[str, Any] = {"ours": EventLoop}
     sleeps: dict[str, Any] = {"ours": sleep_s}

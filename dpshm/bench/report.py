@@ -46,6 +46,7 @@ def machine() -> dict[str, Any]:
         "numpy": _version("numpy"),
         "pyzmq": _version("pyzmq"),
         "dareplane-utils": _version("dareplane-utils"),
+        "mne-lsl": _version("mne-lsl"),
         "loadavg_1min": os.getloadavg()[0],
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }
@@ -77,6 +78,118 @@ def table(rows: list[Row]) -> str:
         if k == 0:
             lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
+
+
+#: The run is flagged unreliable when the 1-minute load average exceeds this share of
+#: the cores before it (other programs already busy) ...
+LOAD_BEFORE_MAX = 0.5
+#: ... or this share after it (the benchmark's own processes included: a run queue
+#: longer than the cores means processes waited for a CPU while being timed).
+LOAD_AFTER_MAX = 1.0
+
+
+def load_warning(before: float, after: float, cores: int | None) -> str | None:
+    """A warning line when the machine's load makes the figures unreliable, else None.
+
+    Parameters
+    ----------
+    before, after : float
+        ``os.getloadavg()[0]`` before and after the run.
+    cores : int or None
+        ``os.cpu_count()``.
+    """
+    cores = max(1, cores or 1)
+    if before <= LOAD_BEFORE_MAX * cores and after <= LOAD_AFTER_MAX * cores:
+        return None
+    return (
+        f"WARNING: this machine was busy (1-minute load {before:.2f} before the run, "
+        f"{after:.2f} after, on {cores} cores): processes waited for a CPU while being "
+        "timed, so these figures are unreliable. Ratios hold better than absolute values "
+        "(each figure and its baseline ran in turn). Close other programs and run again."
+    )
+
+
+def _fanout_rows(rows: list[Row]) -> tuple[list[str], int, dict[str, Row]]:
+    """Stream tags in run order, the largest N and the fan-out rows by key."""
+    by_key = {r.key: r for r in rows if r.key.startswith(("fanout_", "latency_"))}
+    tags: list[str] = []
+    n_max = 0
+    for key in by_key:
+        kind, tag, n = key.split("/")
+        if kind == "fanout_cpu":
+            if tag not in tags:
+                tags.append(tag)
+            n_max = max(n_max, int(n.removeprefix("N=")))
+    return tags, n_max, by_key
+
+
+def _times(ours: float | None, theirs: float | None) -> str:
+    if not ours or not theirs:
+        return ""
+    r = theirs / ours
+    return f" ({r:.1f}x less)" if r >= 1 else f" ({1 / r:.1f}x more)"
+
+
+def _cpu_vs(row: Row | None, who: str) -> str | None:
+    if row is None:
+        return None
+    if row.baseline is None:
+        return f"{who}: not measured ({row.needs})"
+    return f"{row.baseline:.0f} % for {who}{_times(row.value, row.baseline)}"
+
+
+def _lat(rows: dict[str, Row], tag: str, n: int, suffix: str) -> tuple[Row | None, Row | None]:
+    return rows.get(f"latency_p50{suffix}/{tag}/N={n}"), rows.get(
+        f"latency_p99{suffix}/{tag}/N={n}"
+    )
+
+
+def _pair(p50: float | None, p99: float | None) -> str:
+    if p50 is None or p99 is None or math.isnan(p50) or math.isnan(p99):
+        return "not measured"
+    return f"{p50:.2g}/{p99:.2g} ms"
+
+
+def headline(rows: list[Row]) -> list[str]:
+    """The answer to "how much does dpshm save on this machine?" in 3-5 lines.
+
+    At the largest consumer count N: the CPU the N consumers (plus the
+    supervisor) use with dpshm against N original StreamWatchers and N mne-lsl
+    ``StreamLSL`` (one line per stream format), and the latency p50/p99 of dpshm
+    against a direct LSL inlet, the original StreamWatchers and mne-lsl (first
+    stream format). Empty when the run had no fan-out rows.
+    """
+    tags, n, by_key = _fanout_rows(rows)
+    if not tags:
+        return []
+    lines = [f"How much dpshm saves on this machine, N={n} consumers of one stream:"]
+    for tag in tags:
+        cpu = by_key[f"fanout_cpu/{tag}/N={n}"]
+        if cpu.value is None:
+            lines.append(f"  CPU, {tag}: dpshm not measured ({cpu.needs})")
+            continue
+        parts = [
+            _cpu_vs(cpu, f"{n} original StreamWatchers"),
+            _cpu_vs(by_key.get(f"fanout_cpu_vs_mnelsl/{tag}/N={n}"), f"{n} mne-lsl StreamLSLs"),
+        ]
+        vs = "; ".join(p for p in parts if p)
+        lines.append(f"  CPU, {tag}: dpshm {cpu.value:.0f} % of one core vs {vs}")
+    tag = tags[0]
+    p50, p99 = _lat(by_key, tag, n, "")
+    if p50 is not None and p99 is not None:
+        parts = [
+            f"dpshm {_pair(p50.value, p99.value)}",
+            f"direct LSL inlet {_pair(p50.baseline, p99.baseline)}",
+        ]
+        for suffix, who in (
+            ("_vs_original", "original StreamWatchers"),
+            ("_vs_mnelsl", "mne-lsl StreamLSL"),
+        ):
+            b50, b99 = _lat(by_key, tag, n, suffix)
+            if b50 is not None and b99 is not None:
+                parts.append(f"{who} {_pair(b50.baseline, b99.baseline)}")
+        lines.append(f"  latency p50/p99, {tag}: " + "; ".join(parts))
+    return lines
 
 
 def write_json(path: str | Path, rows: list[Row], meta: dict[str, Any], raw: Any) -> None:

@@ -27,7 +27,7 @@ class Plan:
 
 
 def plan(quick: bool = False) -> Plan:
-    """The full suite, or ``quick``: every row kind, smaller N set, shorter runs (< 1 min)."""
+    """The full suite, or ``quick``: every row kind, fewer N, shorter runs (about a minute)."""
     if quick:
         return Plan(True, ((64, 1000.0),), (1, 4), 1.5, 1.0, 300, 3)
     return Plan(False, ((64, 1000.0), (256, 2000.0)), (1, 2, 4, 8), 6.0, 5.0, 2000, 7)

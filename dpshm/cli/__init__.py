@@ -1,5 +1,6 @@
 """The ``dpshm`` command line: one module per command group.
 
-:mod:`.main` (the entry point, ``logserver``) and :mod:`.supervisor` (``up``,
-``down``, ``ls``, ``tail``, ``logs``, ``mock``, ``demo``).
+:mod:`.main` (entry point, ``logserver``), :mod:`.up` (``up``, ``down``),
+:mod:`.streams` (``ls``, ``tail``, ``logs``), :mod:`.demo` (``mock``, ``demo``);
+:mod:`.screen` draws the stream table and the live status.
 """

@@ -1,8 +1,8 @@
 """The ``dpshm`` command line.
 
-Each sub-command is one ``_cmd_<name>`` function plus its parser in
-:func:`build_parser`; heavy modules are imported inside the command so that
-``dpshm --help`` stays fast.
+:func:`build_parser` collects the command groups (:mod:`.up`, :mod:`.streams`,
+:mod:`.demo`, ``bench``) and ``logserver``; each command imports its heavy
+modules (pylsl, ZeroMQ, numpy) only when it runs, so ``dpshm --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dpshm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_logserver(sub)
-    from dpshm.cli.supervisor import add_commands as add_supervisor_commands
+    from dpshm.cli import demo, streams, up
 
-    add_supervisor_commands(sub)
+    for group in (up, streams, demo):
+        group.add_commands(sub)
     from dpshm.bench.cli import add_command as add_bench_command
 
     add_bench_command(sub)

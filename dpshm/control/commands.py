@@ -50,11 +50,12 @@ from pathlib import Path
 from typing import Any
 
 from dpshm._logging import library_logger
-from dpshm.control.worker_proc import WORKER_LOGGER_PREFIX, attach_view
+from dpshm.control.context import WORKER_LOGGER_PREFIX, attach_view
 from dpshm.control.workers import WorkerManager
 from dpshm.dareplane.logs import DEFAULT_LOG_PORT, JsonSocketHandler
 from dpshm.dareplane.server import DefaultServer, is_loopback
-from dpshm.errors import AmbiguousStreamError, ConfigError, DpshmError, StreamNotFoundError
+from dpshm.errors import ConfigError, DpshmError
+from dpshm.shm import registry
 
 log = library_logger(__name__)
 
@@ -429,23 +430,12 @@ class SupervisorFrontend:
         return st
 
     def resolve(self, stream: str) -> str:
-        """Stream name (or registry key / source_id) -> registry key."""
-        streams = self.streams_status()
-        hits = [s for s in streams if s.get("name") == stream] or [
-            s for s in streams if stream in (s["key"], s.get("source_id"), s.get("ring"))
-        ]
-        if len(hits) == 1:
-            return hits[0]["key"]
-        if not hits:
-            known = sorted({str(s.get("name")) for s in streams})
-            raise StreamNotFoundError(
-                f"no stream {stream!r} is shared by this supervisor; known streams: {known}. "
-                "Check the name (LIST_STREAMS) or start its outlet."
-            )
-        keys = sorted(s["key"] for s in hits)
-        raise AmbiguousStreamError(
-            f"{len(hits)} streams are named {stream!r}; send one of their keys instead: {keys}."
-        )
+        """Stream name (or registry key / source_id) -> registry key.
+
+        The lookup rules and errors are :func:`dpshm.shm.registry.find_stream`'s.
+        """
+        entries = [registry.entry_from_dict(s["key"], s) for s in self.streams_status()]
+        return registry.find_stream(entries, stream, where="this supervisor").key
 
     def close(self) -> None:
         """Stop serving and stop every worker. Idempotent."""

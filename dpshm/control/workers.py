@@ -4,7 +4,7 @@ A worker is a function ``target(ctx)`` declared in the configuration as a
 ``[workers.NAME]`` table (see :mod:`dpshm.config`); only declared workers can
 be started, and only the declared target strings are ever imported. Each
 started instance gets an id (``NAME-<n>``) and a
-:class:`~dpshm.control.worker_proc.WorkerContext`.
+:class:`~dpshm.control.context.WorkerContext`.
 
 Modes
 -----
@@ -57,16 +57,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dpshm._logging import library_logger
-from dpshm.control.worker_proc import (
-    ProcessHandle,
+from dpshm.control.context import (
     WorkerContext,
     attach_all,
     attach_view,
     close_all,
-    describe_exit,
     load_target,
     worker_logger_name,
 )
+from dpshm.control.worker_proc import ProcessHandle, describe_exit
 from dpshm.errors import DpshmTimeoutError, WorkerError
 
 log = library_logger(__name__)
@@ -152,7 +151,7 @@ class WorkerManager:
     attach : callable, optional
         Ring name -> view. Must be a picklable module-level function (process
         workers call it in their own interpreter). Default:
-        :func:`~dpshm.control.worker_proc.attach_view` (a ``SharedStreamView``).
+        :func:`~dpshm.control.context.attach_view` (a ``SharedStreamView``).
     search_path : str, optional
         Directory searched first when importing targets (the configuration
         file's directory).

@@ -7,8 +7,7 @@ a short idle gap end a command). Built-ins ``STOP``, ``CLOSE``, ``GET_PCOMMS``
 byte-identically to dareplane-utils 0.0.24. Problems are answered with one line
 ``ERROR <what went wrong>\\n`` unless ``error_replies=False``.
 
-``DefaultCallbackServer`` lives in :mod:`dpshm.dareplane.callback_server` (also importable
-from here).
+``DefaultCallbackServer`` lives in :mod:`dpshm.dareplane.callback_server`.
 
 Each connection is served by its own thread (at most ``max_clients``);
 handlers run one at a time under a lock, as with the original single-client
@@ -652,13 +651,3 @@ class DefaultServer:
             stopper(what, logger=self.logger)
         except Exception:
             self.logger.exception("stopper %r failed on %s", stopper, key)
-
-
-def __getattr__(name: str) -> Any:
-    # DefaultCallbackServer lives in dpshm.dareplane.callback_server (it subclasses DefaultServer);
-    # served from here lazily so ``from dpshm.dareplane.server import DefaultCallbackServer`` works
-    if name == "DefaultCallbackServer":
-        from dpshm.dareplane.callback_server import DefaultCallbackServer
-
-        return DefaultCallbackServer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

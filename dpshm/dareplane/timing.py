@@ -20,7 +20,7 @@ Knobs (see ``docs/timing.md``):
 - :func:`set_spin_quantile` (process-wide): the fraction of sleeps that should
   wake before the deadline and spin. Higher is more accurate and costs more CPU.
 
-:class:`~dpshm.dareplane.eventloop.EventLoop` (also importable from here) paces its
+:class:`~dpshm.dareplane.eventloop.EventLoop` paces its
 periods with :func:`sleep_until`.
 """
 
@@ -29,14 +29,9 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # re-exported lazily by __getattr__ below
-    from dpshm.dareplane.eventloop import DelayedCallback, EventLoop
+from typing import Any
 
 __all__ = [
-    "DelayedCallback",
-    "EventLoop",
     "get_spin_margin",
     "set_spin_quantile",
     "sleep_s",
@@ -276,13 +271,3 @@ def sleep_s(
             pass
         return
     _sleep_until(deadline, spin_s, None)
-
-
-def __getattr__(name: str) -> Any:
-    # EventLoop lives in dpshm.dareplane.eventloop (which imports this module); re-export it
-    # lazily so that both import orders work without a cycle.
-    if name in ("EventLoop", "DelayedCallback"):
-        from dpshm.dareplane import eventloop
-
-        return getattr(eventloop, name)
-    raise AttributeError(f"module 'dpshm.dareplane.timing' has no attribute {name!r}")

@@ -37,7 +37,6 @@ passed; this module never terminates a context it did not create.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import threading
@@ -340,22 +339,3 @@ class LogSubscriber(_Sub):
             except ValueError:
                 log.warning("malformed log frame %r", f[:40])
         return out
-
-
-def wait_connected(sub: _Sub, probe, timeout: float = 2.0) -> bool:
-    """Repeat ``probe()`` (which should cause a publication) until ``sub`` receives
-    something; ZeroMQ subscriptions take a moment to reach the publisher."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        probe()
-        if sub.socket.poll(20):
-            return True
-    return False
-
-
-def close_quietly(*objs: Any) -> None:
-    """Close every object that is not None, ignoring errors (for cleanup paths)."""
-    for o in objs:
-        if o is not None:
-            with contextlib.suppress(Exception):
-                o.close()

@@ -24,7 +24,9 @@ import hashlib
 import re
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -32,10 +34,7 @@ from dpshm import lsl
 from dpshm._logging import library_logger
 from dpshm.config import StreamSelector
 from dpshm.errors import StreamLostError
-from dpshm.shm.ring import SharedRing
-
-if TYPE_CHECKING:
-    from dpshm.shm.supervisor import Supervisor
+from dpshm.shm.ring import SharedRing, samples_between
 
 log = library_logger(__name__)
 
@@ -44,7 +43,6 @@ TIME_CORRECTION_EVERY_S = 5.0
 JOIN_TIMEOUT_S = 3.0
 MISSED_RESOLVES_BEFORE_STALE = 2
 DEAD_UID_HOLD_S = 5.0
-GAP_TOLERANCE_S = 0.05  # timestamp jitter not counted as lost samples
 
 
 def stream_key(name: str, source_id: str, hostname: str = "") -> str:
@@ -62,11 +60,48 @@ def _format_of(spec: Any) -> tuple[int, str, float]:
     return (int(spec.n_channels), str(spec.channel_format), float(spec.srate))
 
 
+@dataclass(frozen=True)
+class FeedEnv:
+    """What a feed needs from whoever runs it (the supervisor), and nothing more.
+
+    Attributes
+    ----------
+    namespace, run_id : str
+        Part of every ring name (``<namespace>.<key>.<run_id>.g<generation>``).
+    capacity_for : callable
+        ``(selector, srate) -> samples``: the ring length for a stream.
+    string_width : int
+        Bytes per string slot of marker rings.
+    resolve_interval_s : float
+        The resolver's period; a stream unseen for two of them turns stale.
+    inlet_buflen : int
+        Seconds (hundreds of samples if irregular) the LSL inlet may queue.
+    stop_event : threading.Event
+        Set when every feed must stop.
+    on_write : callable
+        ``(key, head, generation, newest_timestamp)`` after each chunk is in the
+        ring: wakes the consumers.
+    on_change : callable
+        ``()`` when what the registry says about this stream changed (added,
+        stale, back, new generation, time offset).
+    """
+
+    namespace: str
+    run_id: str
+    capacity_for: Callable[[StreamSelector, float], int]
+    string_width: int
+    resolve_interval_s: float
+    inlet_buflen: int
+    stop_event: threading.Event
+    on_write: Callable[[str, int, int, float], None]
+    on_change: Callable[[], None]
+
+
 class Feed:
     """One stream: an inlet, a ring and the thread pulling from one into the other."""
 
-    def __init__(self, sup: Supervisor, key: str, spec: Any, selector: StreamSelector, gen: int):
-        self.sup = sup
+    def __init__(self, env: FeedEnv, key: str, spec: Any, selector: StreamSelector, gen: int):
+        self.env = env
         self.key = key
         self.selector = selector
         self.spec = spec
@@ -95,8 +130,9 @@ class Feed:
     # -- ring ---------------------------------------------------------------------------
     def _make_ring(self, spec: Any) -> None:
         n_ch, fmt, srate = _format_of(spec)
-        capacity = self.sup.config.buffer_for(self.selector, srate)
-        name = f"{self.sup.config.namespace}.{self.key}.{self.sup.run_id}.g{self.generation}"
+        env = self.env
+        capacity = env.capacity_for(self.selector, srate)
+        name = f"{env.namespace}.{self.key}.{env.run_id}.g{self.generation}"
         meta = {
             "lsl": {
                 "name": spec.name,
@@ -104,7 +140,7 @@ class Feed:
                 "source_id": spec.source_id,
                 "hostname": spec.hostname,
             },
-            "namespace": self.sup.config.namespace,
+            "namespace": env.namespace,
             "key": self.key,
         }
         names = list(spec.channel_names) if len(spec.channel_names) == n_ch else None
@@ -116,7 +152,7 @@ class Feed:
             srate=srate,
             channel_names=names,
             meta=meta,
-            string_width=self.sup.config.string_width,
+            string_width=env.string_width,
             generation=self.generation,
         )
         self.ring.set_time_offset(self.time_offset)
@@ -189,7 +225,7 @@ class Feed:
 
     # -- the feed thread ----------------------------------------------------------------
     def _run(self) -> None:
-        stop = self.sup.stop_event
+        stop = self.env.stop_event
         try:
             while not stop.is_set():
                 try:
@@ -222,7 +258,7 @@ class Feed:
             self.last_data = now
         elif (
             self.missed_resolves >= MISSED_RESOLVES_BEFORE_STALE
-            and now - self.last_data > 2 * self.sup.config.resolve_interval_s
+            and now - self.last_data > 2 * self.env.resolve_interval_s
         ):
             self._go_stale("its outlet is no longer visible")
             return
@@ -236,18 +272,13 @@ class Feed:
         ts = self._ts[:n]
         head = ring.write(self._data[:n], ts)
         newest = float(ts[-1])
-        bell = self.sup.doorbell
-        if bell is not None:
-            bell.ring(self.key, self.generation)
-        self.sup.heads.publish(self.key, head, self.generation, newest)
+        self.env.on_write(self.key, head, self.generation, newest)
         self._count_since += n
         srate = ring.srate
         prev = self._last_ts
         if srate > 0 and prev is not None:
             # LSL drops the oldest queued samples, so a drop shows at a chunk boundary
-            gap = float(ts[0]) - prev
-            if gap > 1.5 / srate + GAP_TOLERANCE_S:
-                self.lost += round(gap * srate) - 1
+            self.lost += samples_between(prev, float(ts[0]), srate)
         self._last_ts = newest
         self.lag_s = lsl.local_clock() - (newest + self.time_offset)
 
@@ -263,7 +294,7 @@ class Feed:
         first, self._have_offset = not self._have_offset, True
         if first or abs(off - self.time_offset) > 1e-3:
             self.time_offset = off
-            self.sup.registry_changed()
+            self.env.on_change()
         self.time_offset = off
 
     def _connect(self, spec: Any) -> None:
@@ -278,7 +309,7 @@ class Feed:
         self._close_inlet()
         try:
             inlet = lsl.Inlet(
-                spec, max_buflen_s=self.sup.inlet_buflen(), recover=False, open_timeout=2.0
+                spec, max_buflen_s=self.env.inlet_buflen, recover=False, open_timeout=2.0
             )
         except Exception as exc:
             self._mark_dead(spec)
@@ -297,7 +328,7 @@ class Feed:
             self.stale = False
             self.ring.set_stale(False)  # type: ignore[union-attr]
             log.info("stream %r is back; writing resumes", self.spec.name)
-        self.sup.registry_changed()
+        self.env.on_change()
 
     def _adopt(self, full: Any) -> None:
         """Create the ring, or a new generation of it when the format changed."""
@@ -330,7 +361,7 @@ class Feed:
                 self.ring.set_stale(True)
             self._last_ts = None
             log.warning("stream %r is stale: %s; keeping its ring", self.spec.name, why)
-            self.sup.registry_changed()
+            self.env.on_change()
 
     def _close_inlet(self) -> None:
         inlet, self.inlet = self.inlet, None

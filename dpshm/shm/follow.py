@@ -44,6 +44,7 @@ log = library_logger(__name__)
 
 POLL_FALLBACK_S = 0.002  # head polling period for rings without a supervisor
 CHECK_EVERY_S = 0.25  # registry stat() throttle; notifications of a new generation force it
+ALIVE_EVERY_S = 1.0  # while no wake-up comes: is the supervisor process still alive?
 ENV_WAKE = "DPSHM_WAKE"  # "doorbell" (default where available) or "zmq"
 WAKE_CHOICES = ("doorbell", "zmq")
 
@@ -69,6 +70,7 @@ class Target:
     ring: str
     entry: registry.StreamEntry | None = None
     endpoint: str | None = None  # ZeroMQ head updates, or the doorbell control address
+    supervisor: tuple[int, float] | None = None  # (pid, start time) of who announced it
 
 
 class StreamLink:
@@ -76,10 +78,10 @@ class StreamLink:
 
     Parameters
     ----------
-    name : str
+    name : str, optional
         LSL stream name, registry key, source_id or ring name.
-    source_id : str, optional
-        Disambiguates streams sharing a name.
+    source_id, type : str, optional
+        Must match too (see :func:`dpshm.shm.registry.find_stream`).
     namespace : str, optional
         Supervisor namespace (default ``$DPSHM_NAMESPACE`` or ``"default"``).
     """
@@ -88,9 +90,16 @@ class StreamLink:
     #: The doorbell this link wakes on (None: ZeroMQ or no supervisor).
     bell: doorbell.Doorbell | None = None
 
-    def __init__(self, name: str, source_id: str | None = None, namespace: str | None = None):
+    def __init__(
+        self,
+        name: str | None,
+        source_id: str | None = None,
+        namespace: str | None = None,
+        type: str | None = None,
+    ):
         self.name = name
         self.source_id = source_id
+        self.type = type
         self.namespace = namespace_from_env() if namespace is None else namespace
         self.target: Target | None = None
         self.key: str | None = None  # registry key, fixed by the first lookup
@@ -100,6 +109,9 @@ class StreamLink:
         self._heads: str | None = None  # ZeroMQ head updates (fallback of the doorbell)
         self._reg_path = registry.namespace_dir(self.namespace, create=False) / "registry.json"
         self.next_check = 0.0  # monotonic time of the next registry check (see moved())
+        self.gone_at: float | None = None  # time.time() the supervisor was seen gone
+        self._sup_proc: tuple[int, float | None] | None = None  # its (pid, create time)
+        self._alive_check = 0.0  # monotonic time of the next liveness check (see quiet())
         self.wake = wake_path()
 
     # -- lookup -------------------------------------------------------------------------
@@ -115,31 +127,39 @@ class StreamLink:
             No supervisor runs and no ring has that name.
         """
         self._reg_stamp = self._stamp()
+        plain = self.source_id is None and self.type is None and self.name is not None
         try:
             reg = registry.read_registry(self.namespace)
         except SupervisorNotRunningError as exc:
-            if self.source_id is None and self.name in list_rings():
+            if plain and self.name in list_rings():
                 return self._set(Target(self.name))
             raise NoSupervisorError(
-                f"cannot open stream {self.name!r}: {exc} (No shared-memory ring of that name "
+                f"cannot open stream {self.request}: {exc} (No shared-memory ring of that name "
                 f"exists either; existing rings: {list_rings()}.)"
             ) from None
         if self.key is not None:  # once found, follow that stream (not a same-named one)
             entry = reg.streams.get(self.key)
             if entry is None:
                 raise StreamNotFoundError(
-                    f"stream {self.name!r} ({self.key}) is not shared any more by the "
+                    f"stream {self.request} ({self.key}) is not shared any more by the "
                     f"supervisor of namespace {self.namespace!r}"
                 )
-            return self._set(Target(entry.ring, entry, self._endpoint(reg)))
-        try:
-            entry = reg.find(self.name, self.source_id)
-        except StreamNotFoundError:
-            if self.source_id is None and self.name in list_rings():
-                return self._set(Target(self.name))
-            raise
-        self.key = entry.key
-        return self._set(Target(entry.ring, entry, self._endpoint(reg)))
+        else:
+            try:
+                entry = reg.find(self.name, self.source_id, self.type)
+            except StreamNotFoundError:
+                if plain and self.name in list_rings():
+                    return self._set(Target(self.name))
+                raise
+            self.key = entry.key
+        who = (reg.pid, float(reg.raw.get("started", 0.0)))  # another: it was restarted
+        self._sup_proc = (reg.pid, reg.pid_create_time)
+        return self._set(Target(entry.ring, entry, self._endpoint(reg), who))
+
+    @property
+    def request(self) -> str:
+        """What was asked for, in words (for messages)."""
+        return registry.describe_request(self.name, self.type, self.source_id)
 
     def _endpoint(self, reg: registry.Registry) -> str | None:
         self._heads = reg.endpoints.get("heads")
@@ -200,6 +220,7 @@ class StreamLink:
             return None
         if stamp is None:  # supervisor gone: keep reading the old ring until one is back
             self._reg_stamp = None
+            self._note_gone()
             return None
         old = self.target
         try:
@@ -260,12 +281,30 @@ class StreamLink:
                 if gen is not None and gen != generation:
                     return "moved"
 
+    def _note_gone(self) -> None:
+        """The supervisor stopped or died: say so once (until the view re-attaches)."""
+        if self.gone_at is not None:
+            return
+        self.gone_at = time.time()
+        log.warning(
+            "the supervisor of namespace %r is gone: stream %s keeps its last ring and "
+            "re-attaches when a supervisor is back; what the outlet sends meanwhile is not "
+            "captured (the view's gaps and lost_samples say it)",
+            self.namespace, self.request,
+        )  # fmt: skip
+
     def quiet(self) -> bool:
         """No wake-up came for a while: True if the stream moved (a new generation
         that sends nothing yet, a restarted supervisor); re-sends the doorbell
-        subscription (the supervisor ignores duplicates)."""
+        subscription (the supervisor ignores duplicates). A supervisor killed
+        without removing its registry is noticed here (its process is gone)."""
         if self.moved() is not None:
             return True
+        now = time.monotonic()
+        if self.gone_at is None and self._sup_proc is not None and now >= self._alive_check:
+            self._alive_check = now + ALIVE_EVERY_S
+            if not registry.process_alive(*self._sup_proc):
+                self._note_gone()
         if self.bell is not None:
             self.bell.subscribe()
         return False

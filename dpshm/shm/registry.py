@@ -48,8 +48,7 @@ import fcntl
 import json
 import os
 import tempfile
-import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +57,12 @@ import psutil
 
 from dpshm._logging import library_logger
 from dpshm.config import namespace_from_env, validate_namespace
-from dpshm.errors import StreamNotFoundError, SupervisorNotRunningError, SupervisorRunningError
+from dpshm.errors import (
+    AmbiguousStreamError,
+    StreamNotFoundError,
+    SupervisorNotRunningError,
+    SupervisorRunningError,
+)
 
 log = library_logger(__name__)
 
@@ -247,41 +251,117 @@ class Registry:
         """True while the supervisor process that wrote this snapshot runs."""
         return process_alive(self.pid, self.pid_create_time)
 
-    def find(self, name: str, source_id: str | None = None) -> StreamEntry:
-        """Find a stream by LSL name (and source_id when names clash), by
-        ``source_id`` alone, by registry key, or by ring name.
+    def find(
+        self, name: str | None = None, source_id: str | None = None, type: str | None = None
+    ) -> StreamEntry:
+        """The one stream matching ``name``, ``source_id`` and ``type`` (see :func:`find_stream`).
 
         Raises
         ------
         StreamNotFoundError
             Nothing matches; the message lists the known streams.
         AmbiguousStreamError
-            Several streams have that name; the message lists their source_ids.
+            Several streams match; the message lists them with their source_ids.
         """
-        from dpshm.errors import AmbiguousStreamError
+        where = f"the supervisor of namespace {self.namespace!r}"
+        return find_stream(self.streams.values(), name, type=type, source_id=source_id, where=where)
 
-        entries = list(self.streams.values())
-        if source_id is not None:
-            hits = [e for e in entries if e.source_id == source_id and name in (None, e.name)]
-        else:
-            hits = [e for e in entries if e.name == name]
-            if not hits:
-                hits = [e for e in entries if name in (e.key, e.ring, e.source_id)]
-        if len(hits) == 1:
-            return hits[0]
-        if not hits:
-            known = sorted(f"{e.name} (source_id={e.source_id!r})" for e in entries)
-            what = f"{name!r}" + (f" with source_id {source_id!r}" if source_id else "")
-            raise StreamNotFoundError(
-                f"no stream {what} in the supervisor of namespace {self.namespace!r}; "
-                f"known streams: {known or 'none'}. Check the name, or start its outlet "
-                "(the supervisor picks it up within a couple of seconds)."
-            )
-        cands = sorted(f"source_id={e.source_id!r} (type {e.type!r})" for e in hits)
-        raise AmbiguousStreamError(
-            f"{len(hits)} streams are named {name!r} in namespace {self.namespace!r}: "
-            f"{cands}. Pass source_id=... to choose one."
+
+def describe_request(
+    name: str | None = None, type: str | None = None, source_id: str | None = None
+) -> str:
+    """``"'eeg'"``, ``"of type 'EEG'"``, ``"'eeg' with source_id 'amp-1'"``: a request in words."""
+    parts = [repr(name)] if name is not None else []
+    if type is not None:
+        parts.append(f"of type {type!r}")
+    if source_id is not None:
+        parts.append(f"with source_id {source_id!r}")
+    return " ".join(parts) or "(any)"
+
+
+def describe_entry(e: StreamEntry) -> str:
+    """One stream in an error message or listing: name, type, source_id and key."""
+    return f"{e.name} (type {e.type!r}, source_id {e.source_id!r}, key {e.key!r})"
+
+
+def select_streams(
+    entries: Iterable[StreamEntry],
+    name: str | None = None,
+    *,
+    type: str | None = None,
+    source_id: str | None = None,
+) -> list[StreamEntry]:
+    """Every stream matching a request: the single rule of stream lookup.
+
+    ``type`` and ``source_id``, when given, must match exactly. ``name``
+    matches the LSL name; when no stream has that name and neither ``type``
+    nor ``source_id`` is given, ``name`` may also be a registry key, a ring
+    name or a source_id (what ``dpshm ls`` shows).
+    """
+    entries = [
+        e
+        for e in entries
+        if (type is None or e.type == type) and (source_id is None or e.source_id == source_id)
+    ]
+    if name is None:
+        return entries
+    hits = [e for e in entries if e.name == name]
+    if not hits and type is None and source_id is None:
+        hits = [e for e in entries if name in (e.key, e.ring, e.source_id)]
+    return hits
+
+
+def find_stream(
+    entries: Iterable[StreamEntry],
+    name: str | None = None,
+    *,
+    type: str | None = None,
+    source_id: str | None = None,
+    where: str = "the supervisor",
+) -> StreamEntry:
+    """The one stream matching a request (rules of :func:`select_streams`).
+
+    Used by every lookup: :class:`~dpshm.shm.view.SharedStreamView`, ``dpshm
+    tail``, the supervisor's ``START_WORKER``.
+
+    Parameters
+    ----------
+    entries : iterable of StreamEntry
+        The streams to choose from (a registry's, or a supervisor's status).
+    name, type, source_id : str, optional
+        What must match; at least one.
+    where : str
+        Names the place searched in error messages (``"the supervisor of
+        namespace 'default'"``).
+
+    Raises
+    ------
+    ValueError
+        Neither ``name``, ``type`` nor ``source_id`` given.
+    StreamNotFoundError
+        Nothing matches; the message lists the known streams and the fix.
+    AmbiguousStreamError
+        Several streams match; the message lists them and the fix.
+    """
+    if name is None and type is None and source_id is None:
+        raise ValueError("name a stream: give its name, type or source_id (or several)")
+    entries = list(entries)
+    hits = select_streams(entries, name, type=type, source_id=source_id)
+    if len(hits) == 1:
+        return hits[0]
+    what = describe_request(name, type, source_id)
+    if not hits:
+        known = sorted(describe_entry(e) for e in entries)
+        raise StreamNotFoundError(
+            f"no stream {what} in {where}; known streams: {known or 'none'}. Check the "
+            "name/type/source_id, or start its outlet (the supervisor picks it up within a "
+            "couple of seconds)."
         )
+    cands = sorted(describe_entry(e) for e in hits)
+    raise AmbiguousStreamError(
+        f"{len(hits)} streams match {what} in {where}: {cands}. Pass source_id=... (or "
+        "type=...) to choose one."
+    )
 
 
 def read_registry(namespace: str | None = None) -> Registry:
@@ -314,18 +394,21 @@ def read_registry(namespace: str | None = None) -> Registry:
     return reg
 
 
+def entry_from_dict(key: str, s: Mapping[str, Any]) -> StreamEntry:
+    """A :class:`StreamEntry` from one stream's registry (or status) dict."""
+    return StreamEntry(
+        key=key,
+        name=str(s.get("name", "")),
+        type=str(s.get("type", "")),
+        source_id=str(s.get("source_id", "")),
+        ring=str(s.get("ring", "")),
+        generation=int(s.get("generation", 0)),
+        info=dict(s),
+    )
+
+
 def _from_raw(ns: str, raw: Mapping[str, Any]) -> Registry:
-    streams = {}
-    for key, s in dict(raw.get("streams", {})).items():
-        streams[key] = StreamEntry(
-            key=key,
-            name=str(s.get("name", "")),
-            type=str(s.get("type", "")),
-            source_id=str(s.get("source_id", "")),
-            ring=str(s.get("ring", "")),
-            generation=int(s.get("generation", 0)),
-            info=dict(s),
-        )
+    streams = {key: entry_from_dict(key, s) for key, s in dict(raw.get("streams", {})).items()}
     return Registry(
         namespace=ns,
         pid=int(raw.get("pid", 0)),
@@ -336,24 +419,50 @@ def _from_raw(ns: str, raw: Mapping[str, Any]) -> Registry:
     )
 
 
-def registry_mtime(namespace: str | None = None) -> float | None:
-    """Modification time of the registry file (cheap change detection)."""
-    try:
-        return (namespace_dir(namespace, create=False) / REGISTRY_FILE).stat().st_mtime
-    except OSError:
-        return None
+def list_streams(namespace: str | None = None) -> dict[str, Any]:
+    """What the supervisor of ``namespace`` shares now (what ``dpshm ls --json`` prints).
 
+    Parameters
+    ----------
+    namespace : str, optional
+        Default ``$DPSHM_NAMESPACE`` or ``"default"``.
 
-def wait_for_registry(namespace: str, timeout: float, pid: int | None = None) -> Registry:
-    """Wait until a live supervisor (``pid`` if given) has written its registry."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(SupervisorNotRunningError):
-            reg = read_registry(namespace)
-            if pid is None or reg.pid == pid:
-                return reg
-        if time.monotonic() >= deadline:
-            raise SupervisorNotRunningError(
-                f"the supervisor of namespace {namespace!r} did not come up within {timeout} s."
-            )
-        time.sleep(0.02)
+    Returns
+    -------
+    dict
+        ``{"namespace": str, "pid": int, "streams": {key: stream}}`` where each
+        ``stream`` holds its registry fields (``name``, ``type``, ``source_id``,
+        ``hostname``, ``ring``, ``generation``, ``channels``, ``format``,
+        ``srate``, ``capacity``, ``time_offset``, ``stale``; see the module
+        docstring), the live figures of ``status.json`` (``measured_rate``,
+        ``lag_s``, ``lost``: samples the supervisor's inlet missed, estimated
+        from timestamp gaps) and ``head``/``stale`` read from the ring itself.
+        The ``key`` identifies a stream (pass it as ``name`` to a view to
+        follow exactly that stream).
+
+    Raises
+    ------
+    SupervisorNotRunningError
+        No supervisor runs on ``namespace`` (the message says how to start one).
+
+    Examples
+    --------
+    >>> for key, s in dpshm.list_streams()["streams"].items():   # doctest: +SKIP
+    ...     print(s["name"], s["type"], s["channels"], s["srate"], s["head"])
+    """
+    from dpshm.shm.ring import SharedRing
+
+    ns = namespace_from_env() if namespace is None else validate_namespace(namespace)
+    reg = read_registry(ns)
+    live = (read_status(ns) or {}).get("streams", {})
+    streams = {}
+    for key, e in reg.streams.items():
+        s = {**dict(e.info), **live.get(key, {})}
+        try:
+            with SharedRing.attach(e.ring) as ring:
+                s["head"] = ring.head
+                s["stale"] = ring.stale
+        except LookupError:  # the ring went away meanwhile (a new generation)
+            pass
+        streams[key] = s
+    return {"namespace": ns, "pid": reg.pid, "streams": streams}

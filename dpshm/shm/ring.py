@@ -118,6 +118,7 @@ __all__ = [
     "SharedRing",
     "list_rings",
     "ring_info",
+    "samples_between",
     "segment_name",
     "unlink_ring",
 ]
@@ -134,6 +135,22 @@ _STATIC = struct.Struct("<8sIIII16sQII d Q d Q QQ QQ QQ Q")
 _HOT_OFFSET = 192  # head, pending, flags, time_offset, last_write, n_truncated
 _H_HEAD, _H_PENDING, _H_FLAGS, _H_TOFF, _H_LASTW, _H_TRUNC = range(6)
 _F8 = np.dtype(np.float64)
+
+
+GAP_TOLERANCE_S = 0.05  # timestamp jitter not counted as missed samples
+
+
+def samples_between(t_prev: float, t_next: float, srate: float) -> int:
+    """Samples a regular stream sent between two consecutive timestamps we hold.
+
+    ``0`` while the gap is within one sample period plus :data:`GAP_TOLERANCE_S`
+    (jitter), and for irregular streams (``srate <= 0``): their count is unknown.
+    Used for the supervisor's ``lost`` figure and a view's re-attach gaps.
+    """
+    gap = t_next - t_prev
+    if srate <= 0 or gap <= 1.5 / srate + GAP_TOLERANCE_S:
+        return 0
+    return max(0, round(gap * srate) - 1)
 
 
 def _align(n: int) -> int:

@@ -37,7 +37,7 @@ from dpshm.shm import registry
 from dpshm.shm.bus import HeadPublisher, LogPublisher, ZmqLogHandler
 from dpshm.shm.doorbell import AVAILABLE as DOORBELLS
 from dpshm.shm.doorbell import DoorbellServer, control_address
-from dpshm.shm.feed import JOIN_TIMEOUT_S, Feed, stream_key
+from dpshm.shm.feed import JOIN_TIMEOUT_S, Feed, FeedEnv, stream_key
 from dpshm.shm.ring import SEGMENT_PREFIX, SHM_DIR, ring_info, unlink_ring
 
 log = library_logger(__name__)
@@ -297,10 +297,31 @@ class Supervisor:
                     feed.missed()
             self.stop_event.wait(max(0.0, interval - (time.monotonic() - t0)))
 
+    def _feed_env(self) -> FeedEnv:
+        cfg = self.config
+        return FeedEnv(
+            namespace=cfg.namespace,
+            run_id=self.run_id,
+            capacity_for=cfg.buffer_for,
+            string_width=cfg.string_width,
+            resolve_interval_s=cfg.resolve_interval_s,
+            inlet_buflen=self.inlet_buflen(),
+            stop_event=self.stop_event,
+            on_write=self._wake_consumers,
+            on_change=self.registry_changed,
+        )
+
+    def _wake_consumers(self, key: str, head: int, generation: int, newest: float) -> None:
+        """After a feed wrote a chunk: ring the doorbells, publish the head update."""
+        bell = self.doorbell
+        if bell is not None:
+            bell.ring(key, generation)
+        self.heads.publish(key, head, generation, newest)
+
     def _add_feed(self, key: str, spec: Any, sel: StreamSelector) -> None:
         gen = self._prev_generations.get(key, 0) + 1
         try:
-            feed = Feed(self, key, spec, sel, gen)
+            feed = Feed(self._feed_env(), key, spec, sel, gen)
         except Exception as exc:
             log.error("cannot share stream %r (%s): %s", spec.name, spec.source_id, exc)
             return

@@ -22,19 +22,66 @@ What readers get
 
 from __future__ import annotations
 
+import math
 import time
+from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from dpshm._logging import library_logger
+from dpshm.errors import AmbiguousStreamError
 from dpshm.formats import decode_strings
 from dpshm.shm.follow import StreamLink
-from dpshm.shm.ring import _H_HEAD, SharedRing
+from dpshm.shm.ring import _H_HEAD, SharedRing, samples_between
 
 logger = library_logger(__name__)
 
 _RETRIES = 3
+WAIT_POLL_S = 0.05  # registry polling period while the constructor waits (timeout=)
+MAX_GAPS = 100  # SharedStreamView.gaps keeps the newest this many
+RESTARTED = "supervisor restarted"  # Gap.reason
+
+
+@dataclass
+class Gap:
+    """A stretch of a followed stream that no ring holds: the view re-attached.
+
+    Attributes
+    ----------
+    reason : str
+        ``"supervisor restarted"`` (samples the outlet sent while no supervisor
+        ran were not captured) or ``"new generation"`` (the outlet came back
+        with another format; nothing was missed by dpshm).
+    generation : int
+        Generation of the ring re-attached to.
+    unread : int
+        Samples of the old ring the view had not read yet (counted as lost,
+        with ``missed``, by the first read of the new ring's samples).
+    since, until : float
+        Wall-clock times (``time.time()``): when the view saw the supervisor
+        go (else the old ring's last write), and when the new ring was created.
+    last_t : float or None
+        Newest timestamp of the old ring (the outlet's clock).
+    next_t : float or None
+        First timestamp of the new ring; ``None`` until its first sample is read.
+    missed : int or None
+        Samples the outlet sent between ``last_t`` and ``next_t`` that no ring
+        holds, estimated from the timestamps of a regular stream after a
+        supervisor restart (counted in ``lost_samples`` when the new ring's
+        first sample is read). ``None`` when unknown: irregular (marker) streams,
+        a new generation, or not read yet.
+    """
+
+    reason: str
+    generation: int
+    unread: int
+    since: float
+    until: float
+    last_t: float | None
+    next_t: float | None = None
+    missed: int | None = None
 
 
 class SharedStreamView:
@@ -42,17 +89,37 @@ class SharedStreamView:
 
     Parameters
     ----------
-    name : str
+    name : str, optional
         LSL stream name as shared by the supervisor (``dpshm up``), or a ring
         name (``"eeg"`` for the segment ``dpshm_eeg``) for rings created
         without a supervisor. A registry key or a source_id also work.
+        Optional when ``type`` or ``source_id`` selects the stream.
     buffer_size_s : float, optional
         Length of :meth:`unfold_buffer` in seconds (StreamWatcher's
         parameter). Defaults to the whole ring; clamped to the ring's capacity.
+    type : str, optional
+        The stream's LSL type (``"EEG"``, ``"Markers"``) must match.
     source_id : str, optional
-        Chooses among supervised streams sharing ``name``.
+        The stream's LSL source_id must match (chooses among streams sharing a
+        name).
     namespace : str, optional
         Supervisor namespace (default ``$DPSHM_NAMESPACE`` or ``"default"``).
+    timeout : float
+        Seconds to wait for the supervisor and the stream to appear (as
+        mne-lsl's ``StreamLSL.connect(timeout=)`` and pylsl's
+        ``resolve_byprop(..., timeout=)``); the default ``0`` looks once. Use
+        it when the consumer starts together with ``dpshm up``.
+
+    Attributes
+    ----------
+    lost_samples : int
+        Samples that were written (or, after a supervisor restart, sent by
+        the outlet) but never returned by :meth:`read_new`/:meth:`update`.
+    reattached : int
+        How often the view moved to another ring (see Notes).
+    gaps : collections.deque of Gap
+        One :class:`Gap` per re-attach (the newest :data:`MAX_GAPS`): when,
+        why and how many samples no ring holds.
 
     Notes
     -----
@@ -62,22 +129,35 @@ class SharedStreamView:
     re-attaches to the new ring and reads it from its first sample; no retry
     code is needed. :attr:`generation` tells which ring is attached.
 
+    What the outlet sends while no supervisor runs is not captured. The view
+    says so: a warning is logged when the supervisor goes and again at the
+    re-attach, :attr:`reattached` counts and :attr:`gaps` records each
+    stretch, and for a regular stream the samples missed (estimated from the
+    timestamps on both sides) are added to ``lost`` of the next
+    :meth:`read_new` and to :attr:`lost_samples`. For an irregular (marker)
+    stream the number of markers missed cannot be known: the warning and the
+    :class:`Gap` give the time range.
+
     Raises
     ------
     StreamNotFoundError
-        A supervisor runs but shares no such stream (the message lists them).
+        A supervisor runs but shares no such stream (the message lists them),
+        also after waiting ``timeout`` seconds.
     AmbiguousStreamError
-        Several shared streams have that name (the message lists their
-        source_ids; pass ``source_id``).
+        Several shared streams match (the message lists them with their
+        source_ids; pass ``source_id`` or ``type``). Raised at once.
     NoSupervisorError
         No supervisor runs and no ring has that name (also a
         ``RingNotFoundError`` and a ``SupervisorNotRunningError``).
+    ValueError
+        No name, type or source_id; a negative or non-finite ``timeout``.
 
     Examples
     --------
-    >>> with SharedStreamView("eeg") as sv:          # doctest: +SKIP
+    >>> with SharedStreamView("eeg", timeout=10) as sv:   # doctest: +SKIP
     ...     data, ts = sv.get_window(seconds=1.0)     # zero-copy, read-only
     ...     new, new_ts, lost = sv.read_new()         # exact: what arrived since last call
+    >>> markers = SharedStreamView(type="Markers")    # doctest: +SKIP
     """
 
     _ring: SharedRing | None = None
@@ -85,41 +165,77 @@ class SharedStreamView:
 
     def __init__(
         self,
-        name: str,
+        name: str | None = None,
         buffer_size_s: float | None = None,
         *,
+        type: str | None = None,
         source_id: str | None = None,
         namespace: str | None = None,
+        timeout: float = 0.0,
     ) -> None:
+        if name is None and type is None and source_id is None:
+            raise ValueError(
+                "SharedStreamView needs a stream: give its name, type=... or source_id=... "
+                "(`dpshm ls` or dpshm.list_streams() show what is shared)"
+            )
+        if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout >= 0):
+            raise ValueError(
+                f"timeout={timeout!r}: give the seconds to wait for the stream, a finite "
+                "number >= 0 (0 looks once)"
+            )
         self.name = name
         self.buffer_size_s = buffer_size_s
         self.n_new = 0
         self.lost_samples = 0
         self.skipped_samples = 0  # see next_window()
+        self.reattached = 0
+        self.gaps: deque[Gap] = deque(maxlen=MAX_GAPS)
+        self._gap: Gap | None = None  # a gap whose new ring's first sample is not read yet
+        self._sup: tuple[int, float] | None = None  # the supervisor that announced the ring
         self._win_key: tuple | None = None  # next_window()'s validated length
         self._win_n = 0
         self.samples: np.ndarray = np.empty((0, 0))
         self.times: np.ndarray = np.empty(0)
         self.last_t = 0.0
-        self._link = StreamLink(name, source_id, namespace)
+        self._namespace = namespace
+        self._link = StreamLink(name, source_id, namespace, type)
         try:
-            self._attach(name)
+            self._attach_waiting(float(timeout))
         except BaseException:
             self._link.close()
             raise
 
     # -- attaching (one place; the supervisor layer extends it) ---------------------------
-    def _attach(self, name: str) -> None:
-        """Attach to stream/ring ``name`` and reset the read cursor to its current head."""
+    def _attach_waiting(self, timeout: float) -> None:
+        """:meth:`_attach`, retried until ``timeout`` while the supervisor or stream is missing."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._attach()
+                return
+            except AmbiguousStreamError:  # waiting does not make a choice
+                raise
+            except LookupError as exc:  # no supervisor, no such stream (yet)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    if timeout > 0:
+                        raise type(exc)(f"after waiting {timeout:g} s: {exc}") from None
+                    raise type(exc)(
+                        f"{exc} To wait for it, pass timeout=SECONDS to SharedStreamView."
+                    ) from None
+                time.sleep(min(WAIT_POLL_S, remaining))
+
+    def _attach(self) -> None:
+        """Attach to the requested stream's ring and reset the read cursor to its head."""
         link = self._link
-        if link is None or link.name != name:  # connect_to_stream() with another name
-            ns = link.namespace if link is not None else None
-            if link is not None:
-                link.close()
-            link = self._link = StreamLink(name, namespace=ns)
+        if link is None:  # connect_to_stream() after close()
+            link = self._link = StreamLink(self.name, namespace=self._namespace)
         target = link.resolve()
         ring = SharedRing.attach(target.ring)
         link.attached = target.ring
+        if self.name is None:  # chosen by type/source_id: name it
+            self.name = target.entry.name if target.entry is not None else target.ring
+        self._sup = target.supervisor
         old, self._ring = self._ring, ring
         if old is not None:
             old.close()
@@ -314,6 +430,8 @@ class SharedStreamView:
             d, t = ring.window(n if n < h else h, h)  # type: ignore[union-attr]
         cursor, self._cursor = self._cursor, h
         self.n_new += h - cursor
+        if self._gap is not None:  # re-attached after a supervisor restart
+            self.lost_samples += self._close_gap()
         if h - n > cursor:
             self.skipped_samples += h - n - cursor
         return d, t  # type: ignore[return-value]
@@ -339,7 +457,9 @@ class SharedStreamView:
             added to :attr:`lost_samples`). Over all calls,
             ``sum(k) + sum(lost)`` equals the samples written meanwhile.
             After a re-attach (see the class notes) reading starts at the new
-            ring's first sample; what the old ring had not delivered is lost.
+            ring's first sample; what the old ring had not delivered is
+            counted as lost, and after a supervisor restart so are the samples
+            a regular stream sent while none ran (estimated from timestamps).
         """
         link = self._link
         if link is None or time.monotonic() >= link.next_check:  # closed, or a check is due
@@ -353,6 +473,8 @@ class SharedStreamView:
         d, t, first = r.copy_range(start, h)
         lost = first - cursor
         self._cursor = h
+        if self._gap is not None:  # re-attached after a supervisor restart
+            lost += self._close_gap()
         if lost:
             self.lost_samples += lost
         return self._decode(d), t, lost  # type: ignore[return-value]
@@ -439,28 +561,88 @@ class SharedStreamView:
     def _follow(self, force: bool = False) -> None:
         """Re-attach if the supervisor moved the stream to another ring."""
         link = self._link
-        if link is None or self._ring is None:
+        old = self._ring
+        if link is None or old is None:
             return
         if link.moved(force) is None:
             return
+        unread = max(0, old.head - self._cursor)  # the old ring's rows never read: lost
+        last_t = self.latest_timestamp
+        old_sup, since = self._sup, link.gone_at or old.last_write
         try:
-            self._attach(self.name)  # resolves the new ring; resets the cursor to its head
+            self._attach()  # resolves the new ring; resets the cursor to its head
         except LookupError as exc:  # it moved again meanwhile: keep the old ring, retry
             logger.debug("SharedStreamView %r: re-attach failed (%s); retrying", self.name, exc)
             link.invalidate()
             return
         self._cursor = 0  # ... but a moved stream is read from its new ring's first sample
-        logger.info(
-            "SharedStreamView %r re-attached to ring %r (generation %d)",
-            self.name, self.ring.name, self.ring.generation,
+        link.gone_at = None
+        ring = self.ring
+        restarted = self._sup != old_sup
+        gap = Gap(
+            RESTARTED if restarted else "new generation",
+            ring.generation, unread, since, ring.created, last_t,
         )  # fmt: skip
+        self.reattached += 1
+        self.gaps.append(gap)
+        self._gap = gap  # its samples count as lost when the new ring's first is read
+        if restarted:
+            logger.warning(
+                "SharedStreamView %r re-attached to ring %r (generation %d) after the "
+                "supervisor restarted: %d unread samples of the old ring lost; %s",
+                self.name, ring.name, ring.generation, unread,
+                "samples sent while no supervisor ran are counted as lost when the next ones "
+                "arrive" if ring.srate > 0 else "markers sent while no supervisor ran "
+                f"({_clock(since)} to {_clock(ring.created)}) were not captured (how many "
+                "is unknown)",
+            )  # fmt: skip
+        else:
+            logger.info(
+                "SharedStreamView %r re-attached to ring %r (generation %d)",
+                self.name, ring.name, ring.generation,
+            )  # fmt: skip
+
+    def _close_gap(self) -> int:
+        """After a re-attach: the old ring's unread samples, and after a supervisor
+        restart those a regular stream sent before the new ring's first.
+
+        Returns the number to add to ``lost`` (0 and the gap stays open while the
+        new ring is empty).
+        """
+        gap, r = self._gap, self.ring
+        h = r.head
+        oldest = h - r.capacity if h > r.capacity else 0
+        if h == 0:
+            return 0
+        _, t, first = r.copy_range(oldest, oldest + 1, data=False)
+        if not len(t):  # overwritten while copied: try on the next read
+            return 0
+        self._gap = None
+        gap.next_t = float(t[0])  # type: ignore[union-attr]
+        unread = gap.unread  # type: ignore[union-attr]
+        if gap.reason != RESTARTED or gap.last_t is None or r.srate <= 0:  # type: ignore[union-attr]
+            return unread
+        missed = max(0, samples_between(gap.last_t, gap.next_t, r.srate) - first)  # type: ignore[union-attr,arg-type]
+        gap.missed = missed  # type: ignore[union-attr]
+        if missed:
+            logger.warning(
+                "SharedStreamView %r: %d samples sent while no supervisor ran were not "
+                "captured (timestamps %.3f to %.3f); counted as lost",
+                self.name, missed, gap.last_t, gap.next_t,  # type: ignore[union-attr]
+            )  # fmt: skip
+        return unread + missed
 
     # -- StreamWatcher compatibility ------------------------------------------------------
     def connect_to_stream(self, identifier: dict | None = None) -> None:
         """StreamWatcher compatibility: (re-)attach, by ``identifier["name"]`` if given."""
-        if identifier and identifier.get("name"):
-            self.name = identifier["name"]
-        self._attach(self.name)
+        name = identifier.get("name") if identifier else None
+        if name and name != self.name:
+            if self._link is not None:
+                self._namespace = self._link.namespace
+                self._link.close()
+                self._link = None
+            self.name = name
+        self._attach()
 
     def disconnect(self) -> None:
         """StreamWatcher compatibility: same as :meth:`close`."""
@@ -490,3 +672,8 @@ class SharedStreamView:
         if self.closed:
             return f"<SharedStreamView {self.name!r} closed>"
         return f"<SharedStreamView {self.name!r} head={self.head} lost={self.lost_samples}>"
+
+
+def _clock(t: float) -> str:
+    """Wall-clock time ``t`` as ``HH:MM:SS`` (for log messages)."""
+    return time.strftime("%H:%M:%S", time.localtime(t)) if t else "?"

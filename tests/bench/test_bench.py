@@ -15,7 +15,7 @@ from helpers import ROOT
 
 from dpshm.bench import copies, loop
 from dpshm.bench._common import NEEDS_ORIGINAL, Row
-from dpshm.bench.fanout import NEEDS_SUPERVISOR
+from dpshm.bench.fanout import NEEDS_SUPERVISOR, mnelsl_available
 from dpshm.bench.report import NEEDS_PLOT, table
 from dpshm.cli.main import main
 
@@ -29,7 +29,8 @@ QUICK_KEYS = {
     "up_roundtrip/p50", "up_roundtrip/p99",
     *(f"{kind}/64ch@1kHz/N={n}" for n in (1, 4) for kind in (
         "fanout_cpu", "fanout_cpu_total", "fanout_cpu_copy", "latency_p50", "latency_p99",
-        "latency_p50_vs_original", "latency_p99_vs_original")),
+        "latency_p50_vs_original", "latency_p99_vs_original", "fanout_cpu_vs_mnelsl",
+        "latency_p50_vs_mnelsl", "latency_p99_vs_mnelsl")),
 }  # fmt: skip
 
 
@@ -57,6 +58,7 @@ def _figure_or_needs(cell: str, note: str) -> bool:
 
 @pytest.mark.lsl
 @pytest.mark.interop
+@pytest.mark.timeout(300)
 def test_quick_run_prints_every_row_and_writes_json_and_plot(tmp_path: Path) -> None:
     out_json, out_png = tmp_path / "bench.json", tmp_path / "bench.png"
     cmd = [sys.executable, "-m", "dpshm", "bench", "--quick", "--json", str(out_json)]
@@ -64,7 +66,7 @@ def test_quick_run_prints_every_row_and_writes_json_and_plot(tmp_path: Path) -> 
     if plot:
         cmd += ["--plot", str(out_png)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=100, env=env, cwd=ROOT)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     doc = json.loads(out_json.read_text())
@@ -88,6 +90,13 @@ def test_quick_run_prints_every_row_and_writes_json_and_plot(tmp_path: Path) -> 
     fan_needs = {r["needs"] for r in doc["rows"] if r["key"].startswith("fanout_cpu")}
     assert set(raw["dpshm"]) == ({"1", "4"} if fan_needs == {None} else set())
     assert set(raw["dpshm_copy"]) == set(raw["dpshm"])
+    assert set(raw["mnelsl"]) == ({"1", "4"} if mnelsl_available() else set())
+    # the headline comes first: how much dpshm saves at the largest N, then the table
+    head = proc.stdout.split("\n| figure ")[0].splitlines()
+    assert head[0] == "How much dpshm saves on this machine, N=4 consumers of one stream:"
+    assert head[1].startswith("  CPU, 64ch@1kHz: dpshm ") and "4 original StreamWatchers" in head[1]
+    assert head[2].startswith("  latency p50/p99, 64ch@1kHz: dpshm ")
+    assert ("WARNING: this machine was busy" in proc.stdout) == bool(doc["machine"]["load_warning"])
     if plot:
         assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

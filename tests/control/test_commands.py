@@ -235,7 +235,7 @@ def test_supervisor_frontend_worker_logs_reach_a_dareplane_log_server(rings, tmp
             assert c.ask_json("STATUS")["supervisor"]["port"] == fe.port
             wid = c.ask('START_WORKER|{"worker": "idle", "streams": ["eeg"]}')
             assert c.ask('START_WORKER|{"worker": "idle", "streams": ["nope"]}').startswith(
-                "ERROR no stream 'nope' is shared by this supervisor; known streams: ['eeg', "
+                "ERROR no stream 'nope' in this supervisor; known streams: [\"eeg (type 'EEG', "
             )
 
             def got():

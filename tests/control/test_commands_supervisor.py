@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
+import signal
 import socket
 import subprocess
 import sys
@@ -14,7 +14,8 @@ import numpy as np
 import psutil
 import pylsl
 import pytest
-from helpers import ROOT, TESTS, wait_until
+from helpers import ROOT, wait_until
+from supervisor_util import Sup
 from worker_targets import Client
 
 from dpshm.shm.view import SharedStreamView
@@ -79,32 +80,13 @@ mode = "process"
 
 
 def _start_supervisor(cfg, ns, *args):
-    """`dpshm up --config cfg --port 0 ARGS`; returns (process, port)."""
-    env = {
-        **os.environ,
-        "DPSHM_NAMESPACE": ns,
-        "PYTHONPATH": os.pathsep.join(
-            p for p in (os.environ.get("PYTHONPATH"), str(ROOT), str(TESTS)) if p
-        ),
-    }
-    cmd = [sys.executable, "-m", "dpshm", "up", "--config", str(cfg), "--quiet", "--port", "0"]
-    proc = subprocess.Popen(
-        [*cmd, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    port = None
-    lines = []
-    for line in proc.stdout:  # the CLI prints where it serves its commands
-        lines.append(line)
-        m = re.search(r"commands on 127\.0\.0\.1:(\d+)", line)
-        if m:
-            port = int(m.group(1))
-            break
-    if port is None:
-        proc.kill()
-        proc.wait(10)
-        raise AssertionError("dpshm up did not report its port:\n" + "".join(lines))
-    threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep draining
-    return proc, port
+    """`dpshm up --config cfg --port 0 ARGS`; returns (its process, its port)."""
+    sup = Sup(ns, args=("--config", str(cfg), "--port", "0", *args))
+    try:
+        return sup.proc, sup.port()
+    except BaseException:
+        sup.stop(signal.SIGKILL)
+        raise
 
 
 def test_control_room_drives_dpshm_up(outlet, tmp_path):

@@ -1,4 +1,4 @@
-"""Tests of dpshm.dareplane.eventloop.EventLoop (imported as dpshm.dareplane.timing.EventLoop)."""
+"""Tests of dpshm.dareplane.eventloop.EventLoop ."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from helpers import import_original, wait_until
 
-from dpshm.dareplane.timing import EventLoop
+from dpshm.dareplane.eventloop import EventLoop
 from dpshm.errors import DpshmTimeoutError
 
 

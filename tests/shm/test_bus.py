@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import zmq
-from helpers import wait_until
+from helpers import wait_connected, wait_until
 
 from dpshm.errors import ProtocolError
 from dpshm.shm import bus, registry
@@ -25,7 +25,7 @@ def endpoint(request, unique_name):
 
 def _connect(pub, sub, stream="s"):
     """Publish probes until the subscription has reached the publisher."""
-    assert bus.wait_connected(sub, lambda: pub.publish(stream, 0, 0, 0.0))
+    assert wait_connected(sub, lambda: pub.publish(stream, 0, 0, 0.0))
     sub.drain()
 
 
@@ -101,7 +101,7 @@ def test_log_handler_publishes_dareplane_json():
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         try:
-            assert bus.wait_connected(sub, lambda: logger.info("probe"))
+            assert wait_connected(sub, lambda: logger.info("probe"))
             sub.recv(0.01)
             logger.warning("value %s and %s", 1, "two")
             recs = []

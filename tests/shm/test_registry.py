@@ -112,8 +112,3 @@ def test_registry_roundtrip_and_find(ns):
     registry.remove_registry(ns)
     assert registry.read_registry_raw(ns) is None
     assert not list(registry.namespace_dir(ns).glob(".registry-*"))  # no temp files left
-
-
-def test_wait_for_registry_times_out(ns):
-    with pytest.raises(SupervisorNotRunningError, match="did not come up"):
-        registry.wait_for_registry(ns, 0.1)

@@ -3,18 +3,17 @@ other processes. Each test runs on its own namespace with unique stream names.""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
+import logging
 import signal
 import subprocess
 import sys
-import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import ROOT, wait_until
+from supervisor_util import Proc, Sup, child_env, segments
 
 from dpshm import lsl
 from dpshm.errors import AmbiguousStreamError, NoSupervisorError, StreamNotFoundError
@@ -22,116 +21,6 @@ from dpshm.shm import doorbell, registry
 from dpshm.shm.view import SharedStreamView
 
 pytestmark = pytest.mark.lsl
-
-
-RESOLVE_S = "0.3"
-
-
-def _env(ns: str) -> dict[str, str]:
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return dict(os.environ, PYTHONPATH=path, DPSHM_NAMESPACE=ns)
-
-
-class Proc:
-    """A child process whose output is collected by a thread (no pipe ever fills)."""
-
-    def __init__(self, ns: str, args: list[str]):
-        self.ns = ns
-        self.proc = subprocess.Popen(
-            [sys.executable, *args],
-            env=_env(ns),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=str(ROOT),
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def saw(self, text: str, timeout: float = 10.0) -> str:
-        try:
-            wait_until(lambda: text in self.output, timeout)
-        except TimeoutError:
-            raise AssertionError(
-                f"{text!r} not printed within {timeout} s by {self.proc.args[1:4]} "
-                f"(exit code {self.proc.poll()}); output:\n{self.output[-2000:]}"
-            ) from None
-        return self.output
-
-    def finish(self, timeout: float = 15.0) -> int:
-        """Wait for the process to exit by itself; returns its exit code."""
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout)
-        return self.stop()
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait(5)
-        self._reader.join(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return rc
-
-
-class Sup(Proc):
-    """``python -m dpshm up`` on a namespace."""
-
-    def __init__(self, ns: str, *streams: str):
-        # select the test's own streams: other tests' outlets are visible on the machine
-        sel = [a for s in streams for a in ("--stream", s)]
-        super().__init__(
-            ns, ["-m", "dpshm", "up", "--quiet", "--resolve-interval-s", RESOLVE_S, *sel]
-        )
-
-    def ready(self, timeout: float = 15.0) -> registry.Registry:
-        return registry.wait_for_registry(self.ns, timeout, pid=self.proc.pid)
-
-    def entry(self, name: str, pred=lambda e: True, timeout: float = 15.0):
-        def found():
-            try:
-                reg = registry.read_registry(self.ns)
-            except LookupError:
-                return None
-            for e in reg.streams.values():
-                if e.name == name and pred(e):
-                    return e
-            return None
-
-        return wait_until(found, timeout)
-
-
-@pytest.fixture
-def procs(unique_name, monkeypatch):
-    """Namespace of the test + a list to register child processes for cleanup."""
-    monkeypatch.setenv("DPSHM_NAMESPACE", unique_name)
-    started: list[Proc] = []
-    yield unique_name, started
-    for p in started:
-        p.stop(signal.SIGKILL if p.proc.poll() is None else signal.SIGTERM, 5)
-    # a supervisor killed by a failing test leaves its rings: remove them like `dpshm up` would
-    for seg in _segments(unique_name):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"/dev/shm/{seg}")
-    shutil.rmtree(registry.namespace_dir(unique_name, create=False), ignore_errors=True)
-
-
-def _segments(ns: str) -> list[str]:
-    return sorted(e for e in os.listdir("/dev/shm") if e.startswith(f"dpshm_{ns}."))
 
 
 def _outlet(name: str, n_ch: int = 2, srate: float = 500.0, source_id: str | None = None):
@@ -220,7 +109,7 @@ def test_end_to_end_two_consumer_processes(procs, unique_name, tmp_path):
             np.testing.assert_allclose(res["ts"], t0 + np.arange(n) / srate, rtol=0, atol=1e-6)
         # dpshm ls shows the stream with its head
         ls = subprocess.run(
-            [sys.executable, "-m", "dpshm", "ls"], env=_env(ns), capture_output=True,
+            [sys.executable, "-m", "dpshm", "ls"], env=child_env(ns), capture_output=True,
             text=True, timeout=30, cwd=str(ROOT),
         )  # fmt: skip
         assert ls.returncode == 0, ls.stderr
@@ -228,7 +117,7 @@ def test_end_to_end_two_consumer_processes(procs, unique_name, tmp_path):
         ring = entry.ring
         assert Path(f"/dev/shm/dpshm_{ring}").exists()
         assert sup.stop() == 0, sup.output
-        assert _segments(ns) == []
+        assert segments(ns) == []
         assert registry.read_registry_raw(ns) is None
     finally:
         outlet.close()
@@ -319,8 +208,9 @@ def _read(view: SharedStreamView, n: int, timeout: float = 10.0) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def test_supervisor_killed_and_restarted(procs, unique_name):
+def test_supervisor_killed_and_restarted(procs, unique_name, caplog):
     ns, started = procs
+    caplog.set_level(logging.WARNING, logger="dpshm")
     name, srate = f"{unique_name}-x", 100.0
     outlet = _outlet(name, 2, srate)
     try:
@@ -340,8 +230,11 @@ def test_supervisor_killed_and_restarted(procs, unique_name):
             first_bell = view._link._sub
 
             sup.stop(signal.SIGKILL)
+            killed_at = time.time()
             assert Path(f"/dev/shm/dpshm_{old.ring}").exists()  # left behind
             assert not view.wait(0.05)
+            # its registry stays, but the waiting view sees the process gone and says so
+            wait_until(lambda: not view.wait(0.3) and "is gone" in caplog.text, 10)
 
             sup2 = Sup(ns, name)
             started.append(sup2)
@@ -356,6 +249,10 @@ def test_supervisor_killed_and_restarted(procs, unique_name):
             # the view re-attaches by itself and reads the samples of the new ring
             np.testing.assert_array_equal(_read(view, 30), _expected(np.arange(20, 50), 2))
             assert view.generation == new.generation
+            # it says it re-attached after a restart; nothing was sent meanwhile: none missed
+            assert view.reattached == 1 and view.gaps[0].reason == "supervisor restarted"
+            assert view.gaps[0].missed == 0 and view.lost_samples == 0
+            assert view.gaps[0].since >= killed_at  # from when the view saw it gone
             if doorbell.AVAILABLE:  # the view woke on the new supervisor's doorbell
                 bell = view._link._sub
                 assert bell is not first_bell
@@ -363,19 +260,19 @@ def test_supervisor_killed_and_restarted(procs, unique_name):
                 assert bell.address == registry.read_registry(ns).endpoints["doorbell"]
 
         down = subprocess.run(
-            [sys.executable, "-m", "dpshm", "down"], env=_env(ns), capture_output=True,
+            [sys.executable, "-m", "dpshm", "down"], env=child_env(ns), capture_output=True,
             text=True, timeout=30, cwd=str(ROOT),
         )  # fmt: skip
         assert down.returncode == 0, down.stderr
         assert sup2.proc.wait(10) == 0
-        assert _segments(ns) == []
+        assert segments(ns) == []
     finally:
         outlet.close()
 
 
 def _down(ns: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "dpshm", "down"], env=_env(ns), capture_output=True, text=True,
+        [sys.executable, "-m", "dpshm", "down"], env=child_env(ns), capture_output=True, text=True,
         timeout=30, cwd=str(ROOT),
     )  # fmt: skip
 
@@ -389,17 +286,17 @@ def test_down_after_sigkill_removes_leftovers(procs, unique_name):
         started.append(sup)
         entry = sup.entry(name)
         sup.stop(signal.SIGKILL)
-        assert _segments(ns) == [f"dpshm_{entry.ring}"]  # left behind
+        assert segments(ns) == [f"dpshm_{entry.ring}"]  # left behind
         # another process holds the namespace lock (a supervisor starting): hands off
         with registry.SupervisorLock(ns):
             busy = _down(ns)
         assert busy.returncode == 1 and "already runs" in busy.stderr, busy.stderr
-        assert "run `dpshm down` again" in busy.stderr and _segments(ns) == [f"dpshm_{entry.ring}"]
+        assert "run `dpshm down` again" in busy.stderr and segments(ns) == [f"dpshm_{entry.ring}"]
         res = _down(ns)
         assert res.returncode == 0, res.stderr
         assert f"removed what a killed one (pid {sup.proc.pid}) left: 1 shared-memory" in res.stdout
         assert "and its registry" in res.stdout
-        assert _segments(ns) == [] and registry.read_registry_raw(ns) is None
+        assert segments(ns) == [] and registry.read_registry_raw(ns) is None
         again = _down(ns)  # nothing runs and nothing is left: the plain error
         assert again.returncode == 1 and "no dpshm supervisor runs" in again.stderr
     finally:
@@ -414,13 +311,13 @@ def test_no_supervisor_and_bad_config(procs, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[supervisor]\nbuffer_s = 2\n\n[[streams]]\nname = 'eeg'\nbufer_s = 3\n")
     res = subprocess.run(
-        [sys.executable, "-m", "dpshm", "up", "--config", str(bad)], env=_env(ns),
+        [sys.executable, "-m", "dpshm", "up", "--config", str(bad)], env=child_env(ns),
         capture_output=True, text=True, timeout=30, cwd=str(ROOT),
     )  # fmt: skip
     assert res.returncode == 1
     assert "line 6" in res.stderr and "streams[0].bufer_s" in res.stderr, res.stderr
     ls = subprocess.run(
-        [sys.executable, "-m", "dpshm", "ls"], env=_env(ns), capture_output=True, text=True,
+        [sys.executable, "-m", "dpshm", "ls"], env=child_env(ns), capture_output=True, text=True,
         timeout=30, cwd=str(ROOT),
     )  # fmt: skip
     assert ls.returncode == 1 and "no dpshm supervisor runs" in ls.stderr
@@ -432,10 +329,10 @@ def test_demo_one_command(procs, unique_name):
     res = subprocess.run(
         [sys.executable, "-m", "dpshm", "demo", "--duration", "4", "--name",
          f"{unique_name}-mock", "--marker-name", f"{unique_name}-mk", "--rate", "200"],
-        env=_env(ns), capture_output=True, text=True, timeout=60, cwd=str(ROOT),
+        env=child_env(ns), capture_output=True, text=True, timeout=60, cwd=str(ROOT),
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     done = res.stdout.strip().splitlines()[-1]
     read = int(done.split("consumer read ")[1].split(",")[0])
     assert read > 100 and "lost 0" in done, res.stdout
-    assert _segments(ns) == []
+    assert segments(ns) == []

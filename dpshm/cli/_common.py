@@ -1,0 +1,61 @@
+"""What every command group of the ``dpshm`` command line shares: the help
+formatter, the namespace flag, console logging and stopping on signals."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+from dpshm import config as C
+
+
+class FMT(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only when there is a meaningful one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, [], "") or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def ns_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--namespace",
+        "-n",
+        default=None,
+        help=f"supervisor namespace (default: ${C.ENV_NAMESPACE} or {C.DEFAULT_NAMESPACE!r})",
+    )
+
+
+def setup_logging(level: str) -> None:
+    lvl = getattr(logging, str(level).upper(), None)
+    if not isinstance(lvl, int):
+        raise C.ConfigError(f"--log-level {level!r} is not a level; use DEBUG, INFO, WARNING")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+    )
+    logging.getLogger("dpshm").setLevel(min(lvl, logging.INFO))
+    for h in logging.getLogger().handlers:
+        h.setLevel(lvl)
+
+
+def namespace(args: argparse.Namespace) -> str:
+    if args.namespace:
+        return C.validate_namespace(args.namespace, "--namespace")
+    return C.namespace_from_env()
+
+
+def until(duration: float | None) -> Callable[[], bool]:
+    end = None if duration is None else time.monotonic() + duration
+    return lambda: end is not None and time.monotonic() >= end
+
+
+def stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
