@@ -41,6 +41,7 @@ from dpshm._logging import ESCAPED_ATTR
 __all__ = [
     "CONTINUATION",
     "FORMAT",
+    "MAX_RECORD_BYTES",
     "LineFormatter",
     "continuation",
     "dict_to_record",
@@ -160,11 +161,43 @@ def record_to_dict(record: logging.LogRecord) -> dict[str, Any]:
 _DUMPS_FAST = json.JSONEncoder(default=str, ensure_ascii=False).encode
 
 
-def encode_record(record: logging.LogRecord) -> bytes:
+#: Largest JSON body dpshm sends (the default ``max_record_bytes`` of its receiver).
+MAX_RECORD_BYTES = 1 << 20
+
+
+_CORE_FIELDS = ("name", "levelname", "levelno", "created", "msecs", "relativeCreated",
+                "pathname", "lineno", "funcName", "process", "thread", "threadName")  # fmt: skip
+
+
+def _shrunk(record: logging.LogRecord, size: int, max_bytes: int) -> bytes:
+    """A body of at most ``max_bytes``: the main fields, every text cut, saying so.
+
+    ASCII JSON takes at most 12 bytes per character (an escaped surrogate
+    pair), so cutting each of the (at most 8) texts to ``(max_bytes - 512) // 96``
+    characters always fits.
+    """
+    d = record_to_dict(record)
+    keep: dict[str, Any] = {k: d[k] for k in _CORE_FIELDS if k in d}
+    keep["msg"], keep["exc_text"] = d.get("msg"), d.get("exc_text")
+    cut = max(1, (max_bytes - 512) // 96)
+    for key, value in keep.items():
+        if isinstance(value, str) and len(value) > cut:
+            keep[key] = value[:cut] + "..."
+    keep["msg"] = f"{keep['msg']} [truncated by dpshm: {size} bytes, limit {max_bytes}]"
+    keep["args"] = []
+    if d.get(ESCAPED_ATTR):
+        keep[ESCAPED_ATTR] = True
+    return json.dumps(keep, ensure_ascii=True).encode()
+
+
+def encode_record(record: logging.LogRecord, max_bytes: int | None = None) -> bytes:
     """Frame a record for the wire: 4-byte big-endian length + UTF-8 JSON.
 
     The body is ``json.dumps(record_to_dict(record))``; a record without
-    ``exc_info`` takes a faster path with the same result.
+    ``exc_info`` takes a faster path with the same result. With ``max_bytes``
+    a longer body keeps its main fields and has its message and traceback cut,
+    ending in ``[truncated by dpshm: the record was N bytes, the limit is M]``
+    (a receiver would drop the whole record otherwise).
     """
     d = record.__dict__
     body = None
@@ -178,6 +211,8 @@ def encode_record(record: logging.LogRecord) -> bytes:
     if body is None:
         body = json.dumps(record_to_dict(record), ensure_ascii=False)
     data = body.encode("utf-8", "replace")
+    if max_bytes is not None and len(data) > max_bytes:
+        data = _shrunk(record, len(data), max_bytes)
     return struct.pack(">L", len(data)) + data
 
 

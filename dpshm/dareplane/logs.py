@@ -20,7 +20,7 @@ import time
 from collections import deque
 
 from dpshm._logging import WIRE_SAFE, called_from_logging_config, sturdy
-from dpshm.dareplane.logrecord import FORMAT, encode_record, record_to_dict
+from dpshm.dareplane.logrecord import FORMAT, MAX_RECORD_BYTES, encode_record, record_to_dict
 
 __all__ = [
     "DEFAULT_LOG_PORT",
@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 DEFAULT_LOG_PORT = 9020
+_SEND_ATTEMPTS = 3  # a frame whose send failed on this many fresh connections is dropped
 _FORMATTER = logging.Formatter(FORMAT)
 
 
@@ -52,6 +53,11 @@ class JsonSocketHandler(logging.Handler):
         Log server port (Dareplane: 9020).
     queue_size : int
         Frames buffered while no receiver is reachable.
+    max_record_bytes : int
+        Longest record sent (the receiver's default limit, 1 MiB); a longer
+        one is cut (see :func:`~dpshm.dareplane.logrecord.encode_record`). A
+        frame whose send fails on three fresh connections in a row is dropped
+        and counted in :attr:`dropped`.
     connect_timeout_s : float
         Timeout of one connection attempt and of one send.
     retry_max_s : float
@@ -68,6 +74,7 @@ class JsonSocketHandler(logging.Handler):
         port: int = DEFAULT_LOG_PORT,
         *,
         queue_size: int = 10_000,
+        max_record_bytes: int = MAX_RECORD_BYTES,
         connect_timeout_s: float = 0.5,
         retry_max_s: float = 1.0,
         flush_timeout_s: float = 1.0,
@@ -76,6 +83,8 @@ class JsonSocketHandler(logging.Handler):
         super().__init__(level)
         if queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size!r}")
+        if max_record_bytes < 1024:
+            raise ValueError(f"max_record_bytes must be >= 1024, got {max_record_bytes!r}")
         self.host = host
         self.port = port
         self.connect_timeout_s = connect_timeout_s
@@ -84,6 +93,7 @@ class JsonSocketHandler(logging.Handler):
         self.dropped = 0
         self.sent = 0
         self.queue_size = queue_size
+        self.max_record_bytes = max_record_bytes
         self._buf: deque[bytes] = deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -98,7 +108,7 @@ class JsonSocketHandler(logging.Handler):
         if self._closed:
             return
         try:
-            frame = encode_record(record)
+            frame = encode_record(record, self.max_record_bytes)
         except Exception:
             self.handleError(record)
             return
@@ -129,6 +139,7 @@ class JsonSocketHandler(logging.Handler):
 
     def _run(self) -> None:
         backoff = 0.05
+        failures = 0  # failed sends of the frame in hand, each on a fresh connection
         frame: bytes | None = None
         while True:
             if frame is None:
@@ -156,8 +167,16 @@ class JsonSocketHandler(logging.Handler):
                 with contextlib.suppress(OSError):
                     self._sock.close()
                 self._sock = None
-                continue  # resend the whole frame on a new connection
+                failures += 1
+                if failures < _SEND_ATTEMPTS:
+                    continue  # resend the whole frame on a new connection
+                self.dropped += 1  # the receiver keeps refusing this frame
+                failures = 0
+                frame = None
+                self._in_hand = 0
+                continue
             self.sent += 1
+            failures = 0
             frame = None
             self._in_hand = 0
         if self._sock is not None:

@@ -11,8 +11,10 @@ in the log file when it is hit:
   displaces the oldest one that never sent a record (a flood of idle or
   slow connections only displaces itself); when every connection has sent
   records, the new one is closed.
-* ``max_record_bytes`` per record; a longer frame closes its connection (a
-  stream that announces such a length is not a log-record stream).
+* ``max_record_bytes`` per record; a longer one is skipped as it arrives
+  (nothing held) and the sender's later records are read. A length beyond
+  64 times that (at least 64 MiB) is not a record: the connection is closed
+  (an HTTP request announces 1.2 GB).
 * ``max_buffered_bytes`` over all partly received records; past it the
   connection holding the largest part is closed.
 * ``stall_timeout_s``: a connection that sent part of a record and then
@@ -58,7 +60,7 @@ _HEADER = struct.Struct(">L")
 class _Peer:
     """One sender: socket, bytes of the record being received, timing."""
 
-    __slots__ = ("accepted", "addr", "buf", "need", "records", "sock", "stalled_since")
+    __slots__ = ("accepted", "addr", "buf", "need", "records", "skip", "sock", "stalled_since")
 
     def __init__(self, sock: socket.socket, addr: Any) -> None:
         self.sock = sock
@@ -67,11 +69,12 @@ class _Peer:
         self.records = 0  # records received on this connection
         self.buf = bytearray()
         self.need: int | None = None  # body length once the header is read
+        self.skip = 0  # bytes still to discard of a record over max_record_bytes
         self.stalled_since: float | None = None  # partial record: time of its last byte
 
     @property
     def partial(self) -> bool:
-        return bool(self.buf) or self.need is not None
+        return bool(self.buf) or self.need is not None or self.skip > 0
 
     def describe(self) -> str:
         if isinstance(self.addr, tuple):
@@ -95,7 +98,7 @@ class LogRecordSocketReceiver:
     record_callback : Callable[[logging.LogRecord], None] | None
         Called with each received record (after the file and console).
     max_record_bytes : int
-        Longest record (JSON body); a longer frame closes its connection.
+        Longest record (JSON body); a longer one is skipped with a note.
     max_connections : int
         Simultaneous senders (see the module notes for who makes room).
     max_buffered_bytes : int
@@ -138,6 +141,8 @@ class LogRecordSocketReceiver:
         self.max_connections = max_connections
         self.max_buffered_bytes = max_buffered_bytes
         self.stall_timeout_s = stall_timeout_s
+        # a length beyond this is not an oversized record but junk (b"GET " is 1.2 GB)
+        self._junk_bytes = max(64 * max_record_bytes, 64 << 20)
         self.notice_interval_s = notice_interval_s
         self.received = 0
         #: notes written (limits hit, unreadable frames, lost partial records)
@@ -346,18 +351,33 @@ class LogRecordSocketReceiver:
         pos = 0
         try:
             while True:
+                if peer.skip:  # discard an oversized record as it arrives, holding nothing
+                    take = min(peer.skip, len(buf) - pos)
+                    pos += take
+                    peer.skip -= take
+                    if peer.skip:
+                        return None
                 if peer.need is None:
                     if len(buf) - pos < 4:
                         return None
                     (size,) = _HEADER.unpack_from(buf, pos)
                     pos += 4
-                    if size == 0 or size > self.max_record_bytes:
+                    if size == 0 or size > self._junk_bytes:
                         peer.need = size  # for the "lost" part of the note
                         return (
-                            f"announced a record of {size} bytes, outside 1..max_record_bytes="
-                            f"{self.max_record_bytes}: not a log-record stream, or raise "
-                            "max_record_bytes"
+                            f"announced a record of {size} bytes: not a log-record stream "
+                            "(an HTTP request or other junk); raise max_record_bytes if a "
+                            "module really sends such records"
                         )
+                    if size > self.max_record_bytes:
+                        self._note(
+                            "oversized",
+                            f"sender {peer.describe()}: a record of {size} bytes is over "
+                            f"max_record_bytes={self.max_record_bytes}; skipped (the sender's "
+                            "later records are read). Raise max_record_bytes to keep such records",
+                        )
+                        peer.skip = size
+                        continue
                     peer.need = size
                 if len(buf) - pos < peer.need:
                     return None

@@ -170,3 +170,37 @@ def test_limits_are_validated() -> None:
     for kw in ({"max_connections": 0}, {"max_record_bytes": 1}, {"stall_timeout_s": 0}):
         with pytest.raises(ValueError, match="must be"):
             LogRecordSocketReceiver("127.0.0.1", 0, logfile=None, console=False, **kw)
+
+
+def test_huge_record_is_cut_by_the_sender_and_later_ones_flow(tmp_path: Path) -> None:
+    import logging
+
+    with serving_receiver(tmp_path / "big.log") as (rcv, got):
+        h = JsonSocketHandler("127.0.0.1", rcv.port, flush_timeout_s=10)
+        try:
+            big = "y" * (3 << 20)
+            h.handle(logging.LogRecord("t.big", logging.INFO, __file__, 1, "%s", (big,), None))
+            h.handle(logging.LogRecord("t.big", logging.INFO, __file__, 1, "after", (), None))
+            assert h.flush(20)
+            wait_until(lambda: len(got) == 2, 10)
+        finally:
+            h.close()
+    assert "[truncated by dpshm: " in got[0].getMessage() and got[1].getMessage() == "after"
+    assert h.dropped == 0
+
+
+def test_an_oversized_record_is_skipped_and_the_next_one_read(tmp_path: Path) -> None:
+    import logging
+
+    # the receiver allows 2 KiB, the sender sends 10 KB: skipped with a note, held nowhere
+    log = tmp_path / "over.log"
+    with serving_receiver(log, max_record_bytes=2048) as (rcv, got):
+        h = JsonSocketHandler("127.0.0.1", rcv.port, flush_timeout_s=10)
+        try:
+            h.handle(logging.LogRecord("t.r", logging.INFO, __file__, 1, "z" * 10_000, (), None))
+            h.handle(logging.LogRecord("t.r", logging.INFO, __file__, 1, "small", (), None))
+            wait_until(lambda: [r.getMessage() for r in got] == ["small"], 20)
+            assert rcv.buffered_bytes == 0
+        finally:
+            h.close()
+    assert "is over max_record_bytes=2048; skipped" in log.read_text()
