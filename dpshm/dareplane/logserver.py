@@ -47,6 +47,7 @@ from typing import Any
 from dpshm._logging import library_logger
 from dpshm.dareplane.logrecord import LineFormatter, dict_to_record, escape_controls
 from dpshm.dareplane.logs import DEFAULT_LOG_PORT
+from dpshm.errors import ConfigError
 
 __all__ = ["LogRecordSocketReceiver"]
 
@@ -107,6 +108,13 @@ class LogRecordSocketReceiver:
         A connection stopping mid-record for this long is closed.
     notice_interval_s : float
         Shortest interval between two notes of the same kind in the log.
+
+    Raises
+    ------
+    ConfigError
+        A limit out of range (also a ``ValueError``).
+    OSError
+        The address cannot be bound (another log server runs there).
     """
 
     def __init__(
@@ -129,9 +137,9 @@ class LogRecordSocketReceiver:
             ("max_buffered_bytes", max_buffered_bytes, 64),
         ):
             if not isinstance(value, int) or value < low:
-                raise ValueError(f"{what} must be an int >= {low}, got {value!r}")
+                raise ConfigError(f"{what} must be an int >= {low}, got {value!r}")
         if not stall_timeout_s > 0 or not notice_interval_s >= 0:
-            raise ValueError(
+            raise ConfigError(
                 f"stall_timeout_s must be > 0 and notice_interval_s >= 0, got "
                 f"{stall_timeout_s!r} and {notice_interval_s!r}"
             )
