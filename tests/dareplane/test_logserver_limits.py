@@ -204,3 +204,18 @@ def test_an_oversized_record_is_skipped_and_the_next_one_read(tmp_path: Path) ->
         finally:
             h.close()
     assert "is over max_record_bytes=2048; skipped" in log.read_text()
+
+
+def test_cli_limits_are_passed_and_checked(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    r = subprocess.run(
+        [sys.executable, "-m", "dpshm", "logserver", "--port", "0", "--max-connections", "0",
+         "--logfile", str(tmp_path / "x.log")],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert r.returncode != 0 and "max_connections must be an int >= 1, got 0" in r.stderr
