@@ -33,6 +33,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _mock_args(p)
     ns_arg(p)
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    p.add_argument(
+        "--view", action="store_true",
+        help="also start `dpshm view` on the demo's streams and open it in the browser",
+    )  # fmt: skip
+    p.add_argument(
+        "--view-port", type=int, default=C.DEFAULT_VIEW_PORT,
+        help=f"port of the viewer (default {C.DEFAULT_VIEW_PORT}; 0 = any free port)",
+    )  # fmt: skip
+    p.add_argument("--no-browser", action="store_true", help="with --view: open no browser")
     p.set_defaults(func=cmd_demo)
 
 
@@ -87,6 +96,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         reader = threading.Thread(target=consume, name="dpshm-demo-consumer", daemon=True)
         reader.start()
+        viewer = None
+        if args.view:  # its own process: the viewer never runs inside the supervisor's
+            from dpshm.cli.view import spawn_viewer
+
+            viewer = spawn_viewer(cfg.namespace, args.view_port, not args.no_browser)
 
         def show(status: dict[str, Any]) -> None:
             live(status)
@@ -96,7 +110,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 sys.stdout.write(msg + "\n")
                 live.lines += 1
 
-        sup.run(duration=args.duration, on_status=show)
+        try:
+            sup.run(duration=args.duration, on_status=show)
+        finally:
+            if viewer is not None:
+                _stop_child(viewer)
         sup.stop()
         reader.join(2.0)
     print(
@@ -104,6 +122,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"lost {got['lost']}."
     )
     return 0
+
+
+def _stop_child(proc: Any, timeout: float = 5.0) -> None:
+    """SIGTERM a child process, SIGKILL it after ``timeout`` s."""
+    import subprocess
+
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
 
 
 def cmd_mock(args: argparse.Namespace) -> int:

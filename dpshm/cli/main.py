@@ -24,9 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dpshm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_logserver(sub)
-    from dpshm.cli import demo, streams, up
+    from dpshm.cli import demo, streams, up, view
 
-    for group in (up, streams, demo):
+    for group in (up, streams, demo, view):
         group.add_commands(sub)
     from dpshm.bench.cli import add_command as add_bench_command
 

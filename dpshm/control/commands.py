@@ -301,6 +301,8 @@ class SupervisorServer(DefaultServer):
         A non-loopback ``ip`` without ``token`` (see :func:`check_bind`).
     """
 
+    quiet_pcomms = frozenset({"LIST_STREAMS", "LIST_WORKERS", "STATUS"})
+
     def __init__(
         self,
         frontend: Frontend,

@@ -47,6 +47,7 @@ __all__ = [
     "dict_to_record",
     "encode_record",
     "escape_controls",
+    "record_message",
     "record_text",
     "record_to_dict",
 ]
@@ -255,6 +256,14 @@ def _received_args(args: Any) -> tuple[Any, ...] | dict[str, Any]:
                     return value if value else ()
         return (args,)
     return (args,)
+
+
+def record_message(rec: dict[str, Any]) -> str:
+    """The message of a received record dict, as :func:`dict_to_record` reads it.
+
+    Never raises: arguments that do not fit the template are shown beside it.
+    """
+    return dict_to_record(rec).getMessage()
 
 
 def dict_to_record(obj: dict[str, Any]) -> logging.LogRecord:

@@ -3,7 +3,7 @@
 The wire format (4-byte big-endian length + UTF-8 JSON, byte-compatible with
 the Dareplane log server on port 9020) is defined in
 :mod:`dpshm.dareplane.logrecord`; :func:`record_to_dict` and
-:func:`encode_record` are re-exported here.
+:func:`encode_record` (and :func:`record_message`) are re-exported here.
 
 Importing this module configures nothing; handlers are installed only by
 :func:`get_logger`, :func:`server_logger` (a ``DefaultServer`` created without
@@ -20,7 +20,13 @@ import time
 from collections import deque
 
 from dpshm._logging import WIRE_SAFE, called_from_logging_config, sturdy
-from dpshm.dareplane.logrecord import FORMAT, MAX_RECORD_BYTES, encode_record, record_to_dict
+from dpshm.dareplane.logrecord import (
+    FORMAT,
+    MAX_RECORD_BYTES,
+    encode_record,
+    record_message,
+    record_to_dict,
+)
 
 __all__ = [
     "DEFAULT_LOG_PORT",
@@ -28,6 +34,7 @@ __all__ = [
     "encode_record",
     "get_logger",
     "protect",
+    "record_message",
     "record_to_dict",
     "server_logger",
 ]

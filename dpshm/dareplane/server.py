@@ -185,6 +185,10 @@ class DefaultServer:
         ``ValueError``.
     """
 
+    #: Commands logged at DEBUG instead of INFO when received (read-only queries
+    #: that a monitor such as ``dpshm view`` polls).
+    quiet_pcomms: frozenset[str] = frozenset()
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         found = [m for m in _NOT_CALLED if m in cls.__dict__]
@@ -534,8 +538,9 @@ class DefaultServer:
         if self.token is not None and not conn.authenticated:
             self._error(conn, f"not authenticated; send AUTH|<token> before {name!r}")
             return
-        if name != "UP":
-            self.logger.info("Received: %r", raw)
+        if name != "UP":  # read-only queries a monitor polls stay out of the INFO log
+            level = logging.DEBUG if name in self.quiet_pcomms else logging.INFO
+            self.logger.log(level, "Received: %r", raw)
         with self._dispatch_lock:
             self.current_conn = conn.sock
             if name in BUILT_IN_PCOMMS:

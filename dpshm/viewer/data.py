@@ -1,0 +1,469 @@
+"""What the viewer shows, read from shared memory: the stream table and decimated windows.
+
+A :class:`StreamBook` follows one namespace read-only: the supervisor's
+``registry.json`` (re-read when its modification time changes), its
+``status.json`` (measured rate, lag, lost samples) and every ring, attached
+with :meth:`~dpshm.ring.SharedRing.attach` (``PROT_READ``: nothing here can
+write a ring or unlink it). Nothing runs inside the supervisor's process.
+
+Decimation (min/max per pixel column)
+-------------------------------------
+A trace of ``seconds`` at ``srate`` drawn ``width`` pixels wide gets
+``spc = ceil(seconds * srate / width)`` samples per column. Columns are aligned
+to the ring's absolute sample index (column ``c`` holds samples
+``[c * spc, (c + 1) * spc)``), so a column never changes once complete and a
+:class:`Decimator` computes each one once, whatever the number of pages
+polling. A poll asks for the columns after the last one it holds (``since``)
+and gets only the new ones.
+
+Window reply (``application/octet-stream``, little-endian)::
+
+    u32        n = length of the JSON header in bytes
+    n bytes    JSON header (UTF-8), space-padded so the next field starts at a
+               multiple of 8
+    f64[k]     time of each column's last sample (LSL clock of the outlet plus
+               its time_offset, i.e. this host's LSL clock)
+    f32[k,m,2] per column, per channel: (min, max); NaN where samples were lost
+
+with ``k = header["n_cols"]`` and ``m = header["n_channels"]``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dpshm._logging import library_logger
+from dpshm.errors import DpshmError, RingFormatError, RingNotFoundError, SupervisorNotRunningError
+from dpshm.formats import decode_strings
+from dpshm.shm import registry
+from dpshm.shm.ring import SharedRing
+
+log = library_logger(__name__)
+
+#: Widest trace (pixel columns) a page may ask for.
+MAX_WIDTH = 4096
+#: Longest window (s) a page may ask for (also bounded by the ring's length).
+MAX_SECONDS = 60.0
+#: Most values (columns x channels) one window reply carries.
+MAX_VALUES = 2_000_000
+#: Decimators kept (one per stream, window length and width in use); least recent dropped.
+MAX_DECIMATORS = 16
+#: Newest rows of a marker stream searched for markers.
+MARKER_ROWS = 256
+#: Seconds between looks at the registry (its mtime, the supervisor's pid).
+REFRESH_EVERY_S = 0.25
+#: Most markers returned with a window.
+MAX_MARKERS = 200
+#: Longest marker label sent (characters).
+MAX_LABEL = 80
+
+
+class ViewerError(DpshmError, ValueError):
+    """A request of the page is invalid (bad parameter, unknown or marker stream)."""
+
+
+@dataclass(frozen=True)
+class WindowRequest:
+    """A validated window request of the page."""
+
+    key: str
+    seconds: float
+    width: int
+    since: int | None = None
+    first_channel: int = 0
+    n_channels: int | None = None
+
+    @classmethod
+    def from_query(cls, q: dict[str, str]) -> WindowRequest:
+        """Build from URL query values; raises :class:`ViewerError` naming the bad one."""
+        key = q.get("key")
+        if not key:
+            raise ViewerError("window request without key=: pass the stream's key")
+        seconds = _number(q, "seconds", float, 5.0, 0.05, MAX_SECONDS)
+        width = _number(q, "width", int, 800, 16, MAX_WIDTH)
+        since = _number(q, "since", int, None, 0, 2**62)
+        ch0 = _number(q, "ch0", int, 0, 0, 1 << 20)
+        nch = _number(q, "nch", int, None, 1, 1 << 20)
+        return cls(key, float(seconds), int(width), since, int(ch0), nch)
+
+
+def _number(q: dict[str, str], name: str, kind: type, default: Any, lo: float, hi: float) -> Any:
+    raw = q.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise ViewerError(f"{name}={raw!r} is not {what}") from None
+    if not (lo <= value <= hi):  # also refuses NaN
+        raise ViewerError(f"{name}={raw!r} is out of range; use {lo:g} to {hi:g}")
+    return value
+
+
+class Decimator:
+    """Min/max per column of one ring, for one samples-per-column and window width.
+
+    Not thread-safe: the :class:`StreamBook` calls it under its lock.
+    """
+
+    def __init__(self, ring: SharedRing, spc: int, n_cols: int):
+        self.ring, self.spc, self.n_cols = ring, spc, n_cols
+        nch = ring.n_channels
+        self.mins = np.full((n_cols, nch), np.nan, np.float32)
+        self.maxs = np.full((n_cols, nch), np.nan, np.float32)
+        self.times = np.full(n_cols, np.nan)
+        self.end: int | None = None  # next column to compute
+
+    def update(self) -> int:
+        """Compute the columns completed since the last call; return the column end."""
+        ring, spc, n = self.ring, self.spc, self.n_cols
+        head = ring.head
+        done = head // spc
+        if self.end is None:
+            self.end = max(0, done - n)
+        start = max(self.end, done - n, -(-(head - ring.capacity) // spc))
+        self._blank(self.end, start)  # columns nobody could compute (reader too late)
+        if start < done:
+            d, t, first = ring.copy_range(start * spc, done * spc)
+            if first > start * spc:  # overwritten while copying: drop partial columns
+                skip = -(-(first - start * spc) // spc)
+                self._blank(start, start + skip)
+                cut = skip * spc - (first - start * spc)
+                d, t, start = d[cut:], t[cut:], start + skip  # type: ignore[index]
+            k = done - start
+            if k > 0:
+                block = np.asarray(d, dtype=np.float32).reshape(k, spc, -1)
+                idx = np.arange(start, done) % n
+                self.mins[idx] = block.min(axis=1)
+                self.maxs[idx] = block.max(axis=1)
+                self.times[idx] = t[spc - 1 :: spc]  # type: ignore[index]
+        self.end = max(self.end, done)
+        return self.end
+
+    def _blank(self, a: int, b: int) -> None:
+        a = max(a, b - self.n_cols)
+        if a < b:
+            idx = np.arange(a, b) % self.n_cols
+            self.mins[idx] = self.maxs[idx] = np.nan
+            self.times[idx] = np.nan
+
+    def columns(self, since: int | None, ch0: int, nch: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """Columns ``[first, end)`` for a page holding those before ``since``.
+
+        Returns ``(first, times (k,), minmax (k, nch, 2))``.
+        """
+        end = self.end or 0
+        first = end - self.n_cols
+        if since is not None and first < since <= end:
+            first = since
+        first = max(first, 0)
+        idx = np.arange(first, end) % self.n_cols
+        mm = np.empty((len(idx), nch, 2), np.float32)
+        mm[:, :, 0] = self.mins[idx, ch0 : ch0 + nch]
+        mm[:, :, 1] = self.maxs[idx, ch0 : ch0 + nch]
+        return first, self.times[idx], mm
+
+
+class StreamBook:
+    """Read-only picture of a namespace: registry, live figures and rings.
+
+    Thread-safe: the viewer's request threads share one book.
+
+    Parameters
+    ----------
+    namespace : str
+        The supervisor's namespace.
+    """
+
+    def __init__(self, namespace: str):
+        self.namespace = namespace
+        self._lock = threading.Lock()
+        self._stamp: float | None = -1.0  # registry mtime last read (-1: never)
+        self._next_refresh = 0.0
+        self._reg: registry.Registry | None = None
+        self._problem = ""
+        self._rings: dict[str, SharedRing] = {}  # registry key -> attached ring
+        self._decimators: OrderedDict[tuple, Decimator] = OrderedDict()
+        self._marker_cache: dict[str, tuple[int, list[dict[str, Any]]]] = {}
+
+    # -- following the registry ---------------------------------------------------------
+    def refresh(self) -> None:
+        """Re-read the registry if it changed; attach new rings, drop gone ones."""
+        with self._lock:
+            self._refresh()
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if now < self._next_refresh:  # a page polls 25 times a second: look 4 times
+            return
+        self._next_refresh = now + REFRESH_EVERY_S
+        stamp = self._mtime()
+        if stamp == self._stamp and (self._reg is None or self._reg.alive()):
+            return
+        try:
+            reg = registry.read_registry(self.namespace)
+        except SupervisorNotRunningError as exc:
+            self._reg, self._problem = None, str(exc)
+            self._stamp = stamp
+            self._drop(set())
+            return
+        self._reg, self._problem, self._stamp = reg, "", stamp
+        for key, e in reg.streams.items():
+            ring = self._rings.get(key)
+            if ring is not None and ring.name == e.ring and not ring.closed:
+                continue
+            try:
+                new = SharedRing.attach(e.ring)
+            except (RingNotFoundError, RingFormatError) as exc:
+                log.debug("cannot attach ring %r of %r yet: %s", e.ring, key, exc)
+                self._stamp = None  # try again on the next refresh
+                self._next_refresh = 0.0
+                continue
+            if ring is not None:
+                self._close_ring(key, ring)
+            self._rings[key] = new
+        self._drop(set(reg.streams))
+
+    def _mtime(self) -> float | None:
+        """Modification time of the registry file (None: there is none)."""
+        path = registry.namespace_dir(self.namespace, create=False) / registry.REGISTRY_FILE
+        try:
+            return path.stat().st_mtime
+        except OSError:
+            return None
+
+    def _drop(self, keep: set[str]) -> None:
+        for key in [k for k in self._rings if k not in keep]:
+            self._close_ring(key, self._rings.pop(key))
+
+    def _close_ring(self, key: str, ring: SharedRing) -> None:
+        for dk in [dk for dk in self._decimators if dk[0] == key]:
+            del self._decimators[dk]
+        self._marker_cache.pop(key, None)
+        ring.close()
+
+    # -- the stream table ---------------------------------------------------------------
+    def table(self) -> dict[str, Any]:
+        """The page's stream table: supervisor and one row per stream.
+
+        Measured rate, lag and lost samples come from the supervisor's
+        ``status.json`` (rewritten each second); head, stale and the writer's
+        pid from the ring itself.
+        """
+        status = registry.read_status(self.namespace) or {}
+        live = status.get("streams", {})
+        with self._lock:
+            self._refresh()
+            reg = self._reg
+            rows = []
+            for key, ring in sorted(self._rings.items(), key=lambda kv: kv[1].name):
+                e = reg.streams.get(key) if reg is not None else None
+                info = dict(e.info) if e is not None else {}
+                fig = live.get(key, {})
+                rows.append(
+                    {
+                        "key": key,
+                        "name": info.get("name", ring.name),
+                        "type": info.get("type", ""),
+                        "hostname": info.get("hostname", ""),
+                        "source_id": info.get("source_id", ""),
+                        "channels": ring.n_channels,
+                        "format": ring.format,
+                        "srate": ring.srate,
+                        "measured_rate": _finite(fig.get("measured_rate")),
+                        "lag_s": _finite(fig.get("lag_s")),
+                        "lost": fig.get("lost"),
+                        "head": ring.head,
+                        "stale": ring.stale,
+                        "writer_pid": ring.writer_pid,
+                        "capacity": ring.capacity,
+                        "generation": ring.generation,
+                    }
+                )
+            sup = None
+            if reg is not None:
+                sup = {"pid": reg.pid, "started": reg.raw.get("started")}
+            return {
+                "namespace": self.namespace,
+                "supervisor": sup,
+                "problem": self._problem,
+                "streams": rows,
+            }
+
+    # -- windows ------------------------------------------------------------------------
+    def window(self, req: WindowRequest) -> tuple[dict[str, Any], bytes]:
+        """Decimated window of a numeric stream: ``(header, body)`` (see module docstring)."""
+        with self._lock:
+            self._refresh()
+            ring = self._rings.get(req.key)
+            if ring is None:
+                known = sorted(self._rings)
+                raise ViewerError(f"no stream with key {req.key!r}; known keys: {known}")
+            if ring.string_width:
+                raise ViewerError(
+                    f"stream {req.key!r} holds strings (markers): ask /api/markers?key=..."
+                )
+            nch_all = ring.n_channels
+            if req.first_channel >= nch_all:
+                raise ViewerError(
+                    f"ch0={req.first_channel} but stream {req.key!r} has {nch_all} channels"
+                )
+            nch = min(req.n_channels or nch_all, nch_all - req.first_channel)
+            if ring.srate > 0:
+                samples = min(round(req.seconds * ring.srate), ring.capacity)
+            else:
+                samples = min(req.width, ring.capacity)
+            spc = max(1, math.ceil(samples / req.width))
+            n_cols = max(1, samples // spc)
+            if n_cols * nch > MAX_VALUES:
+                raise ViewerError(
+                    f"{n_cols} columns x {nch} channels exceeds the viewer's limit of "
+                    f"{MAX_VALUES} values per window: ask fewer channels (nch=) or a narrower "
+                    "width"
+                )
+            dec = self._decimator(req.key, ring, spc, n_cols)
+            end = dec.update()
+            first, times, mm = dec.columns(req.since, req.first_channel, nch)
+            toff = ring.time_offset
+            header = {
+                "key": req.key,
+                "ring": ring.name,
+                "generation": ring.generation,
+                "srate": ring.srate,
+                "spc": spc,
+                "window_cols": n_cols,
+                "seconds": samples / ring.srate if ring.srate > 0 else None,
+                "first_col": first,
+                "end_col": end,
+                "n_cols": len(times),
+                "first_channel": req.first_channel,
+                "n_channels": nch,
+                "total_channels": nch_all,
+                "time_offset": toff,
+                "head": ring.head,
+                "stale": ring.stale,
+                "reset": req.since is None or first != req.since,
+            }
+            if header["reset"]:
+                names = ring.channel_names
+                header["channel_names"] = names[req.first_channel : req.first_channel + nch]
+            span = dec.times[np.isfinite(dec.times)] + toff
+            if len(span):
+                header["markers"] = self._markers(float(span.min()), float(span.max()))
+        return header, _pack(header, times + toff, mm)
+
+    def _decimator(self, key: str, ring: SharedRing, spc: int, n_cols: int) -> Decimator:
+        dk = (key, ring.name, ring.generation, spc, n_cols)
+        dec = self._decimators.get(dk)
+        if dec is None:
+            dec = self._decimators[dk] = Decimator(ring, spc, n_cols)
+            while len(self._decimators) > MAX_DECIMATORS:
+                self._decimators.popitem(last=False)
+        self._decimators.move_to_end(dk)
+        return dec
+
+    # -- markers ------------------------------------------------------------------------
+    def markers(self, key: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest ``limit`` markers of one string stream, newest last."""
+        with self._lock:
+            self._refresh()
+            ring = self._rings.get(key)
+            if ring is None or not ring.string_width:
+                raise ViewerError(f"no marker (string) stream with key {key!r}")
+            return self._recent(key, ring)[-max(1, min(limit, MARKER_ROWS)) :]
+
+    def _markers(self, t0: float, t1: float) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for key, ring in self._rings.items():
+            if ring.string_width:
+                out += [m for m in self._recent(key, ring) if t0 <= m["t"] <= t1]
+        out.sort(key=lambda m: m["t"])
+        return out[-MAX_MARKERS:]
+
+    def _recent(self, key: str, ring: SharedRing) -> list[dict[str, Any]]:
+        head = ring.head
+        cached = self._marker_cache.get(key)
+        if cached is not None and cached[0] == head:
+            return cached[1]
+        n = min(head, ring.capacity, MARKER_ROWS)
+        d, t, _ = ring.copy_range(head - n, head)
+        toff = ring.time_offset
+        name = self._name(key, ring)
+        labels = decode_strings(d) if d is not None and len(d) else []
+        out = [
+            {"stream": name, "t": float(ts) + toff, "label": " | ".join(map(str, row))[:MAX_LABEL]}
+            for row, ts in zip(labels, t if t is not None else [], strict=False)
+        ]
+        self._marker_cache[key] = (head, out)
+        return out
+
+    def _name(self, key: str, ring: SharedRing) -> str:
+        e = self._reg.streams.get(key) if self._reg is not None else None
+        return e.name if e is not None else ring.name
+
+    # -- lifetime -----------------------------------------------------------------------
+    def close(self) -> None:
+        """Detach every ring (idempotent)."""
+        with self._lock:
+            self._drop(set())
+            self._reg = None
+            self._stamp = -1.0
+            self._next_refresh = 0.0
+
+    def __enter__(self) -> StreamBook:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _finite(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _pack(header: dict[str, Any], times: np.ndarray, minmax: np.ndarray) -> bytes:
+    """The window reply's bytes (layout in the module docstring)."""
+    text = json.dumps(header, separators=(",", ":"), allow_nan=False, default=_json_default)
+    raw = text.encode()
+    raw += b" " * (-(4 + len(raw)) % 8)
+    return b"".join(
+        (
+            struct.pack("<I", len(raw)),
+            raw,
+            np.ascontiguousarray(times, "<f8").tobytes(),
+            np.ascontiguousarray(minmax, "<f4").tobytes(),
+        )
+    )
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    return str(v)
+
+
+def unpack_window(body: bytes) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Decode a window reply: ``(header, times (k,), minmax (k, m, 2))``."""
+    (n,) = struct.unpack_from("<I", body, 0)
+    header = json.loads(body[4 : 4 + n])
+    k, m = header["n_cols"], header["n_channels"]
+    off = 4 + n
+    times = np.frombuffer(body, "<f8", k, off)
+    minmax = np.frombuffer(body, "<f4", k * m * 2, off + 8 * k).reshape(k, m, 2)
+    return header, times, minmax
