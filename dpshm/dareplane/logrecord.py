@@ -259,11 +259,20 @@ def _received_args(args: Any) -> tuple[Any, ...] | dict[str, Any]:
 
 
 def record_message(rec: dict[str, Any]) -> str:
-    """The message of a received record dict, as :func:`dict_to_record` reads it.
+    """The message of a received record dict (any sender's ``msg`` and ``args``).
 
-    Never raises: arguments that do not fit the template are shown beside it.
+    Undoes dpshm's ``%`` escape, formats list, mapping or stringified args;
+    never raises: arguments that do not fit the template are shown beside it.
+    :func:`dict_to_record` puts this text into the record it rebuilds.
     """
-    return dict_to_record(rec).getMessage()
+    msg = rec.get("msg", "")
+    if not isinstance(msg, str):
+        msg = json.dumps(msg) if isinstance(msg, (dict, list)) else str(msg)
+    if rec.get(ESCAPED_ATTR) is True:
+        return msg.replace("%%", "%")
+    probe = logging.LogRecord("", 0, "", 0, msg, None, None)
+    probe.args = _received_args(rec.get("args"))
+    return record_text(probe)
 
 
 def dict_to_record(obj: dict[str, Any]) -> logging.LogRecord:
@@ -305,14 +314,7 @@ def dict_to_record(obj: dict[str, Any]) -> logging.LogRecord:
         record.levelname = logging.getLevelName(levelno)
     if not isinstance(obj.get("name"), str):
         record.name = str(obj.get("name", "?"))
-    msg = obj.get("msg", "")
-    if not isinstance(msg, str):
-        msg = json.dumps(msg) if isinstance(msg, (dict, list)) else str(msg)
-    if obj.get(ESCAPED_ATTR) is True:
-        text = msg.replace("%%", "%")
-    else:
-        record.msg, record.args = msg, _received_args(obj.get("args"))
-        text = record_text(record)
+    text = record_message(obj)
     if notes:
         text = f"{text} [dpshm logserver: {'; '.join(notes)}]"
     record.msg, record.args = text, ()
