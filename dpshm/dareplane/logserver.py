@@ -138,6 +138,11 @@ class LogRecordSocketReceiver:
         ):
             if not isinstance(value, int) or value < low:
                 raise ConfigError(f"{what} must be an int >= {low}, got {value!r}")
+        if max_buffered_bytes < max_record_bytes + 4:
+            raise ConfigError(
+                f"max_buffered_bytes ({max_buffered_bytes}) must hold one whole record: "
+                f"at least max_record_bytes + 4 = {max_record_bytes + 4}"
+            )
         if not stall_timeout_s > 0 or not notice_interval_s >= 0:
             raise ConfigError(
                 f"stall_timeout_s must be > 0 and notice_interval_s >= 0, got "

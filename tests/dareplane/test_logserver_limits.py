@@ -167,8 +167,13 @@ def test_unreadable_frames_are_noted_and_the_connection_serves_on(tmp_path: Path
 def test_limits_are_validated() -> None:
     from dpshm.dareplane.logserver import LogRecordSocketReceiver
 
-    for kw in ({"max_connections": 0}, {"max_record_bytes": 1}, {"stall_timeout_s": 0}):
-        with pytest.raises(ValueError, match="must be"):
+    for kw in (
+        {"max_connections": 0},
+        {"max_record_bytes": 1},
+        {"stall_timeout_s": 0},
+        {"max_record_bytes": 4096, "max_buffered_bytes": 4096},
+    ):
+        with pytest.raises(ValueError, match="must (be|hold)"):
             LogRecordSocketReceiver("127.0.0.1", 0, logfile=None, console=False, **kw)
 
 
