@@ -173,7 +173,7 @@ def test_limits_are_validated() -> None:
         {"stall_timeout_s": 0},
         {"max_record_bytes": 4096, "max_buffered_bytes": 4096},
     ):
-        with pytest.raises(ValueError, match="must (be|hold)"):
+        with pytest.raises(ValueError, match=r"must (be|hold)"):
             LogRecordSocketReceiver("127.0.0.1", 0, logfile=None, console=False, **kw)
 
 
