@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import logging.handlers
 import socket
 import threading
 import time
@@ -40,6 +41,7 @@ __all__ = [
 ]
 
 DEFAULT_LOG_PORT = 9020
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 _SEND_ATTEMPTS = 3  # a frame whose send failed on this many fresh connections is dropped
 _FORMATTER = logging.Formatter(FORMAT)
 
@@ -111,8 +113,14 @@ class JsonSocketHandler(logging.Handler):
         self._in_hand = 0  # 1 while the sender holds a frame it has not sent yet
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Queue the record; never blocks (drops and counts when full)."""
-        if self._closed:
+        """Queue the record; never blocks (drops and counts when full).
+
+        A record that another socket handler to the same port will send too
+        (dareplane-utils' ``get_logger`` puts one on the root logger, which a
+        propagating logger reaches) is left to that handler: the log server
+        gets it once.
+        """
+        if self._closed or self._sent_elsewhere(record):
             return
         try:
             frame = encode_record(record, self.max_record_bytes)
@@ -127,6 +135,20 @@ class JsonSocketHandler(logging.Handler):
         self._buf.append(frame)  # deque.append is atomic: no lock on the caller's path
         if not self._wake.is_set():
             self._wake.set()
+
+    def _sent_elsewhere(self, record: logging.LogRecord) -> bool:
+        logger: logging.Logger | None = logging.getLogger(record.name)
+        while logger is not None:
+            for h in logger.handlers:
+                if (
+                    h is not self
+                    and isinstance(h, logging.handlers.SocketHandler)
+                    and h.port == self.port
+                    and (h.host == self.host or {h.host, self.host} <= _LOOPBACK)
+                ):
+                    return True
+            logger = logger.parent if logger.propagate else None
+        return False
 
     def _start(self) -> None:
         with self._start_lock:

@@ -55,6 +55,10 @@ elif kind == "dpshm":
     logger = get_logger("testmodule")
 else:
     logger = None
+if kind == "default-next-to-dareplane":  # the module's own logging stays dareplane-utils'
+    from dareplane_utils.logging import logger as dl
+    dl.default_dareplane_config["handlers"]["socket"]["port"] = log_port
+    dl.get_logger("testmodule.own")  # root now has its socket handler to the log server
 if logger is not None:
     logger.setLevel("INFO")
 
@@ -93,7 +97,7 @@ def _spawn(code: str, *args: str, cwd: Path) -> subprocess.Popen:
     )
 
 
-@pytest.mark.parametrize("kind", ["dareplane", "dpshm", "default"])
+@pytest.mark.parametrize("kind", ["dareplane", "dpshm", "default", "default-next-to-dareplane"])
 def test_server_records_readable_by_original_receiver(tmp_path: Path, kind: str) -> None:
     logfile = tmp_path / "control_room.log"
     rcv = _spawn(ORIGINAL_RECEIVER, str(logfile), cwd=tmp_path)
@@ -132,6 +136,8 @@ def test_server_records_readable_by_original_receiver(tmp_path: Path, kind: str)
         finally:
             client.close()
         assert rcv.poll() is None  # the receiver survived every record
+        # each record once, also when the root logger has dareplane-utils' socket handler
+        assert logfile.read_text().count("unknown PCOMM 'NOPE%s%s'") == 1
     finally:
         if module is not None:
             stop_process_tree(module, grace_s=1)
