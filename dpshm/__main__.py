@@ -1,5 +1,8 @@
 """``python -m dpshm`` runs the command-line interface."""
 
-from dpshm.cli.main import main
+try:
+    from dpshm.cli.main import main
+except KeyboardInterrupt:  # Ctrl-C while Python loads the command line: quietly, as later
+    raise SystemExit(130) from None
 
 raise SystemExit(main())

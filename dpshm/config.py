@@ -61,6 +61,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 # Environment variables
 ENV_NAMESPACE = "DPSHM_NAMESPACE"
 ENV_CONFIG = "DPSHM_CONFIG"
+ENV_ALLOW_UNSAFE_PLATFORM = "DPSHM_ALLOW_UNSAFE_PLATFORM"  # "1": rings on a non-x86-64 CPU
 
 # Defaults (shown in --help)
 DEFAULT_NAMESPACE = "default"

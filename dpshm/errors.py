@@ -32,6 +32,10 @@ class AmbiguousStreamError(DpshmError, LookupError):
     """More than one stream matches the request."""
 
 
+class UnsupportedPlatformError(DpshmError, RuntimeError):
+    """The shared-memory ring is not safe on this CPU (it relies on x86-64 store ordering)."""
+
+
 class SupervisorNotRunningError(DpshmError, LookupError):
     """No ``dpshm up`` supervisor runs on the requested namespace."""
 

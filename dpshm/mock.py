@@ -13,6 +13,7 @@ Outlets are created through :mod:`dpshm.lsl` (the only module importing pylsl).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dpshm._logging import library_logger
+from dpshm.errors import ConfigError
 
 log = library_logger(__name__)
 
@@ -29,6 +31,8 @@ DEFAULT_CHANNELS = 8
 DEFAULT_RATE = 250.0
 DEFAULT_CHUNK_S = 0.01
 DEFAULT_MARKER_EVERY_S = 1.0
+MAX_CHANNELS = 1024
+MAX_RATE = 100_000.0  # Hz; a 30 kHz microelectrode recording fits
 MARKERS = ("trial_start", "stimulus", "response")
 
 
@@ -46,12 +50,34 @@ class MockSpec:
     source_id: str = ""
 
     def __post_init__(self) -> None:
-        if self.channels < 1:
-            raise ValueError(f"channels must be >= 1, got {self.channels}")
-        if not self.rate > 0:
-            raise ValueError(f"rate must be > 0 Hz, got {self.rate}")
-        if not self.chunk_s > 0 or not self.marker_every_s > 0:
-            raise ValueError("chunk_s and marker_every_s must be > 0")
+        # each message names the field as the command line does (`dpshm mock --rate`)
+        bad = []
+        if not isinstance(self.channels, int) or not 1 <= self.channels <= MAX_CHANNELS:
+            bad.append(f"channels (--channels) must be 1 .. {MAX_CHANNELS}, got {self.channels!r}")
+        if not _number_in(self.rate, 0.0, MAX_RATE):
+            bad.append(f"rate (--rate) must be > 0 and <= {MAX_RATE:g} Hz, got {self.rate!r}")
+        if not _number_in(self.chunk_s, 0.0, 1.0):
+            bad.append(f"chunk_s must be > 0 and <= 1 s, got {self.chunk_s!r}")
+        if not _number_in(self.marker_every_s, 0.0, 3600.0):
+            bad.append(f"marker_every_s must be > 0 and <= 3600 s, got {self.marker_every_s!r}")
+        if not str(self.name).strip():
+            bad.append("name (--name) must not be empty")
+        if self.markers and not str(self.marker_name).strip():
+            bad.append("marker_name (--marker-name) must not be empty (or use --no-markers)")
+        if self.markers and self.marker_name == self.name:
+            bad.append(
+                f"the signal and the marker stream are both named {self.name!r}; "
+                "give --marker-name another name"
+            )
+        if bad:
+            raise ConfigError("mock outlets: " + "; ".join(bad))
+
+
+def _number_in(value: object, low: float, high: float) -> bool:
+    """``low < value <= high`` for a real, finite number (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) and low < value <= high
 
 
 class MockOutlets:
@@ -128,11 +154,15 @@ class MockOutlets:
                 self.markers_pushed += 1
                 next_marker += spec.marker_every_s
 
-    def close(self) -> None:
-        """Stop the thread (bounded join) and close the outlets (idempotent)."""
+    def stop(self) -> None:
+        """Stop pushing (bounded join); the outlets stay open, ``pushed`` is final."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(2.0)
+
+    def close(self) -> None:
+        """Stop pushing and close the outlets (idempotent)."""
+        self.stop()
         for outlet in (self.signal, self.marker):
             if outlet is not None:
                 outlet.close()

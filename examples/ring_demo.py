@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import multiprocessing as mp
 import os
+import queue
 import signal
 import sys
 import time
@@ -50,11 +51,12 @@ def writer(name: str, n_ch: int, srate: float, capacity: int, ready, stop) -> No
                 stop.wait(delay)
 
 
-def reader(name: str, number: int, stop, results) -> None:
+def reader(name: str, number: int, stop, attached, results) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     received = wrong = 0
     with SharedStreamView(name) as sv:
         t0, first_head = sv.meta["t0"], sv.head
+        attached.put(number)
         next_print = time.monotonic() + 1.0
         while not stop.is_set():
             data, ts, _ = sv.read_new()
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     ctx = mp.get_context("spawn")
-    ready, stop, results = ctx.Event(), ctx.Event(), ctx.Queue()
+    ready, stop, attached, results = ctx.Event(), ctx.Event(), ctx.Queue(), ctx.Queue()
     capacity = max(1, round(args.srate * args.buffer))
     procs = [
         ctx.Process(
@@ -110,9 +112,17 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         for n in range(args.readers):
-            p = ctx.Process(target=reader, args=(args.name, n + 1, stop, results), name="reader")
+            p = ctx.Process(
+                target=reader, args=(args.name, n + 1, stop, attached, results), name="reader"
+            )
             p.start()
             procs.append(p)
+        try:  # the run time counts once every reader is attached
+            for _ in range(args.readers):
+                attached.get(timeout=30)
+        except queue.Empty:
+            print("a reader did not attach within 30 s", file=sys.stderr)
+            return 1
         time.sleep(args.seconds)
     except KeyboardInterrupt:
         print("interrupted: shutting down", file=sys.stderr)

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
+import math
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from dpshm import config as C
 from dpshm.cli._common import FMT, ns_arg, setup_logging, stop_on_signals
-from dpshm.cli.screen import LiveStatus
+from dpshm.cli.live import LiveStatus
+
+STATUS_EVERY_S = 1.0  # the live table's refresh
+SETTLE_S = 0.3  # at the end: a count unchanged this long has taken everything in flight
+SETTLE_MAX_S = 3.0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -56,24 +62,34 @@ def _mock_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source-id", default="", help="source_id of the signal (default derived)")
 
 
+def _mock_spec(args: argparse.Namespace) -> Any:
+    """The :class:`~dpshm.mock.MockSpec` of the flags (ConfigError names a bad flag)."""
+    from dpshm.mock import MockSpec
+
+    d = args.duration
+    if d is not None and not (math.isfinite(d) and d >= 0):
+        raise C.ConfigError(f"--duration must be a number of seconds >= 0, got {d!r}")
+    return MockSpec(
+        name=args.name, channels=args.channels, rate=args.rate, markers=not args.no_markers,
+        marker_name=args.marker_name, source_id=args.source_id,
+    )  # fmt: skip
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """``dpshm demo``: mock outlets, a supervisor and a consumer in one process."""
-    from dpshm.mock import MockOutlets, MockSpec
+    from dpshm.mock import MockOutlets
     from dpshm.shm.supervisor import Supervisor
     from dpshm.shm.view import SharedStreamView
 
     setup_logging("WARNING")
-    spec = MockSpec(
-        name=args.name, channels=args.channels, rate=args.rate, markers=not args.no_markers,
-        marker_name=args.marker_name, source_id=args.source_id,
-    )  # fmt: skip
+    spec = _mock_spec(args)
     selectors = [C.StreamSelector(name=spec.name)]
     if spec.markers:
         selectors.append(C.StreamSelector(name=spec.marker_name))
     cfg = C.load_config(None, overrides={"namespace": args.namespace, "streams": selectors})
     live = LiveStatus()
     got = {"samples": 0, "lost": 0}
-    with MockOutlets(spec) as mock, Supervisor(cfg) as sup:
+    with live, MockOutlets(spec) as mock, Supervisor(cfg) as sup:
         print(
             f"dpshm demo: mock outlets {spec.name!r} ({spec.channels} ch @ {spec.rate:g} Hz)"
             f"{' and ' + repr(spec.marker_name) if spec.markers else ''} -> supervisor "
@@ -85,7 +101,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             try:  # the supervisor shares the stream within a resolve interval or two
                 view = SharedStreamView(spec.name, namespace=cfg.namespace, timeout=10.0)
             except LookupError as exc:
-                logging.getLogger("dpshm.demo").error("the demo's consumer gave up: %s", exc)
+                if not sup.stop_event.is_set():  # not because the demo was stopped meanwhile
+                    logging.getLogger("dpshm.demo").error("the demo's consumer gave up: %s", exc)
                 return
             with view:
                 while not sup.stop_event.is_set():
@@ -103,25 +120,60 @@ def cmd_demo(args: argparse.Namespace) -> int:
             viewer = spawn_viewer(cfg.namespace, args.view_port, not args.no_browser)
 
         def show(status: dict[str, Any]) -> None:
-            live(status)
-            if live.tty:
-                msg = f"consumer: {got['samples']} samples read, {got['lost']} lost; "
-                msg += f"outlet pushed {mock.pushed}"
-                sys.stdout.write(msg + "\n")
-                live.lines += 1
+            msg = f"consumer: {got['samples']} samples read, {got['lost']} lost; "
+            live(status, extra=[msg + f"outlet pushed {mock.pushed}"])
 
+        stop = stop_on_signals()  # Ctrl-C ends the loop, not the supervisor: it drains first
+        end = None if args.duration is None else time.monotonic() + args.duration
         try:
-            sup.run(duration=args.duration, on_status=show)
+            while not stop.is_set():
+                left = (
+                    STATUS_EVERY_S if end is None else min(STATUS_EVERY_S, end - time.monotonic())
+                )
+                if left <= 0 or stop.wait(left):
+                    break
+                show(sup.status())
         finally:
             if viewer is not None:
                 _stop_child(viewer)
+        # stop pushing, then let supervisor and consumer take what is on its way, so
+        # that the figures add up: pushed = before the supervisor + shared
+        mock.stop()
+        shared = _settled(lambda: _head(sup.status(), spec.name))
+        _settled(lambda: got["samples"] + got["lost"])
         sup.stop()
         reader.join(2.0)
-    print(
-        f"demo done: outlet pushed {mock.pushed} samples; consumer read {got['samples']}, "
-        f"lost {got['lost']}."
-    )
+    print(_summary(mock.pushed, shared, got["samples"], got["lost"]))
     return 0
+
+
+def _head(status: dict[str, Any], name: str) -> int:
+    """Samples the supervisor shared of stream ``name`` (0 before it found it)."""
+    return sum(int(s.get("head", 0)) for s in status["streams"].values() if s["name"] == name)
+
+
+def _settled(value: Callable[[], int]) -> int:
+    """``value()`` once it stopped changing for :data:`SETTLE_S` (at most SETTLE_MAX_S)."""
+    deadline = time.monotonic() + SETTLE_MAX_S
+    last, since = value(), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < SETTLE_S:
+        time.sleep(0.05)
+        now = value()
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
+
+
+def _summary(pushed: int, shared: int, read: int, lost: int) -> str:
+    """What ``dpshm demo`` says at the end: every pushed sample accounted for."""
+    before_sup, before_consumer = pushed - shared, shared - read - lost
+    text = (
+        f"demo done: {pushed} pushed, {before_sup} before the supervisor connected (LSL "
+        f"does not replay them), {shared} shared"
+    )
+    if before_consumer:
+        text += f", {before_consumer} of them before the consumer attached (it reads new samples)"
+    return text + f"; {read} read, {lost} lost."
 
 
 def _stop_child(proc: Any, timeout: float = 5.0) -> None:
@@ -139,12 +191,9 @@ def _stop_child(proc: Any, timeout: float = 5.0) -> None:
 
 def cmd_mock(args: argparse.Namespace) -> int:
     """``dpshm mock``."""
-    from dpshm.mock import MockOutlets, MockSpec
+    from dpshm.mock import MockOutlets
 
-    spec = MockSpec(
-        name=args.name, channels=args.channels, rate=args.rate, markers=not args.no_markers,
-        marker_name=args.marker_name, source_id=args.source_id,
-    )  # fmt: skip
+    spec = _mock_spec(args)
     stop = stop_on_signals()
     with MockOutlets(spec) as mock:
         print(

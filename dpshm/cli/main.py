@@ -8,6 +8,7 @@ modules (pylsl, ZeroMQ, numpy) only when it runs, so ``dpshm --help`` stays fast
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -70,16 +71,24 @@ def _cmd_logserver(args: argparse.Namespace) -> int:
 
     from dpshm.dareplane.logserver import LogRecordSocketReceiver
 
-    rcv = LogRecordSocketReceiver(
-        host=args.host,
-        port=args.port,
-        logfile=args.logfile,
-        console=not args.quiet,
-        max_connections=args.max_connections,
-        max_record_bytes=args.max_record_bytes,
-        max_buffered_bytes=args.max_buffered_bytes,
-        stall_timeout_s=args.stall_timeout_s,
-    )
+    try:
+        rcv = LogRecordSocketReceiver(
+            host=args.host,
+            port=args.port,
+            logfile=args.logfile,
+            console=not args.quiet,
+            max_connections=args.max_connections,
+            max_record_bytes=args.max_record_bytes,
+            max_buffered_bytes=args.max_buffered_bytes,
+            stall_timeout_s=args.stall_timeout_s,
+        )
+    except OSError as exc:  # the port is taken (another log server), or the log file
+        if exc.filename:
+            raise DpshmError(
+                f"cannot write the log file {exc.filename!r}: {exc.strerror}; choose another "
+                "--logfile"
+            ) from None
+        raise DpshmError(exc.strerror or str(exc)) from None
     print(f"dpshm logserver listening on {rcv.host}:{rcv.port}, writing {args.logfile}", flush=True)
 
     def _stop(signum: int, frame: object) -> None:
@@ -96,21 +105,47 @@ def _cmd_logserver(args: argparse.Namespace) -> int:
     return 0
 
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a process stopped by Ctrl-C
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as `yes | head -1` reports for `yes`
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the process exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    func = getattr(args, "func", None)
-    if func is None:
-        parser.print_help(sys.stderr)
-        return 2
+    """Run the command line; returns the process exit code.
+
+    A :class:`~dpshm.errors.DpshmError` prints one line (``dpshm CMD: error: ...``,
+    exit 1); Ctrl-C exits 130 and a reader that closed the pipe (``dpshm ls --json
+    | head -1``) exits 141 quietly, both without a traceback.
+    """
+    command = None
     try:
-        return int(func(args) or 0)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        command = args.command
+        func = getattr(args, "func", None)
+        if func is None:
+            parser.print_help(sys.stderr)
+            return 2
+        code = int(func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not as a warning at exit
+        return code
     except DpshmError as exc:
-        print(f"dpshm {args.command}: error: {exc}", file=sys.stderr)
+        print(f"dpshm {command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (embedded, tests)
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

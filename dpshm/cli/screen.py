@@ -1,10 +1,9 @@
-"""What ``dpshm up``, ``demo`` and ``ls`` show: the stream table and the live status block."""
+"""What ``dpshm ls`` and the live screen show: the stream table (:mod:`.live` draws it live)."""
 
 from __future__ import annotations
 
 import math
-import sys
-import time
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -12,11 +11,37 @@ def fmt_rate(v: Any) -> str:
     return "irreg" if not v else f"{float(v):g}"
 
 
+def state_text(s: dict[str, Any]) -> str:
+    """A stream's state for the tables: ``ok``, or ``STALE``/``ERROR`` and a short reason."""
+    if not s.get("stale"):
+        return "ok"
+    state, reason = s.get("state") or "STALE", s.get("reason")
+    return f"{state}: {reason}" if reason else state
+
+
+def name_collisions(streams: Sequence[dict[str, Any]]) -> list[str]:
+    """One note per stream name that several shared streams carry."""
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for s in streams:
+        by_name.setdefault(s["name"], []).append(s)
+    notes = []
+    for name, same in sorted(by_name.items()):
+        if len(same) > 1:
+            who = ", ".join(f"{s.get('source_id')!r} on {s.get('hostname') or '?'}" for s in same)
+            notes.append(
+                f"note: {len(same)} streams are named {name!r} (source_id {who}); choose one "
+                f"with SharedStreamView({name!r}, source_id=...) or `dpshm tail --source-id`"
+            )
+    return notes
+
+
 def format_table(status: dict[str, Any]) -> str:
     """The ``dpshm ls`` table of a supervisor status dict."""
-    cols = ("stream", "type", "ch", "rate", "measured", "head", "lag ms", "lost", "stale")
+    cols = ("stream", "type", "ch", "rate", "measured", "head", "lag ms", "lost", "host",
+            "source_id", "state")  # fmt: skip
+    streams = sorted(status.get("streams", {}).values(), key=lambda s: s["name"])
     rows = []
-    for s in sorted(status.get("streams", {}).values(), key=lambda s: s["name"]):
+    for s in streams:
         lag = s.get("lag_s")
         rows.append(
             (
@@ -29,40 +54,16 @@ def format_table(status: dict[str, Any]) -> str:
                 "-" if lag is None or (isinstance(lag, float) and math.isnan(lag))
                 else f"{lag * 1e3:.1f}",
                 str(s.get("lost", 0)),
-                "STALE" if s.get("stale") else "-",
+                s.get("hostname") or "-",
+                s.get("source_id") or "-",
+                state_text(s),
             )
         )  # fmt: skip
     widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     if not rows:
         lines.append("(no streams yet: start an LSL outlet, e.g. `dpshm mock`)")
+    lines += name_collisions(streams)
     head = f"namespace {status.get('namespace')!r}, supervisor pid {status.get('pid')}"
     return head + "\n" + "\n".join(lines)
-
-
-class LiveStatus:
-    """Compact status block, redrawn in place on a terminal, else one line per 5 s."""
-
-    def __init__(self, stream=None):
-        self.out = stream or sys.stdout
-        self.tty = self.out.isatty()
-        self.lines = 0
-        self.last = 0.0
-
-    def __call__(self, status: dict[str, Any]) -> None:
-        if self.tty:
-            text = format_table(status)
-            if self.lines:
-                self.out.write(f"\x1b[{self.lines}F\x1b[J")
-            self.out.write(text + "\n")
-            self.lines = text.count("\n") + 1
-        elif status["streams"] and time.monotonic() - self.last >= 5.0:
-            self.last = time.monotonic()
-            parts = [
-                f"{s['name']}: head {s['head']} {s['measured_rate']:.0f} Hz"
-                f"{' STALE' if s['stale'] else ''}"
-                for s in status["streams"].values()
-            ]
-            self.out.write(f"[dpshm] {len(parts)} stream(s): " + "; ".join(parts) + "\n")
-        self.out.flush()

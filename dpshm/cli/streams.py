@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from typing import Any
@@ -27,13 +28,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "tail", help="print a stream's newest values or markers", formatter_class=FMT,
-        description="Follow one shared stream: the newest sample of each chunk (numeric) "
-        "or every marker (strings).",
+        description="Follow one shared stream. Numeric: at most --rate lines a second, each "
+        "the newest sample and how many arrived since the previous line. Markers: every one.",
     )  # fmt: skip
     p.add_argument("name", help="LSL stream name (or ring name)")
     p.add_argument("--source-id", default=None, help="pick one of several same-named streams")
     ns_arg(p)
     p.add_argument("--channels", type=int, default=8, help="channels to show")
+    p.add_argument(
+        "--rate", type=float, default=DEFAULT_TAIL_RATE,
+        help="most lines per second for numeric streams (0: one per chunk); markers: all",
+    )  # fmt: skip
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     p.set_defaults(func=cmd_tail)
 
@@ -58,34 +63,79 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_tail(args: argparse.Namespace) -> int:
-    """``dpshm tail NAME``."""
-    import numpy as np
+DEFAULT_TAIL_RATE = 5.0  # lines per second: readable, and the newest sample still shows
 
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    """``dpshm tail NAME``: at most ``--rate`` lines a second, every marker."""
     from dpshm.shm.view import SharedStreamView
 
+    if not (math.isfinite(args.rate) and args.rate >= 0):
+        raise C.ConfigError(
+            f"--rate must be lines per second >= 0 (0: one per chunk), got {args.rate!r}"
+        )
+    if args.channels < 1:
+        raise C.ConfigError(f"--channels must be >= 1, got {args.channels}")
     stop = stop_on_signals()
     done = until(args.duration)
+    period = 1.0 / args.rate if args.rate else 0.0
     with SharedStreamView(args.name, source_id=args.source_id, namespace=args.namespace) as v:
         strings = v.format == "string"
+        origin = v.meta.get("lsl", {})  # where the supervisor's stream comes from
+        where = (
+            f" from host {origin.get('hostname')!r}, source_id {origin.get('source_id')!r}"
+            if origin
+            else ""
+        )
         print(
-            f"{args.name}: {v.n_channels} ch {v.format} @ {fmt_rate(v.srate)} (Ctrl-C stops)",
+            f"{args.name}: {v.n_channels} ch {v.format} @ {fmt_rate(v.srate)}{where} "
+            "(Ctrl-C stops)",
             flush=True,
         )
-        np.set_printoptions(precision=4, suppress=True, linewidth=160)
+        if strings:
+            print(f"{'time (LSL s)':>14}  marker (every one)", flush=True)
+        else:
+            line = _TailLine(v.channel_names[: args.channels], v.n_channels, v.format)
+            print(line.header(args.rate), flush=True)
+        pending, last = 0, 0.0
+        newest: tuple[float, Any] | None = None
         while not stop.is_set() and not done():
-            if not v.wait(0.5):
-                continue
-            data, ts, lost = v.read_new()
-            if lost:
-                print(f"... {lost} samples lost (reading too slowly)")
-            if strings:
-                for row, t in zip(data, ts, strict=True):
-                    print(f"{t:.4f}  {' | '.join(map(str, row))}")
-            elif len(ts):
-                print(f"{ts[-1]:.4f}  +{len(ts):<4d} {data[-1, : args.channels]}")
+            due = last + period - time.monotonic()
+            if v.wait(max(due, 0.0) if pending else 0.5):
+                data, ts, lost = v.read_new()
+                if lost:
+                    print(f"... {lost} samples lost (reading too slowly)")
+                if strings:
+                    for row, t in zip(data, ts, strict=True):
+                        print(f"{t:14.4f}  {' | '.join(map(str, row))}")
+                elif len(ts):
+                    pending += len(ts)
+                    newest = (float(ts[-1]), data[-1])
+            if pending and newest is not None and time.monotonic() - last >= period:
+                print(line.format(newest[0], pending, newest[1]))
+                pending, last = 0, time.monotonic()
             sys.stdout.flush()
     return 0
+
+
+class _TailLine:
+    """``dpshm tail``'s columns: newest timestamp, samples since the last line, values."""
+
+    def __init__(self, names: list[str], n_channels: int, fmt: str):
+        self.names = names
+        self.widths = [max(10, len(n)) for n in names]
+        self.more = n_channels - len(names)
+        self.spec = ".4f" if fmt in ("float32", "double64") else "d"
+
+    def header(self, rate: float) -> str:
+        every = f"at most {rate:g} lines/s" if rate else "one per chunk"
+        cols = " ".join(n.rjust(w) for n, w in zip(self.names, self.widths, strict=True))
+        more = f" (+{self.more} ch not shown)" if self.more else ""
+        return f"{'time (LSL s)':>14}  {'new':>6}  {cols}{more}   [newest sample, {every}]"
+
+    def format(self, t: float, new: int, row: Any) -> str:
+        vals = [f"{v:{w}{self.spec}}" for v, w in zip(row.tolist(), self.widths, strict=False)]
+        return f"{t:14.4f}  {'+' + str(new):>6}  {' '.join(vals)}"
 
 
 def cmd_logs(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 
 from dpshm import config as C
 from dpshm.cli._common import FMT, namespace, ns_arg, setup_logging
-from dpshm.cli.screen import LiveStatus
+from dpshm.cli.live import LiveStatus
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +24,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Resolve LSL streams and share each through a shared-memory ring; "
         "consumers read them with dpshm.SharedStreamView('NAME'). Runs until Ctrl-C, "
         "SIGTERM or `dpshm down`.",
-        epilog=f"Environment: {C.ENV_NAMESPACE} (namespace), {C.ENV_CONFIG} (config file). "
+        epilog=f"Environment: {C.ENV_NAMESPACE} (namespace), {C.ENV_CONFIG} (config file), "
+        f"{C.ENV_ALLOW_UNSAFE_PLATFORM}=1 (run on a CPU other than x86-64, at your risk). "
         "Config file sections: [supervisor], [[streams]], [server], [workers.NAME]; "
         "see docs/supervisor.md.",
     )
@@ -81,7 +82,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Send SIGTERM to the namespace's supervisor and wait until it has "
         "unlinked its rings and exited. When no supervisor runs but a killed one (SIGKILL, "
         "a crash) left its rings and registry behind, remove them (as the next `dpshm up` "
-        "would).",
+        "would). With nothing to stop it says so and exits 0.",
     )  # fmt: skip
     ns_arg(p)
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait")
@@ -118,7 +119,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     check_bind(cfg.server.host, cfg.server.token)  # refuse before sharing anything
     # a port the user chose must work; the implicit default may be taken (another namespace)
     explicit_port = args.port is not None or cfg.server != C.ServerConfig()
-    with Supervisor(cfg) as sup, contextlib.ExitStack() as stack:
+    live = None if args.quiet else LiveStatus()
+    # on a terminal, log lines scroll above the live table from here on
+    with live or contextlib.nullcontext(), Supervisor(cfg) as sup, contextlib.ExitStack() as stack:
         try:
             commands = stack.enter_context(SupervisorFrontend(sup, cfg))
         except OSError as exc:
@@ -141,11 +144,11 @@ def cmd_up(args: argparse.Namespace) -> int:
                 "Ctrl-C or `dpshm down` stops it.",
                 flush=True,
             )
-        sup.run(duration=args.duration, on_status=None if args.quiet else LiveStatus())
+        sup.run(duration=args.duration, on_status=live)
     return 0
 
 
-def _sweep_after_kill(ns: str, not_running: Exception) -> int:
+def _sweep_after_kill(ns: str) -> int:
     """``dpshm down`` with no live supervisor: remove what a killed one left behind."""
     from dpshm.errors import SupervisorRunningError
     from dpshm.shm import registry
@@ -157,8 +160,12 @@ def _sweep_after_kill(ns: str, not_running: Exception) -> int:
         raise SupervisorRunningError(f"{exc} (it is starting: run `dpshm down` again)") from None
     with lock:
         old, removed = sweep_dead(ns)
-    if not removed and old is None:
-        raise not_running  # nothing was running and nothing was left: say so (exit 1)
+    if not removed and old is None:  # nothing runs and nothing was left: say so (exit 0)
+        print(
+            f"nothing to stop: no dpshm supervisor runs on namespace {ns!r}, and none left "
+            "shared memory behind"
+        )
+        return 0
     pid = (old or {}).get("pid", "unknown")
     mb = sum(size for _, size in removed) / 1e6
     print(
@@ -177,8 +184,8 @@ def cmd_down(args: argparse.Namespace) -> int:
     ns = namespace(args)
     try:
         reg = registry.read_registry(ns)
-    except SupervisorNotRunningError as exc:
-        return _sweep_after_kill(ns, exc)
+    except SupervisorNotRunningError:
+        return _sweep_after_kill(ns)
     os.kill(reg.pid, signal.SIGTERM)
     deadline = time.monotonic() + args.timeout
     while reg.alive():

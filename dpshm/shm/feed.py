@@ -109,6 +109,7 @@ class Feed:
         self.ring: SharedRing | None = None
         self.inlet: Any = None
         self.stale = False
+        self.problem = ("STALE", "")  # (STALE or ERROR, short reason) while stale
         self.time_offset = 0.0
         self._offered: Any = None
         self._wake = threading.Event()
@@ -160,8 +161,10 @@ class Feed:
         self._data = np.zeros((chunk, n_ch), dtype=spec.dtype)
         self._ts = np.zeros(chunk, dtype=np.float64)
         log.info(
-            "stream %r (%s, %d ch %s @ %g Hz) -> ring %r, %d samples, generation %d",
-            spec.name, spec.type, n_ch, fmt, srate, self.ring.name, capacity, self.generation,
+            "stream %r (%s, %d ch %s @ %g Hz) from host %r, source_id %r -> ring %r, "
+            "%d samples, generation %d",
+            spec.name, spec.type, n_ch, fmt, srate, spec.hostname, spec.source_id,
+            self.ring.name, capacity, self.generation,
         )  # fmt: skip
 
     def entry(self) -> dict[str, Any]:
@@ -192,6 +195,8 @@ class Feed:
             "lag_s": None if np.isnan(self.lag_s) else round(self.lag_s, 6),
             "lost": self.lost,
             "stale": self.stale,
+            "state": self.problem[0] if self.stale else "ok",
+            "reason": self.problem[1] if self.stale else "",
             "generation": self.generation,
             "time_offset": self.time_offset,
         }
@@ -233,7 +238,7 @@ class Feed:
                 except Exception:
                     log.exception("feed of stream %r failed; marking it stale", self.key)
                     with contextlib.suppress(Exception):
-                        self._go_stale("its feed failed")
+                        self._go_stale("its feed failed", "feed failed, see log", error=True)
                     stop.wait(1.0)  # the resolver offers the stream again
         finally:
             self._close_inlet()
@@ -250,7 +255,7 @@ class Feed:
             n = self.inlet.pull_into(self._data, self._ts, timeout=PULL_TIMEOUT_S)
         except StreamLostError:
             self._mark_dead(self.spec)
-            self._go_stale("its outlet closed")
+            self._go_stale("its outlet closed", "outlet closed")
             return
         now = time.monotonic()
         if n:
@@ -260,7 +265,7 @@ class Feed:
             self.missed_resolves >= MISSED_RESOLVES_BEFORE_STALE
             and now - self.last_data > 2 * self.env.resolve_interval_s
         ):
-            self._go_stale("its outlet is no longer visible")
+            self._go_stale("its outlet is no longer visible", "outlet not visible")
             return
         if now - self._last_tc > TIME_CORRECTION_EVERY_S:
             self._last_tc = now
@@ -313,7 +318,11 @@ class Feed:
             )
         except Exception as exc:
             self._mark_dead(spec)
-            self._go_stale(f"no inlet could be opened ({exc}); retrying when it is seen again")
+            self._go_stale(
+                f"no inlet could be opened ({exc}); retrying when it is seen again",
+                "cannot open inlet",
+                error=True,
+            )
             return
         try:
             self._adopt(inlet.spec)  # the full info: channel labels and metadata
@@ -353,8 +362,10 @@ class Feed:
         self._dead_uid = spec.uid or None
         self._dead_until = time.monotonic() + DEAD_UID_HOLD_S
 
-    def _go_stale(self, why: str) -> None:
+    def _go_stale(self, why: str, short: str, error: bool = False) -> None:
+        """Mark the stream stale; ``why`` goes to the log, ``short`` to the status tables."""
         self._close_inlet()
+        self.problem = ("ERROR" if error else "STALE", short)
         if not self.stale:
             self.stale = True
             if self.ring is not None:

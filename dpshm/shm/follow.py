@@ -38,7 +38,7 @@ from dpshm.errors import (
 )
 from dpshm.shm import doorbell, registry
 from dpshm.shm.bus import HeadSubscriber
-from dpshm.shm.ring import _H_HEAD, list_rings
+from dpshm.shm.ring import SharedRing, list_rings
 
 log = library_logger(__name__)
 
@@ -243,20 +243,21 @@ class StreamLink:
         self.next_check = 0.0
 
     # -- waiting ------------------------------------------------------------------------
-    def wait(self, deadline: float, head: memoryview, cursor: int, generation: int) -> str:
-        """Block until ``head[HEAD] > cursor`` (new rows), the stream moves, or ``deadline``.
+    def wait(self, deadline: float, ring: SharedRing, cursor: int) -> str:
+        """Block until ``ring.head > cursor`` (new rows), the stream moves, or ``deadline``.
 
-        ``head`` is the ring's header-word view (:data:`dpshm.shm.ring._H_HEAD` indexes
-        the head), ``deadline`` a :func:`time.monotonic` time. Returns ``"data"``,
+        ``ring`` is the attached ring (its head and generation are read),
+        ``deadline`` a :func:`time.monotonic` time. Returns ``"data"``,
         ``"moved"`` or ``"timeout"``. The usual doorbell wake -- one bell for the
         next write -- is one ``recv`` and one comparison here: a consumer pays
         every call of it in a process that just woke (docs/supervisor.md).
         """
         sub, bell = self._sub, self.bell
+        generation = ring.generation
         while True:
             remaining = deadline - time.monotonic()
             if sub is None:
-                if head[_H_HEAD] > cursor:
+                if ring.head > cursor:
                     return "data"
                 if remaining <= 0:
                     return "timeout"
@@ -267,14 +268,14 @@ class StreamLink:
             if gen is None:  # quiet: look at the registry, the head, re-subscribe
                 if self.quiet():
                     return "moved"
-                if head[_H_HEAD] > cursor:
+                if ring.head > cursor:
                     return "data"
                 if time.monotonic() >= deadline:
                     return "timeout"
                 continue
             if gen != generation:
                 return "moved"
-            if head[_H_HEAD] > cursor:
+            if ring.head > cursor:
                 return "data"
             if bell is not None:  # bells queued while the reader was busy: drop them
                 gen = bell.drain()

@@ -436,7 +436,8 @@ def list_streams(namespace: str | None = None) -> dict[str, Any]:
         ``srate``, ``capacity``, ``time_offset``, ``stale``; see the module
         docstring), the live figures of ``status.json`` (``measured_rate``,
         ``lag_s``, ``lost``: samples the supervisor's inlet missed, estimated
-        from timestamp gaps) and ``head``/``stale`` read from the ring itself.
+        from timestamp gaps; ``state``: ``ok``, ``STALE`` or ``ERROR``, and
+        ``reason``, a short why) and ``head``/``stale`` read from the ring itself.
         The ``key`` identifies a stream (pass it as ``name`` to a view to
         follow exactly that stream).
 

@@ -46,24 +46,57 @@ Sample ``i`` lives at row ``i % capacity`` *and* ``i % capacity + capacity`` of
 both regions (see :mod:`dpshm._mirror`), so the newest ``n <= capacity`` samples
 are always one contiguous view.
 
-Consistency (lock-free, single writer)
---------------------------------------
-The writer stores ``pending = head + k``, writes the ``k`` rows, then stores
-``head = head + k``. A reader reads ``head``, copies rows ``[a, b)`` with
-``b <= head``, then reads ``pending``: every row with index
-``>= pending - capacity`` is intact, because a row is only overwritten by the
-sample ``capacity`` later, and no sample ``>= pending`` has been touched. A copy
-is therefore exact iff ``pending_after - a <= capacity``; otherwise the oldest
-``pending_after - capacity - a`` rows are dropped and counted as lost.
+Consistency (lock-free, single writer): why ``lost`` is exact
+--------------------------------------------------------------
+The writer appends a chunk of ``k`` rows at head ``H`` (:meth:`SharedRing.write`):
+
+(W1) store ``pending = H + k``;
+(W2) store the rows of samples ``H .. H+k-1`` (both mirror copies; only the
+     newest ``capacity`` of them if ``k > capacity``);
+(W3) store ``head = H + k``.
+
+Hence, at every moment, ``head <= pending``, and the slot of sample ``i``
+(rows ``i % capacity`` and ``i % capacity + capacity``) is next written by
+sample ``i + capacity``, whose chunk stored ``pending > i + capacity`` (W1)
+before it touched the slot (W2).
+
+A reader with cursor ``c`` (samples ``< c`` already read or counted,
+:meth:`SharedRing.read`):
+
+(R1) loads ``head`` into ``h``; sets ``start = max(c, h - capacity)``;
+(R2) copies the slots of samples ``[start, h)``;
+(R3) loads ``pending`` into ``p``; sets ``first = max(start, p - capacity)``.
+
+Claim: for ``first <= i < h`` the copied slot holds sample ``i``. Sample ``i``
+was stored (W2) before ``head > i`` (W3), which R1 saw, so the copy (after R1)
+sees it. If the copy had seen any store of a later sample into that slot, it
+would also have seen that chunk's earlier ``pending > i + capacity`` (W1), and
+so would R3, which loads after the copy: ``p - capacity > i``, i.e.
+``i < first``. Samples ``[c, first)`` are gone: the ring no longer holds them
+(``i < h - capacity``) or the writer overwrote them during the copy.
+
+So a call returns the rows ``[first, h)``, reports ``lost = first - c`` and
+moves the cursor to ``h``: per call, the first returned sample is exactly
+``c + lost``, and over all calls ``sum(k) + sum(lost)`` equals the cursor's
+advance, i.e. every sample published meanwhile. When ``first >= h`` (the
+writer overran every new row during the copy, e.g. a reader preempted in the
+middle of it) the call copies again from the new head, up to
+:data:`READ_ATTEMPTS` times, and then returns nothing, ``lost = 0`` and the
+cursor unchanged: a later call counts that loss together with the rows after
+it, so ``lost`` never comes without them. Window copies
+(:meth:`SharedRing.copy_range`) use the same R1-R3 with ``start = h - n``.
 
 This relies on the 8-byte aligned stores of ``head``/``pending`` (item stores into
 a ``memoryview`` cast to ``"Q"``: one 8-byte move, as numpy's) being atomic and
-on stores (writer) and loads (reader) not being reordered with each other, which
-x86-64 (TSO) guarantees. On a weakly ordered CPU (ARM, POWER) the writer would
-need a release barrier between the ``pending`` store and the row stores and
-between the row stores and the ``head`` store, and the reader acquire barriers
-around its copy; pure Python cannot emit those, so such ports need a tiny C
-helper.
+on the writer's stores and the reader's loads each staying in program order,
+which x86-64 (TSO) guarantees; the stores of one string instruction (a
+``rep movsb`` memcpy) may reorder among themselves but not with the stores
+before or after it (Intel SDM vol. 3, "fast-string operation"). On a weakly
+ordered CPU (ARM, POWER) the writer would need a release barrier between W1
+and W2 and between W2 and W3, and the reader acquire barriers around R2; pure
+Python cannot emit those, so such ports need a tiny C helper. The stress test
+``test_ring_stress.py`` checks the claim with reader processes racing a
+full-speed writer.
 
 Attaching without the resource tracker
 --------------------------------------
@@ -99,6 +132,7 @@ from dpshm.formats import (
     encode_strings,
     resolve_format,
 )
+from dpshm.shm.cpu import check_platform
 from dpshm.shm.segment import (
     SEGMENT_PREFIX,
     SHM_DIR,
@@ -130,10 +164,12 @@ LAYOUT_VERSION = 1
 HEADER_SIZE = 512
 ALIGN = 64
 FLAG_STALE = 1
+#: Copies :meth:`SharedRing.read` tries before it leaves its cursor where it was.
+READ_ATTEMPTS = 4
 
 _STATIC = struct.Struct("<8sIIII16sQII d Q d Q QQ QQ QQ Q")
 _HOT_OFFSET = 192  # head, pending, flags, time_offset, last_write, n_truncated
-_H_HEAD, _H_PENDING, _H_FLAGS, _H_TOFF, _H_LASTW, _H_TRUNC = range(6)
+_H_HEAD, _H_PENDING, _H_FLAGS, _H_TOFF, _H_LASTW, _H_TRUNC = range(6)  # head must stay 0
 _F8 = np.dtype(np.float64)
 
 
@@ -320,7 +356,10 @@ class SharedRing:
             is alive and what to do (see :func:`unlink_ring`).
         RingSpaceError
             ``/dev/shm`` cannot hold the ring.
+        UnsupportedPlatformError
+            The ring is not safe on this CPU (see :mod:`dpshm.shm.cpu`).
         """
+        check_platform()
         seg = segment_name(name)
         fmt = resolve_format(dtype)
         code, ndt = FORMATS[fmt]
@@ -384,7 +423,10 @@ class SharedRing:
             No such ring (the message lists the existing ones).
         RingFormatError
             The segment is not a dpshm ring of a layout this version understands.
+        UnsupportedPlatformError
+            The ring is not safe on this CPU (see :mod:`dpshm.shm.cpu`).
         """
+        check_platform()
         seg = segment_name(name)
         try:
             mm = open_segment(seg)
@@ -481,8 +523,10 @@ class SharedRing:
     @property
     def head(self) -> int:
         """Total samples ever published (monotonic)."""
-        hot = self._hot
-        return (hot if hot is not None else self._live())[_H_HEAD]
+        try:
+            return self._hot[0]  # type: ignore[index]  # _H_HEAD; the readers' hottest load
+        except TypeError:  # closed: _hot is None
+            return self._live()[_H_HEAD]
 
     @property
     def pending(self) -> int:
@@ -694,6 +738,22 @@ class SharedRing:
         return head
 
     # -- reading ------------------------------------------------------------------------
+    @property
+    def buffer(self) -> np.ndarray:
+        """Data storage ``(capacity, n_channels)`` in storage order, zero-copy.
+
+        Sample ``i`` is row ``i % capacity``; row ``head % capacity`` is written
+        next. Read-only for attachers, live (see :meth:`window`).
+        """
+        self._live()
+        return self._data[: self.capacity]
+
+    @property
+    def buffer_t(self) -> np.ndarray:
+        """Timestamp storage ``(capacity,)`` in storage order, zero-copy (see :attr:`buffer`)."""
+        self._live()
+        return self._ts[: self.capacity]
+
     def window(self, n: int, head: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Zero-copy views of ``n <= capacity`` samples ending at ``head``.
 
@@ -707,6 +767,59 @@ class SharedRing:
             self._live()
         start = mirrored_start(self.capacity, head, n)  # the same for data and timestamps
         return self._data[start : start + n], self._ts[start : start + n]
+
+    def read(self, cursor: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """Copy the samples published after ``cursor``, with exact loss accounting.
+
+        The reader's call (:meth:`SharedStreamView.read_new
+        <dpshm.shm.view.SharedStreamView.read_new>` uses it): pass ``0`` or the
+        head at attach time first, then the cursor it returns.
+
+        Parameters
+        ----------
+        cursor : int
+            Samples ``< cursor`` were read (or counted lost) before.
+
+        Returns
+        -------
+        data : np.ndarray, shape (k, n_channels)
+            Private copy of samples ``[cursor + lost, new_cursor)`` (raw
+            ``S<width>`` bytes for string rings).
+        timestamps : np.ndarray, shape (k,)
+        lost : int
+            Samples after ``cursor`` that the writer overwrote before they
+            could be copied: exactly the gap before the first returned row.
+            ``0`` whenever ``k == 0``.
+        new_cursor : int
+            Pass it to the next call. It stays ``cursor`` when the writer
+            overwrote every new row while they were copied, in each of
+            :data:`READ_ATTEMPTS` attempts: that loss is reported by a later
+            call, together with the rows that follow it.
+
+        Notes
+        -----
+        See the module docstring for why ``lost`` is exact.
+        """
+        hot = self._hot
+        if hot is None:
+            hot = self._live()
+        cap = self.capacity
+        for _attempt in range(READ_ATTEMPTS):
+            head = hot[_H_HEAD]  # (R1)
+            start = head - cap if head - cap > cursor else cursor
+            i = start % cap
+            end = i + head - start
+            d = self._data[i:end].copy()  # (R2)
+            t = self._ts[i:end].copy()
+            first = hot[_H_PENDING] - cap  # (R3)
+            if first <= start:
+                return d, t, start - cursor, head
+            if first < head:
+                cut = first - start
+                return d[cut:], t[cut:], first - cursor, head
+            if head == start:  # nothing new (a chunk in flight overwrites read rows only)
+                return d, t, 0, cursor
+        return d[:0], t[:0], 0, cursor
 
     def copy_range(
         self, start: int, stop: int, data: bool = True, timestamps: bool = True

@@ -35,6 +35,7 @@ from dpshm._logging import library_logger
 from dpshm.config import StreamSelector, SupervisorConfig
 from dpshm.shm import registry
 from dpshm.shm.bus import HeadPublisher, LogPublisher, ZmqLogHandler
+from dpshm.shm.cpu import check_platform
 from dpshm.shm.doorbell import AVAILABLE as DOORBELLS
 from dpshm.shm.doorbell import DoorbellServer, control_address
 from dpshm.shm.feed import JOIN_TIMEOUT_S, Feed, FeedEnv, stream_key
@@ -113,6 +114,7 @@ class Supervisor:
         self._keeper: threading.Thread | None = None
         self.run_id = format(int(time.time() * 1000) % 36**6, "x")[-6:]
         self._prev_generations: dict[str, int] = {}
+        self._claimed_twice_seen: set[frozenset[str]] = set()  # outlet uid pairs logged
         self.started = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -123,7 +125,10 @@ class Supervisor:
         ------
         SupervisorRunningError
             Another supervisor runs on this namespace.
+        UnsupportedPlatformError
+            The ring is not safe on this CPU (see :mod:`dpshm.shm.cpu`).
         """
+        check_platform()
         ns = self.config.namespace
         self._lock = registry.SupervisorLock(ns)
         self._closed = False
@@ -280,13 +285,16 @@ class Supervisor:
             except Exception:
                 log.exception("LSL resolution failed; retrying")
                 specs = []
-            seen = set()
+            seen: dict[str, Any] = {}
             for spec in specs:
                 sel = self.config.selects(spec.name, spec.type, spec.source_id)
                 if sel is None:
                     continue
                 key = stream_key(spec.name, spec.source_id, spec.hostname)
-                seen.add(key)
+                if key in seen:  # a second outlet with the identity of one already seen
+                    self._claimed_twice(seen[key], spec)
+                    continue
+                seen[key] = spec
                 feed = self.feeds.get(key)
                 if feed is None:
                     self._add_feed(key, spec, sel)
@@ -296,6 +304,20 @@ class Supervisor:
                 if key not in seen:
                     feed.missed()
             self.stop_event.wait(max(0.0, interval - (time.monotonic() - t0)))
+
+    def _claimed_twice(self, first: Any, other: Any) -> None:
+        """Log (once per pair of outlets) that two outlets claim one stream identity."""
+        pair = frozenset((first.uid, other.uid))  # the resolver may list them in any order
+        if pair in self._claimed_twice_seen:
+            return
+        self._claimed_twice_seen.add(pair)
+        ident = f"source_id {first.source_id!r}" if first.source_id else "no source_id"
+        log.warning(
+            "two LSL outlets named %r claim the same identity (%s): one on host %r (uid %s), "
+            "one on host %r (uid %s); dpshm shares only one of them. Give each outlet its own "
+            "source_id.",
+            first.name, ident, first.hostname, first.uid, other.hostname, other.uid,
+        )  # fmt: skip
 
     def _feed_env(self) -> FeedEnv:
         cfg = self.config

@@ -34,7 +34,7 @@ from dpshm._logging import library_logger
 from dpshm.errors import AmbiguousStreamError
 from dpshm.formats import decode_strings
 from dpshm.shm.follow import StreamLink
-from dpshm.shm.ring import _H_HEAD, SharedRing, samples_between
+from dpshm.shm.ring import SharedRing, samples_between
 
 logger = library_logger(__name__)
 
@@ -127,7 +127,11 @@ class SharedStreamView:
     stream's generation (its outlet came back with another format) or is
     restarted, the next :meth:`wait`, :meth:`update` or :meth:`read_new`
     re-attaches to the new ring and reads it from its first sample; no retry
-    code is needed. :attr:`generation` tells which ring is attached.
+    code is needed. :attr:`generation` tells which ring is attached. Samples
+    the old ring published that the view had not read are counted as lost:
+    in the ``lost`` of the first :meth:`read_new` that returns rows of the new
+    ring (and so in :meth:`update`'s count), and in :attr:`lost_samples` by
+    :meth:`next_window`.
 
     What the outlet sends while no supervisor runs is not captured. The view
     says so: a warning is logged when the supervisor goes and again at the
@@ -188,6 +192,8 @@ class SharedStreamView:
         self.n_new = 0
         self.lost_samples = 0
         self.skipped_samples = 0  # see next_window()
+        self.cut_samples = 0  # see get_window()
+        self._warned_cut = False
         self.reattached = 0
         self.gaps: deque[Gap] = deque(maxlen=MAX_GAPS)
         self._gap: Gap | None = None  # a gap whose new ring's first sample is not read yet
@@ -284,14 +290,12 @@ class SharedStreamView:
     @property
     def buffer(self) -> np.ndarray:
         """Ring storage ``(capacity, n_channels)``, read-only, zero-copy; row ``curr_i`` is next."""
-        r = self.ring
-        return r._data[: r.capacity]
+        return self.ring.buffer
 
     @property
     def buffer_t(self) -> np.ndarray:
         """Timestamp storage ``(capacity,)``, read-only, zero-copy."""
-        r = self.ring
-        return r._ts[: r.capacity]
+        return self.ring.buffer_t
 
     @property
     def curr_i(self) -> int:
@@ -307,10 +311,10 @@ class SharedStreamView:
             h = r.head
             if h == 0:
                 return None
-            t = float(r._ts[(h - 1) % r.capacity])
-            if r.pending - (h - 1) <= r.capacity:
-                return t
-        return float(r._ts[(r.head - 1) % r.capacity])
+            t = r.copy_range(h - 1, h, data=False)[1]
+            if len(t):
+                return float(t[0])
+        return float(r.window(1)[1][0])  # the writer overran each copy: its newest, unchecked
 
     # -- reading --------------------------------------------------------------------------
     def _decode(self, arr: np.ndarray | None) -> np.ndarray | None:
@@ -322,7 +326,11 @@ class SharedStreamView:
     def _checked_window(
         self, n: int, data: bool = True, timestamps: bool = True, pad: bool = False
     ) -> tuple[np.ndarray | None, np.ndarray | None, int]:
-        """Consistent copies of the newest ``n`` rows, and the head they end at."""
+        """Consistent copies of the newest ``n`` rows, and the head they end at.
+
+        Rows the writer overwrote during every attempt are left out (the copy
+        starts later) and counted in :attr:`cut_samples`.
+        """
         r = self.ring
         for _attempt in range(_RETRIES + 1):
             h = r.head
@@ -331,10 +339,15 @@ class SharedStreamView:
             if first == h - m:
                 break
         else:
-            logger.warning(
+            cut = first - (h - m)
+            self.cut_samples += cut
+            log = logger.debug if self._warned_cut else logger.warning
+            self._warned_cut = True
+            log(
                 "ring %r: writer overwrote %d of %d rows during %d copies; returning the "
-                "newest %d (make the ring larger or read smaller windows)",
-                r.name, first - (h - m), m, _RETRIES + 1, h - first,
+                "newest %d (counted in cut_samples, warned once; make the ring larger or "
+                "read smaller windows)",
+                r.name, cut, m, _RETRIES + 1, h - first,
             )  # fmt: skip
         return self._decode(d), t, h
 
@@ -377,7 +390,10 @@ class SharedStreamView:
         -------
         data : np.ndarray, shape (m, n_channels)
         timestamps : np.ndarray, shape (m,)
-            ``m = min(n, head)``: only samples that were written.
+            ``m = min(n, head)``: only samples that were written. A copy is
+            shorter when the writer overwrote its oldest rows while they were
+            copied, in each of four attempts (a writer that laps the ring
+            during one copy); those rows are counted in :attr:`cut_samples`.
         """
         n = self._n_from(n_samples, seconds)
         r = self.ring
@@ -405,9 +421,9 @@ class SharedStreamView:
         Counters: :attr:`n_new` grows by the samples that arrived since the
         previous call (as with :meth:`update`); those among them that are
         older than the window's first sample (the loop took longer than the
-        window is long) are added to :attr:`skipped_samples`: they never
-        appeared in any window. Use :meth:`read_new` when every sample
-        matters.
+        window is long, or a copy was cut, see :meth:`get_window`) are added
+        to :attr:`skipped_samples`: they never appeared in any window. Use
+        :meth:`read_new` when every sample matters.
 
         Examples
         --------
@@ -425,15 +441,17 @@ class SharedStreamView:
             n = self._window_n(n_samples, seconds)
         if copy:
             d, t, h = self._checked_window(n)
+            first = h - len(t)  # type: ignore[arg-type]
         else:
-            h = ring._hot[_H_HEAD]  # type: ignore[union-attr]
+            h = ring.head  # type: ignore[union-attr]
             d, t = ring.window(n if n < h else h, h)  # type: ignore[union-attr]
+            first = h - n
         cursor, self._cursor = self._cursor, h
         self.n_new += h - cursor
-        if self._gap is not None:  # re-attached after a supervisor restart
-            self.lost_samples += self._close_gap()
-        if h - n > cursor:
-            self.skipped_samples += h - n - cursor
+        if first > cursor:
+            self.skipped_samples += first - cursor
+        if self._gap is not None:  # re-attached: what the old ring (and, after a
+            self.lost_samples += self._close_gap()  # restart, the outlet) gave no ring
         return d, t  # type: ignore[return-value]
 
     def _window_n(self, n_samples: int | None, seconds: float | None) -> int:
@@ -454,8 +472,13 @@ class SharedStreamView:
         timestamps : np.ndarray, shape (k,)
         lost : int
             Samples that were overwritten before they could be read (also
-            added to :attr:`lost_samples`). Over all calls,
-            ``sum(k) + sum(lost)`` equals the samples written meanwhile.
+            added to :attr:`lost_samples`): exactly the gap between the
+            previous call's last sample and this call's first, so
+            ``timestamps`` follow the previous call's after ``lost`` missing
+            samples, and a call that returns no rows reports no loss (a
+            later call reports it with the rows after it). Over all calls,
+            ``sum(k) + sum(lost)`` equals the samples written meanwhile (see
+            :meth:`SharedRing.read <dpshm.shm.ring.SharedRing.read>`).
             After a re-attach (see the class notes) reading starts at the new
             ring's first sample; what the old ring had not delivered is
             counted as lost, and after a supervisor restart so are the samples
@@ -464,27 +487,21 @@ class SharedStreamView:
         link = self._link
         if link is None or time.monotonic() >= link.next_check:  # closed, or a check is due
             self._follow()
-        r = self.ring
-        cursor = self._cursor
-        h = r._hot[_H_HEAD]  # type: ignore[index]
-        start = h - r.capacity
-        if start < cursor:
-            start = cursor
-        d, t, first = r.copy_range(start, h)
-        lost = first - cursor
-        self._cursor = h
-        if self._gap is not None:  # re-attached after a supervisor restart
+        d, t, lost, self._cursor = self.ring.read(self._cursor)
+        if self._gap is not None and len(t):  # re-attached after a supervisor restart
             lost += self._close_gap()
         if lost:
             self.lost_samples += lost
-        return self._decode(d), t, lost  # type: ignore[return-value]
+        return self._decode(d), t, lost
 
     def update(self, wait: float | None = None) -> int:
         """Take in what is new (StreamWatcher API); returns the number of new samples.
 
         Sets :attr:`samples`/:attr:`times` to the new rows (if any) and adds
         the number of new samples, lost ones included, to :attr:`n_new`, which
-        accumulates until you reset it. Shares its cursor with :meth:`read_new`.
+        accumulates until you reset it. Shares its cursor with :meth:`read_new`:
+        the count is ``len(samples) + lost`` of that call, so whenever it is
+        not 0, :attr:`samples` holds the rows that follow the lost ones.
 
         Parameters
         ----------
@@ -534,17 +551,14 @@ class SharedStreamView:
         now = time.monotonic()
         if now >= link.next_check:  # a registry check is due (at most every 0.25 s)
             self._follow()
-        ring, cursor = self._ring, self._cursor
-        hot = ring._hot  # type: ignore[union-attr]
-        if hot is None:
-            raise ValueError(f"SharedStreamView {self.name!r}: its ring was closed")
-        if hot[_H_HEAD] > cursor:  # checked before sleeping: a lost wake-up costs no data
+        ring, cursor = self._ring, self._cursor  # (not None while the link is open)
+        if ring.head > cursor:  # checked before sleeping: a lost wake-up costs no data
             return True
         if timeout <= 0:
             return False
         deadline = now + float(timeout)
         while True:
-            got = link.wait(deadline, hot, cursor, ring.generation)  # type: ignore[union-attr]
+            got = link.wait(deadline, ring, cursor)
             if got == "data":
                 return True
             if got == "timeout":
@@ -553,7 +567,6 @@ class SharedStreamView:
             if self._has_new():
                 return True
             ring, cursor = self._ring, self._cursor
-            hot = ring._hot  # type: ignore[union-attr]
 
     def _has_new(self) -> bool:
         return self._ring.head > self._cursor  # type: ignore[union-attr]

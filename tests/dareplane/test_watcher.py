@@ -75,6 +75,44 @@ def test_connect_attributes_and_ramp_through_wraparound(outlets, caplog, unique_
     sw.disconnect()  # idempotent
 
 
+def test_every_sample_is_in_samples_or_counted_clipped(outlets):
+    """Overrun: updates that pull more than the buffer holds (several pulls per update)."""
+    out = outlets.make(n_channels=2, srate=100.0)
+    rng = np.random.default_rng(5)
+    n_total = 3000
+    sent = ramp(0, n_total, 2)
+    with StreamWatcher(out.spec.name, 0.5, resolve_timeout=3.0) as sw:
+        sw.chunk_buffer_size = 16  # one update pulls many chunks into a 50-row ring
+        sw.connect_to_stream()
+        state = {"next": 0, "got": 0, "clipped": 0}
+
+        def take() -> int:
+            sw.n_new = 0  # as a consumer does after reading
+            clipped = sw.n_new_clipped
+            ret = sw.update()
+            d_clip = sw.n_new_clipped - clipped
+            if ret:
+                j = (np.asarray(sw.samples)[:, 0] // 10).astype(int)
+                assert len(j) == ret - d_clip == sw.n_new
+                assert j.tolist() == list(range(state["next"] + d_clip, state["next"] + ret))
+                np.testing.assert_array_equal(sw.samples, sent[j])
+                state["next"] += ret
+            state["got"] += ret - d_clip
+            state["clipped"] += d_clip
+            return ret
+
+        pushed = 0
+        while pushed < n_total:
+            k = min(int(rng.integers(1, 150)), n_total - pushed)
+            out.push_chunk(sent[pushed : pushed + k])
+            pushed += k
+            if rng.random() < 0.3:
+                take()
+        wait_until(lambda: take() == 0 and state["next"] == n_total, 10)
+    assert state["got"] + state["clipped"] == n_total
+    assert state["clipped"] > 0, "no update overran the buffer"
+
+
 @pytest.mark.parametrize("fmt", ["double64", "int8", "int16", "int32", "int64"])
 def test_numeric_formats(outlets, fmt):
     out = outlets.make(n_channels=2, srate=50.0, channel_format=fmt)

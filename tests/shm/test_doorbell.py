@@ -291,6 +291,26 @@ def test_bells_queued_while_busy_do_not_spin_the_next_wait(fake):
         np.testing.assert_array_equal(d, _expected(55, 63))
 
 
+def test_samples_the_old_ring_never_delivered_are_counted(fake):
+    first = fake(gen=1)
+    with SharedStreamView("eeg") as v, SharedStreamView("eeg") as w:
+        first.write(4)
+        assert v.update(wait=5.0) == 4
+        assert w.next_window(2, timeout=5.0) is not None and w.n_new == 4
+        first.write(3)  # never read: the stream moves before the views look again
+        first.close()
+        second = fake(gen=2)
+        second.write(6)
+        v._link.invalidate()  # the next call looks at the registry first (as after 0.25 s)
+        w._link.invalidate()
+        d, t, lost = v.read_new()  # the 3 come with the first rows of the new ring
+        assert (len(t), lost, v.lost_samples, v.generation, v.reattached) == (6, 3, 3, 2, 1)
+        np.testing.assert_array_equal(d, _expected(0, 6))
+        d, _ = w.next_window(2, timeout=5.0)
+        np.testing.assert_array_equal(d, _expected(4, 6))
+        assert (w.n_new, w.skipped_samples, w.lost_samples) == (4 + 6, 2 + 4, 3)
+
+
 def test_supervisor_restart_resubscribes(fake):
     first = fake(gen=1)
     with SharedStreamView("eeg") as v:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _posixshmem
+import contextlib
 import gc
 import mmap
 import os
@@ -20,7 +21,14 @@ from dpshm.errors import (
     RingSpaceError,
 )
 from dpshm.formats import FORMATS, decode_strings, resolve_format
-from dpshm.shm.ring import SharedRing, list_rings, ring_info, segment_name, unlink_ring
+from dpshm.shm.ring import (
+    _H_PENDING,
+    SharedRing,
+    list_rings,
+    ring_info,
+    segment_name,
+    unlink_ring,
+)
 from dpshm.shm.view import SharedStreamView
 
 
@@ -45,6 +53,47 @@ def make_ring(unique_name):
     for ring in made:
         ring.unlink()
         ring.close()
+
+
+@contextlib.contextmanager
+def in_flight(ring: SharedRing, k: int):
+    """Hold the owner ``ring`` in the middle of a write of ``k`` rows (``pending = head + k``,
+    rows not written yet), as a reader racing the writer sees it."""
+    ring._hot[_H_PENDING] = ring.head + k  # the writer's step W1 (see dpshm.shm.ring)
+    try:
+        yield
+    finally:
+        ring._hot[_H_PENDING] = ring.head
+
+
+def _ints(start: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.arange(start, start + k)
+    return idx[:, None].astype(np.int32), idx.astype(np.float64)
+
+
+def test_read_counts_each_gap_right_before_the_rows_after_it(make_ring):
+    ring = make_ring(n_channels=1, capacity=10, dtype="int32")
+    with SharedRing.attach(ring.name) as att:
+
+        def read(cursor: int) -> tuple[list[int], int, int]:
+            d, t, lost, cursor = att.read(cursor)
+            assert d.ravel().tolist() == t.astype(int).tolist()  # rows match timestamps
+            return t.astype(int).tolist(), lost, cursor
+
+        ring.write(*_ints(0, 6))
+        assert read(0) == (list(range(6)), 0, 6)
+        ring.write(*_ints(6, 14))  # head 20: samples 6..9 are gone
+        assert read(6) == (list(range(10, 20)), 4, 20)
+        ring.write(*_ints(20, 4))  # head 24, cursor 20
+        with in_flight(ring, 10):  # a chunk of a whole ring overwrites 20..23 mid-copy
+            assert read(20) == ([], 0, 20)  # no rows: no loss reported, cursor kept
+        ring.write(*_ints(24, 10))  # that chunk lands: head 34
+        assert read(20) == (list(range(24, 34)), 4, 34)  # the gap, then its rows
+        ring.write(*_ints(34, 2))
+        with in_flight(ring, 9):  # pending 45: samples < 35 may be overwritten
+            assert read(34) == ([35], 1, 36)
+            assert read(36) == ([], 0, 36)  # nothing new while a chunk is in flight
+        assert read(36) == ([], 0, 36)
 
 
 def test_create_attach_roundtrip_and_header(make_ring):

@@ -297,8 +297,8 @@ def test_down_after_sigkill_removes_leftovers(procs, unique_name):
         assert f"removed what a killed one (pid {sup.proc.pid}) left: 1 shared-memory" in res.stdout
         assert "and its registry" in res.stdout
         assert segments(ns) == [] and registry.read_registry_raw(ns) is None
-        again = _down(ns)  # nothing runs and nothing is left: the plain error
-        assert again.returncode == 1 and "no dpshm supervisor runs" in again.stderr
+        again = _down(ns)  # nothing runs and nothing is left: nothing to stop, not an error
+        assert again.returncode == 0 and "nothing to stop" in again.stdout, again.stderr
     finally:
         outlet.close()
 
@@ -333,6 +333,6 @@ def test_demo_one_command(procs, unique_name):
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     done = res.stdout.strip().splitlines()[-1]
-    read = int(done.split("consumer read ")[1].split(",")[0])
-    assert read > 100 and "lost 0" in done, res.stdout
+    read = int(done.split("; ")[-1].split(" read")[0])
+    assert read > 100 and done.endswith(" 0 lost."), res.stdout
     assert segments(ns) == []

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 from helpers import import_original
-from test_ring import make_ring  # noqa: F401  (fixture)
+from test_ring import in_flight, make_ring  # noqa: F401  (make_ring: a fixture)
 
 from dpshm.shm.view import SharedStreamView
 
@@ -151,6 +151,41 @@ def test_read_new_reports_exact_losses(eeg):
         np.testing.assert_array_equal(d, _chunk(8, 10)[0])
         d, t, lost = sv.read_new()
         assert (len(d), len(t), lost) == (0, 0, 0) and d.shape == (0, 3)
+
+
+def test_read_new_and_update_never_count_a_loss_without_its_rows(eeg):
+    with SharedStreamView(eeg.name) as sv:
+        eeg.write(*_chunk(0, 4))
+        assert sv.update() == 4
+        eeg.write(*_chunk(4, 3))  # head 7, cursor 4
+        with in_flight(eeg, 10):  # the writer laps the ring while the view copies
+            assert sv.update() == 0 and sv.n_new == 4
+            np.testing.assert_array_equal(sv.samples, _chunk(0, 4)[0])  # still the last rows
+            d, _, lost = sv.read_new()
+            assert (len(d), lost, sv.lost_samples) == (0, 0, 0)
+        eeg.write(*_chunk(7, 10))  # head 17: samples 4..6 were overwritten
+        assert sv.update() == 13 and sv.n_new == 17 and sv.lost_samples == 3
+        np.testing.assert_array_equal(sv.samples, _chunk(7, 10)[0])
+
+
+def test_window_copies_count_the_rows_they_leave_out(eeg, caplog):
+    with SharedStreamView(eeg.name) as sv, caplog.at_level("WARNING", logger="dpshm.shm.view"):
+        eeg.write(*_chunk(0, 10))
+        with in_flight(eeg, 3):  # samples 0..2 are being overwritten in every attempt
+            d, t = sv.get_window(10, copy=True)
+            np.testing.assert_array_equal(d, _chunk(3, 7)[0])
+            np.testing.assert_allclose(t, _chunk(3, 7)[1])
+            assert sv.cut_samples == 3
+            assert len(sv.unfold_buffer()) == 7 and sv.cut_samples == 6
+            np.testing.assert_allclose(sv.unfold_buffer_t(), _chunk(3, 7)[1])
+            d, _ = sv.next_window(10, copy=True, timeout=1.0)  # the cursor is still 0
+            np.testing.assert_array_equal(d, _chunk(3, 7)[0])
+            # 0..2 arrived but never appeared in a window
+            assert (sv.n_new, sv.skipped_samples, sv.cut_samples) == (10, 3, 12)
+            assert len(sv.get_window(7, copy=True)[0]) == 7 and sv.cut_samples == 12
+        assert len(sv.get_window(10, copy=True)[0]) == 10 and sv.cut_samples == 12
+    warned = [r for r in caplog.records if "cut_samples" in r.getMessage()]
+    assert len(warned) == 1, "warned once per view"
 
 
 def test_view_starts_at_the_current_head(eeg):

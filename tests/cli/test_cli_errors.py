@@ -1,0 +1,167 @@
+"""One-line errors on the command line, quiet broken pipes, Ctrl-C during start-up and
+`dpshm down` with nothing to stop: each through ``python -m dpshm`` in a subprocess."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from cli_util import ctrl_c, pushing, run_dpshm, spawn_dpshm
+from helpers import ROOT
+from supervisor_util import Sup, child_env, segments
+
+from dpshm.shm import registry
+
+
+def _one_line_error(res: subprocess.CompletedProcess, command: str) -> str:
+    err = res.stderr.strip()
+    assert res.returncode == 1, (res.returncode, res.stdout, err)
+    assert "\n" not in err and "Traceback" not in err, err
+    assert err.startswith(f"dpshm {command}: error: "), err
+    return err
+
+
+def test_logserver_on_a_taken_port(unique_name):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = run_dpshm(unique_name, "logserver", "--host", "127.0.0.1", "--port", str(port))
+    err = _one_line_error(res, "logserver")
+    assert f"127.0.0.1:{port}" in err and "already in use" in err and "--port" in err
+
+
+def test_logserver_with_an_unwritable_log_file(unique_name, tmp_path):
+    res = run_dpshm(
+        unique_name, "logserver", "--port", "0", "--logfile", str(tmp_path / "no" / "x.log")
+    )
+    err = _one_line_error(res, "logserver")
+    assert f"cannot write the log file '{tmp_path / 'no' / 'x.log'}'" in err and "--logfile" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--rate", "0"], "rate (--rate) must be > 0"),
+        (["--rate", "nan"], "got nan"),
+        (["--rate", "-250"], "got -250.0"),
+        (["--rate", "1e9"], "<= 100000 Hz"),
+        (["--channels", "0"], "channels (--channels) must be 1 .. 1024, got 0"),
+        (["--channels", "5000"], "got 5000"),
+        (["--name", ""], "name (--name) must not be empty"),
+        (["--name", "x", "--marker-name", "x"], "give --marker-name another name"),
+        (["--duration", "-1"], "--duration must be a number of seconds >= 0"),
+    ],
+)
+def test_mock_refuses_nonsense_in_one_line(unique_name, flags, says):
+    res = run_dpshm(unique_name, "mock", *flags, timeout=30)  # without the check: runs on
+    assert says in _one_line_error(res, "mock")
+
+
+def test_demo_refuses_a_zero_rate_before_starting_anything(unique_name):
+    res = run_dpshm(unique_name, "demo", "--rate", "0", "--duration", "1")
+    assert "rate (--rate) must be > 0" in _one_line_error(res, "demo")
+    assert segments(unique_name) == []
+
+
+def test_ls_json_into_a_closed_pipe_exits_quietly(procs):
+    ns, started = procs
+    sup = Sup(ns, f"{ns}-none")
+    started.append(sup)
+    sup.ready()
+    reader_gone = subprocess.Popen(
+        [sys.executable, "-m", "dpshm", "ls", "--json"], env=child_env(ns),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(ROOT),
+    )  # fmt: skip
+    reader_gone.stdout.close()  # like `| head -0`: nobody reads
+    _, err = reader_gone.communicate(timeout=60)
+    assert err.decode() == "" and reader_gone.returncode == 141, err.decode()
+
+
+@pytest.mark.lsl
+def test_tail_into_head_exits_quietly(procs, outlets):
+    ns, started = procs
+    name = f"{ns}-sig"
+    out = outlets.make(name=name, n_channels=2, srate=200.0)
+    sup = Sup(ns, name)
+    started.append(sup)
+    sup.entry(name)
+    with pushing(out, 2, 200.0):
+        res = subprocess.run(
+            ["bash", "-c", f"{sys.executable} -m dpshm tail {name} --duration 30 --rate 50 "
+             "| head -3; echo \"tail exit ${PIPESTATUS[0]}\" >&2"],
+            env=child_env(ns), capture_output=True, text=True, timeout=60, cwd=str(ROOT),
+        )  # fmt: skip
+    assert len(res.stdout.splitlines()) == 3, res.stdout
+    assert res.stderr.strip() == "tail exit 141", res.stderr
+
+
+def _interrupt_start(ns: str, args: list[str], delay_s: float) -> tuple[int, str]:
+    """Start ``dpshm ARGS``, send Ctrl-C ``delay_s`` after the command line's code loads.
+
+    ``-X importtime`` reports each import as it completes: once ``dpshm.cli`` is
+    imported, ``python -m dpshm`` runs our code (a Ctrl-C while the interpreter
+    itself starts is Python's business, not ours). Returns exit code and output.
+    """
+    proc = spawn_dpshm(ns, *args, python_flags=["-X", "importtime"])
+    out: list[str] = []
+    err: list[str] = []
+    readers = [
+        threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True),
+        threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True),
+    ]
+    for r in readers:
+        r.start()
+
+    def in_our_code() -> bool:
+        if any(e.split("|")[-1].strip() == "dpshm.cli" for e in err):
+            time.sleep(delay_s)  # the point of the test: a moment inside the start-up
+            return True
+        return False
+
+    try:
+        ctrl_c(proc, in_our_code, collect=False)
+    finally:
+        for r in readers:
+            r.join(10)
+    return proc.returncode, "".join(out + [e for e in err if not e.startswith("import time:")])
+
+
+@pytest.mark.lsl
+@pytest.mark.parametrize("delay_s", [0.0, 0.05, 0.15, 0.3, 0.6])
+@pytest.mark.parametrize("command", ["up", "demo"])
+def test_ctrl_c_during_start_up(unique_name, command, delay_s):
+    args = (
+        ["up", "--stream", f"{unique_name}-none", "--quiet"]
+        if command == "up"
+        else ["demo", "--name", f"{unique_name}-m", "--marker-name", f"{unique_name}-k"]
+    )
+    rc, out = _interrupt_start(unique_name, args, delay_s)
+    assert rc in (0, 130) and "Traceback" not in out and "Error" not in out, (rc, out)
+    assert segments(unique_name) == []
+    assert registry.read_registry_raw(unique_name) is None
+
+
+@pytest.mark.lsl
+def test_ctrl_c_before_the_demo_consumer_attached(unique_name):
+    """Ctrl-C right after the demo's first line: its consumer has not found the stream."""
+    proc = spawn_dpshm(
+        unique_name, "demo", "--name", f"{unique_name}-m", "--marker-name", f"{unique_name}-k"
+    )
+    first = proc.stdout.readline()
+    assert first.startswith("dpshm demo:"), first
+    out, err = ctrl_c(proc, lambda: True)
+    out += err
+    assert proc.returncode in (0, 130) and "Traceback" not in out, out
+    assert segments(unique_name) == []
+
+
+def test_down_with_nothing_running(unique_name):
+    res = run_dpshm(unique_name, "down")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("nothing to stop: no dpshm supervisor runs on namespace")
+    assert unique_name in res.stdout and res.stderr == ""
