@@ -23,6 +23,8 @@ _LAZY: dict[str, str] = {
     "RingBuffer": "dpshm.dareplane.ringbuffer",
     "StreamWatcher": "dpshm.dareplane.watcher",
     "get_streams_names": "dpshm.dareplane.watcher",
+    "pylsl_xmlelement_to_dict": "dpshm.dareplane.watcher",
+    "FilterBank": "dpshm.dareplane.filterbank",  # needs scipy: pip install 'dpshm[filters]'
     "EventLoop": "dpshm.dareplane.eventloop",
     "sleep_s": "dpshm.dareplane.timing",
     "DefaultServer": "dpshm.dareplane.server",

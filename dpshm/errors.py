@@ -79,3 +79,7 @@ class NoSupervisorError(SupervisorNotRunningError, RingNotFoundError):
 
 class StreamNameTakenError(DpshmError, ValueError):
     """A stream cannot be published under a name another stream already holds."""
+
+
+class MissingDependencyError(DpshmError, ImportError):
+    """An optional dependency (an extra such as ``dpshm[filters]``) is not installed."""

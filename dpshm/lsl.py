@@ -41,7 +41,6 @@ liblsl reconnects silently when an outlet with the same ``source_id`` comes back
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
 import threading
 import xml.etree.ElementTree as ET
@@ -53,6 +52,7 @@ from typing import Any
 import numpy as np
 import pylsl
 
+from dpshm._logging import library_logger
 from dpshm.errors import (
     AmbiguousStreamError,
     DpshmTimeoutError,
@@ -61,7 +61,7 @@ from dpshm.errors import (
 )
 from dpshm.formats import FORMATS
 
-logger = logging.getLogger(__name__)
+logger = library_logger(__name__)
 
 __all__ = [
     "CHANNEL_FORMATS",

@@ -13,7 +13,6 @@ Outlets are created through :mod:`dpshm.lsl` (the only module importing pylsl).
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 import time
@@ -21,9 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dpshm._logging import library_logger
 from dpshm.errors import ConfigError
 
-log = logging.getLogger(__name__)
+log = library_logger(__name__)
 
 DEFAULT_SIGNAL_NAME = "MockEEG"
 DEFAULT_MARKER_NAME = "MockMarkers"

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from dpshm._logging import library_logger
 from dpshm.bench import copies, fanout, loop, roundtrip
 from dpshm.bench._common import Row
 
-log = logging.getLogger(__name__)
+log = library_logger(__name__)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,22 @@ def _add_logserver(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="localhost", help="address to bind (default: localhost)")
     p.add_argument("--port", type=int, default=9020, help="port; 0 picks a free one")
     p.add_argument("--quiet", action="store_true", help="do not echo records to the console")
+    p.add_argument("--max-connections", type=int, default=64, help="senders at once (64)")
+    p.add_argument(
+        "--max-record-bytes", type=int, default=1 << 20, help="longest record kept (1 MiB)"
+    )
+    p.add_argument(
+        "--max-buffered-bytes",
+        type=int,
+        default=32 << 20,
+        help="partly received records held over all senders (32 MiB)",
+    )
+    p.add_argument(
+        "--stall-timeout-s",
+        type=float,
+        default=30.0,
+        help="close a sender stopped mid-record this long (30 s)",
+    )
     p.set_defaults(func=_cmd_logserver)
 
 
@@ -57,7 +73,14 @@ def _cmd_logserver(args: argparse.Namespace) -> int:
 
     try:
         rcv = LogRecordSocketReceiver(
-            host=args.host, port=args.port, logfile=args.logfile, console=not args.quiet
+            host=args.host,
+            port=args.port,
+            logfile=args.logfile,
+            console=not args.quiet,
+            max_connections=args.max_connections,
+            max_record_bytes=args.max_record_bytes,
+            max_buffered_bytes=args.max_buffered_bytes,
+            stall_timeout_s=args.stall_timeout_s,
         )
     except OSError as exc:  # the port is taken (another log server), or the log file
         if exc.filename:

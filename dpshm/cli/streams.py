@@ -169,11 +169,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def _format_record(rec: dict[str, Any]) -> str:
-    from dpshm.dareplane.logs import record_message
+    from dpshm.dareplane.logrecord import continuation, dict_to_record, escape_controls
 
-    text = record_message(rec)
-    when = time.strftime("%H:%M:%S", time.localtime(float(rec.get("created", 0))))
-    line = f"{when} {rec.get('levelname', '?'):<7} {rec.get('name', '?')}: {text}"
-    if rec.get("exc_text"):
-        line += "\n" + str(rec["exc_text"])
-    return line
+    r = dict_to_record(rec)  # the one reading of a wire record (args, times, escapes)
+    when = time.strftime("%H:%M:%S", time.localtime(r.created))
+    return escape_controls(f"{when} {r.levelname:<7} {r.name}: {r.getMessage()}") + continuation(
+        r.exc_text
+    )

@@ -52,6 +52,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from dpshm._logging import library_logger
 from dpshm.config import DEFAULT_SERVER_PORT
 from dpshm.control.context import WORKER_LOGGER_PREFIX, attach_view
 from dpshm.control.workers import WorkerManager
@@ -61,7 +62,7 @@ from dpshm.dareplane.server import DefaultServer, is_loopback
 from dpshm.errors import ConfigError, DpshmError
 from dpshm.shm import registry
 
-log = logging.getLogger(__name__)
+log = library_logger(__name__)
 
 START_KEYS = ("worker", "streams", "kwargs")
 STREAM_FIELDS = ("name", "type", "channels", "rate", "head", "stale")
@@ -317,6 +318,7 @@ class SupervisorServer(DefaultServer):
         **kwargs: Any,
     ):
         check_bind(ip, token)
+        kwargs.setdefault("logger", log)  # forwarding to 9020 is the frontend's choice (log_port)
         super().__init__(
             port, ip, name=name, pcommand_map=frontend.pcommand_map, token=token or None, **kwargs
         )

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dpshm._logging import library_logger
 from dpshm.errors import WorkerError
 
 WORKER_LOGGER_PREFIX = "dpshm.worker"
@@ -172,6 +173,6 @@ def close_all(views: Mapping[str, Any], logger: logging.Logger | None = None) ->
         try:
             close()
         except Exception:  # a failing close must not hide the others
-            (logger or logging.getLogger(__name__)).exception(
+            (logger or library_logger(__name__)).exception(
                 "closing the view of stream %r failed", stream
             )

@@ -34,9 +34,10 @@ from typing import Any
 
 import numpy as np
 
+from dpshm._logging import library_logger
 from dpshm.errors import ConfigError, DpshmError
 
-log = logging.getLogger(__name__)
+log = library_logger(__name__)
 
 WAIT_S = 0.5  # longest block in one wait: bounds the reaction to the stop event
 

@@ -9,9 +9,10 @@ parent -> child
     ``("stop",)``: set ``ctx.stop_event``. End of file (the supervisor went
     away) sets it too, so an orphaned worker winds down by itself.
 child -> parent
-    ``("log", dict)``: a :class:`logging.LogRecord`'s attributes, already
-    formatted (``msg`` is the final message, ``args`` empty, a traceback in
-    ``exc_text``), re-emitted by the supervisor on
+    ``("log", dict)``: a :class:`logging.LogRecord` as
+    :func:`dpshm.dareplane.logrecord.record_to_dict` gives it (formatted
+    ``msg``, empty ``args``, a traceback in ``exc_text``), read back with
+    :func:`~dpshm.dareplane.logrecord.dict_to_record` and re-emitted by the supervisor on
     ``logging.getLogger("dpshm.worker.<id>")``;
     ``("started", pid)`` once the rings are attached and the target is called;
     ``("error", traceback_text)`` when the target raised (the process then
@@ -41,20 +42,7 @@ from dpshm.control.context import (
     load_target,
     worker_logger_name,
 )
-
-
-def record_to_wire(record: logging.LogRecord) -> dict[str, Any]:
-    """A picklable, already formatted copy of a log record's attributes."""
-    d = dict(record.__dict__)
-    d["msg"] = record.getMessage()
-    d["args"] = None
-    if record.exc_info:
-        d["exc_text"] = logging.Formatter().formatException(record.exc_info)
-    d["exc_info"] = None
-    for key, value in list(d.items()):
-        if not isinstance(value, (str, int, float, bool, type(None))):
-            d[key] = repr(value)
-    return d
+from dpshm.dareplane.logrecord import dict_to_record, record_to_dict
 
 
 class _PipeLogHandler(logging.Handler):
@@ -67,7 +55,7 @@ class _PipeLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:  # runs under self.lock
         try:
-            d = record_to_wire(record)
+            d = record_to_dict(record)  # formatted, JSON-ready (hence picklable)
             if not d["name"].startswith(self._prefix):
                 d["name"] = f"{self._prefix}.{d['name']}"
             self._conn.send(("log", d))
@@ -220,7 +208,7 @@ class ProcessHandle:
             while self.conn_open and self.conn.poll():
                 kind, data = self.conn.recv()
                 if kind == "log":
-                    on_record(logging.makeLogRecord(data))
+                    on_record(dict_to_record(data))
                 elif kind == "error":
                     self.traceback = data
                 elif kind == "started":

@@ -56,6 +56,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dpshm._logging import library_logger
 from dpshm.config import namespace_from_env, worker_source_id
 from dpshm.control.context import (
     WorkerContext,
@@ -68,7 +69,7 @@ from dpshm.control.worker_proc import ProcessHandle, describe_exit
 from dpshm.errors import DpshmTimeoutError, WorkerError
 from dpshm.params import check_kwargs
 
-log = logging.getLogger(__name__)
+log = library_logger(__name__)
 
 MODES = ("thread", "process")
 DEFAULT_STOP_TIMEOUT_S = 5.0

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from dpshm._logging import library_logger
 from dpshm.dareplane.framing import CommandFramer
 
 # what a connection did so far (for choosing whom to evict at the connection limit)
@@ -190,7 +191,7 @@ class CallbackSocket:
             return
         conn = self._conn
         conn.dropped_callbacks += 1
-        log = self.logger or logging.getLogger(__name__)
+        log = self.logger or library_logger(__name__)
         if conn.dropped_callbacks == 1:
             log.warning(
                 "client %s has disconnected (%s); %d bytes written to its connection "

@@ -9,15 +9,15 @@ client's command by at most one of its own.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from dpshm._logging import library_logger
 from dpshm.dareplane._conn import Connection
 
-log = logging.getLogger(__name__)
+log = library_logger(__name__)
 
 #: A connection with more commands queued than this is not read from until it drains.
 MAX_QUEUED = 64

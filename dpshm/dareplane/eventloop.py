@@ -24,18 +24,18 @@ defects of the original fixed:
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dpshm._logging import library_logger
 from dpshm.dareplane._callbacks import as_ctx_callback, callback_name
 from dpshm.dareplane.timing import _check_spin, _sleep_until, check_seconds
 from dpshm.errors import DpshmTimeoutError
 
-logger = logging.getLogger(__name__)
+logger = library_logger(__name__)
 
 __all__ = ["DelayedCallback", "EventLoop"]
 

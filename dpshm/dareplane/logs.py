@@ -1,119 +1,49 @@
 """Dareplane log forwarding: ``get_logger`` and a non-blocking JSON socket handler.
 
-Wire format (byte-compatible with the Dareplane log server, port 9020)::
-
-    +----------------------+-----------------------------------------+
-    | length: uint32, big  | UTF-8 JSON object of the LogRecord's    |
-    | endian (">L")        | attributes (see :func:`record_to_dict`) |
-    +----------------------+-----------------------------------------+
+The wire format (4-byte big-endian length + UTF-8 JSON, byte-compatible with
+the Dareplane log server on port 9020) is defined in
+:mod:`dpshm.dareplane.logrecord`; :func:`record_to_dict` and
+:func:`encode_record` (and :func:`record_message`) are re-exported here.
 
 Importing this module configures nothing; handlers are installed only by
-:func:`get_logger` (or explicitly by the caller).
+:func:`get_logger`, :func:`server_logger` (a ``DefaultServer`` created without
+``logger=``) or explicitly by the caller.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
+import logging.handlers
 import socket
-import struct
 import threading
 import time
 from collections import deque
-from typing import Any
+
+from dpshm._logging import WIRE_SAFE, called_from_logging_config, sturdy
+from dpshm.dareplane.logrecord import (
+    FORMAT,
+    MAX_RECORD_BYTES,
+    encode_record,
+    record_message,
+    record_to_dict,
+)
 
 __all__ = [
     "DEFAULT_LOG_PORT",
     "JsonSocketHandler",
     "encode_record",
     "get_logger",
+    "protect",
     "record_message",
     "record_to_dict",
+    "server_logger",
 ]
 
 DEFAULT_LOG_PORT = 9020
-_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
-_FORMATTER = logging.Formatter(_FORMAT)
-
-
-def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, (str, bool, int, float)):
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    try:
-        return str(value)
-    except Exception:
-        return repr(value)
-
-
-def record_to_dict(record: logging.LogRecord) -> dict[str, Any]:
-    """Return the JSON-ready dict of a LogRecord, exactly what goes on the wire.
-
-    All attributes of the record are kept (``msg`` is the unformatted template,
-    ``args`` a list); values JSON cannot carry become strings. If the record
-    carries ``exc_info`` and no ``exc_text`` yet, the formatted traceback is put
-    into ``exc_text``.
-
-    Parameters
-    ----------
-    record : logging.LogRecord
-
-    Returns
-    -------
-    dict
-        Serialisable with ``json.dumps`` without a ``default``.
-    """
-    if record.exc_info and not record.exc_text:
-        with contextlib.suppress(Exception):
-            record.exc_text = _FORMATTER.formatException(record.exc_info)
-    out = {str(k): _jsonable(v) for k, v in record.__dict__.items()}
-    if record.exc_info:
-        out["exc_info"] = str(record.exc_info)  # as the original handler's fallback
-    if record.args is None:
-        out["args"] = []
-    elif isinstance(record.args, dict):
-        out["args"] = [_jsonable(record.args)]
-    return out
-
-
-def record_message(rec: dict[str, Any]) -> str:
-    """The message of a record dict (:func:`record_to_dict`): ``msg % args``.
-
-    When the arguments do not fit the template, both are shown instead of
-    raising (a receiver must never fail on a peer's record).
-    """
-    msg = str(rec.get("msg", ""))
-    args = rec.get("args") or []
-    try:
-        return msg % tuple(args) if args else msg
-    except (TypeError, ValueError):
-        return f"{msg} {args}"
-
-
-def encode_record(record: logging.LogRecord) -> bytes:
-    """Frame a record for the wire: 4-byte big-endian length + UTF-8 JSON.
-
-    The body is ``json.dumps(record_to_dict(record))``; the common case takes a
-    faster path with the same result (non-serialisable values become ``str``).
-    """
-    d = record.__dict__
-    body = None
-    if not d.get("exc_info") and isinstance(d.get("args"), tuple):
-        try:
-            body = _DUMPS_FAST(d)
-        except (TypeError, ValueError):
-            body = None
-    if body is None:
-        body = json.dumps(record_to_dict(record), ensure_ascii=False)
-    data = body.encode("utf-8", "replace")
-    return struct.pack(">L", len(data)) + data
-
-
-_DUMPS_FAST = json.JSONEncoder(default=str, ensure_ascii=False, skipkeys=False).encode
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+_SEND_ATTEMPTS = 3  # a frame whose send failed on this many fresh connections is dropped
+_FORMATTER = logging.Formatter(FORMAT)
 
 
 class JsonSocketHandler(logging.Handler):
@@ -132,6 +62,11 @@ class JsonSocketHandler(logging.Handler):
         Log server port (Dareplane: 9020).
     queue_size : int
         Frames buffered while no receiver is reachable.
+    max_record_bytes : int
+        Longest record sent (the receiver's default limit, 1 MiB); a longer
+        one is cut (see :func:`~dpshm.dareplane.logrecord.encode_record`). A
+        frame whose send fails on three fresh connections in a row is dropped
+        and counted in :attr:`dropped`.
     connect_timeout_s : float
         Timeout of one connection attempt and of one send.
     retry_max_s : float
@@ -148,6 +83,7 @@ class JsonSocketHandler(logging.Handler):
         port: int = DEFAULT_LOG_PORT,
         *,
         queue_size: int = 10_000,
+        max_record_bytes: int = MAX_RECORD_BYTES,
         connect_timeout_s: float = 0.5,
         retry_max_s: float = 1.0,
         flush_timeout_s: float = 1.0,
@@ -156,6 +92,8 @@ class JsonSocketHandler(logging.Handler):
         super().__init__(level)
         if queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size!r}")
+        if max_record_bytes < 1024:
+            raise ValueError(f"max_record_bytes must be >= 1024, got {max_record_bytes!r}")
         self.host = host
         self.port = port
         self.connect_timeout_s = connect_timeout_s
@@ -164,6 +102,7 @@ class JsonSocketHandler(logging.Handler):
         self.dropped = 0
         self.sent = 0
         self.queue_size = queue_size
+        self.max_record_bytes = max_record_bytes
         self._buf: deque[bytes] = deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -174,11 +113,17 @@ class JsonSocketHandler(logging.Handler):
         self._in_hand = 0  # 1 while the sender holds a frame it has not sent yet
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Queue the record; never blocks (drops and counts when full)."""
-        if self._closed:
+        """Queue the record; never blocks (drops and counts when full).
+
+        A record that another socket handler to the same port will send too
+        (dareplane-utils' ``get_logger`` puts one on the root logger, which a
+        propagating logger reaches) is left to that handler: the log server
+        gets it once.
+        """
+        if self._closed or self._sent_elsewhere(record):
             return
         try:
-            frame = encode_record(record)
+            frame = encode_record(record, self.max_record_bytes)
         except Exception:
             self.handleError(record)
             return
@@ -190,6 +135,20 @@ class JsonSocketHandler(logging.Handler):
         self._buf.append(frame)  # deque.append is atomic: no lock on the caller's path
         if not self._wake.is_set():
             self._wake.set()
+
+    def _sent_elsewhere(self, record: logging.LogRecord) -> bool:
+        logger: logging.Logger | None = logging.getLogger(record.name)
+        while logger is not None:
+            for h in logger.handlers:
+                if (
+                    h is not self
+                    and isinstance(h, logging.handlers.SocketHandler)
+                    and h.port == self.port
+                    and (h.host == self.host or {h.host, self.host} <= _LOOPBACK)
+                ):
+                    return True
+            logger = logger.parent if logger.propagate else None
+        return False
 
     def _start(self) -> None:
         with self._start_lock:
@@ -209,6 +168,7 @@ class JsonSocketHandler(logging.Handler):
 
     def _run(self) -> None:
         backoff = 0.05
+        failures = 0  # failed sends of the frame in hand, each on a fresh connection
         frame: bytes | None = None
         while True:
             if frame is None:
@@ -236,8 +196,16 @@ class JsonSocketHandler(logging.Handler):
                 with contextlib.suppress(OSError):
                     self._sock.close()
                 self._sock = None
-                continue  # resend the whole frame on a new connection
+                failures += 1
+                if failures < _SEND_ATTEMPTS:
+                    continue  # resend the whole frame on a new connection
+                self.dropped += 1  # the receiver keeps refusing this frame
+                failures = 0
+                frame = None
+                self._in_hand = 0
+                continue
             self.sent += 1
+            failures = 0
             frame = None
             self._in_hand = 0
         if self._sock is not None:
@@ -270,7 +238,12 @@ class JsonSocketHandler(logging.Handler):
         """Flush (bounded by ``flush_timeout_s``), stop the sender, close the socket.
 
         Idempotent. Records still queued after the wait are counted as dropped.
+        A close that comes from ``logging.config`` (another library's
+        ``dictConfig`` closes every existing handler) is ignored: the handler
+        keeps forwarding the records of the loggers it is on.
         """
+        if called_from_logging_config():
+            return
         if self._closed:
             return
         with self._start_lock:
@@ -315,7 +288,9 @@ def get_logger(
     and, if asked, a console handler; it does not propagate to the root logger.
     Unlike the original, the root logger is left untouched and nothing happens
     at import time. The logger's level is not changed (set it yourself, e.g.
-    ``logger.setLevel("DEBUG")``).
+    ``logger.setLevel("DEBUG")``). The logger stays enabled when a library
+    later runs ``logging.config.dictConfig`` with ``disable_existing_loggers``
+    (dareplane-utils does on import); see :func:`dpshm._logging.sturdy`.
 
     Parameters
     ----------
@@ -334,7 +309,7 @@ def get_logger(
     logging.Logger
     """
     sock_h, console_h = _shared_handlers()
-    logger = logging.getLogger(name)
+    logger = protect(sturdy(logging.getLogger(name)))
     if add_console_handler and console_h not in logger.handlers:
         logger.addHandler(console_h)
     if no_socket_handler:
@@ -344,4 +319,35 @@ def get_logger(
     elif sock_h not in logger.handlers:
         logger.addHandler(sock_h)
     logger.propagate = False
+    return logger
+
+
+def protect(logger: logging.Logger) -> logging.Logger:
+    """Make the records dpshm logs through ``logger`` readable by every receiver.
+
+    Adds a filter that rewrites records logged from dpshm's own code (never
+    the module's own records) so that dareplane-utils' ``UJsonSocketHandler``
+    and log server show them correctly (see :func:`dpshm._logging.make_wire_safe`).
+    ``DefaultServer`` and ``StreamWatcher`` call it on the ``logger`` they are
+    given. Idempotent; returns ``logger``.
+    """
+    if WIRE_SAFE not in logger.filters:
+        logger.addFilter(WIRE_SAFE)
+    return logger
+
+
+def server_logger(name: str = "dpshm.dareplane.server") -> logging.Logger:
+    """The logger of a ``DefaultServer`` created without ``logger=``.
+
+    As the original's default (dareplane-utils' ``get_logger``), its records
+    reach the Dareplane log server on 127.0.0.1:9020: the shared
+    :class:`JsonSocketHandler` is added; unlike ``get_logger`` it still
+    propagates, so handlers on the root logger see the records too. Its level
+    is not set (the root's WARNING applies unless you set one).
+    """
+    sock_h, _ = _shared_handlers()
+    logger = sturdy(logging.getLogger(name))
+    protect(logger)
+    if sock_h not in logger.handlers:
+        logger.addHandler(sock_h)
     return logger

@@ -10,13 +10,14 @@ by the supervisor's workers.
 from __future__ import annotations
 
 import contextlib
-import logging
 import subprocess
 import time
 
 import psutil
 
-logger = logging.getLogger(__name__)
+from dpshm._logging import library_logger
+
+logger = library_logger(__name__)
 
 __all__ = ["pid_alive", "stop_process_tree"]
 

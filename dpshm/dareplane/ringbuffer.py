@@ -10,15 +10,15 @@ original (``buffer[curr_i]`` is the oldest sample, the next to be overwritten).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from dpshm._logging import library_logger
 from dpshm._mirror import mirror_halves, mirrored_window, mirrored_write
 
-logger = logging.getLogger(__name__)
+logger = library_logger(__name__)
 
 __all__ = ["RingBuffer"]
 
@@ -37,10 +37,12 @@ class RingBuffer:
     Attributes
     ----------
     buffer : np.ndarray
-        ``(n_samples, ...)`` view of the data in storage order (sample ``i`` at
-        row ``i % n_samples``). Use :meth:`unfold_buffer` for chronological order.
+        ``(n_samples, ...)`` read-only view of the data in storage order (sample
+        ``i`` at row ``i % n_samples``). Use :meth:`unfold_buffer` for
+        chronological order. Assign a whole array to replace the contents
+        (e.g. to clear it), as with the original.
     buffer_t : np.ndarray
-        ``(n_samples,)`` float64 timestamps in storage order.
+        ``(n_samples,)`` float64 timestamps in storage order (same rules).
     curr_i : int
         Row the next sample goes to (= the oldest sample once the buffer is full).
     last_t : float
@@ -71,13 +73,61 @@ class RingBuffer:
         if self._data.dtype.kind == "O":
             self._data.fill("")  # not None, so string consumers see str
         self._data_h, self._t_h = mirror_halves(self._data), mirror_halves(self._t)
-        self.buffer = self._data[:capacity]
-        self.buffer_t = self._t[:capacity]
         self.capacity = capacity
+        self._views()
         self.head = 0
         self.last_t: float = 0
         self.n_dropped = 0
         self.logger = logger
+
+    @property
+    def buffer(self) -> np.ndarray:
+        """``(n_samples, ...)`` data in storage order (sample ``i`` at row ``i % n_samples``).
+
+        Read-only: an in-place write would miss the mirror copy the windows are
+        read from. Assigning a whole array of the same shape works as in the
+        original (``rb.buffer = np.zeros(rb.buffer.shape)`` clears it; another
+        dtype becomes the buffer's dtype); another shape is a ``ValueError``.
+        """
+        return self._buffer_view
+
+    def _views(self) -> None:
+        """The read-only first halves handed out as ``buffer`` and ``buffer_t``."""
+        self._buffer_view = self._data[: self.capacity]
+        self._buffer_view.flags.writeable = False
+        self._buffer_t_view = self._t[: self.capacity]
+        self._buffer_t_view.flags.writeable = False
+
+    @buffer.setter
+    def buffer(self, value: Any) -> None:
+        arr = np.asarray(value)
+        want = (self.capacity, *self._data.shape[1:])
+        if arr.shape != want:
+            raise ValueError(
+                f"RingBuffer.buffer must keep its shape {want}; got an array of shape "
+                f"{arr.shape}. Create a new RingBuffer for another size"
+            )
+        if arr.dtype != self._data.dtype:  # the original took the new array's dtype
+            self._data = np.empty((2 * self.capacity, *want[1:]), dtype=arr.dtype)
+            self._data_h = mirror_halves(self._data)
+            self._views()
+        self._data_h[:] = arr  # both halves: every window reads the new contents
+
+    @property
+    def buffer_t(self) -> np.ndarray:
+        """``(n_samples,)`` float64 timestamps in storage order (read-only; assignable
+        as a whole like :attr:`buffer`)."""
+        return self._buffer_t_view
+
+    @buffer_t.setter
+    def buffer_t(self, value: Any) -> None:
+        arr = np.asarray(value, dtype=np.float64)
+        if arr.shape != (self.capacity,):
+            raise ValueError(
+                f"RingBuffer.buffer_t must keep its shape ({self.capacity},); got an array "
+                f"of shape {arr.shape}. Create a new RingBuffer for another size"
+            )
+        self._t_h[:] = arr
 
     @property
     def curr_i(self) -> int:

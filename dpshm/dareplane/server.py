@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from dpshm.dareplane import threadwatch
 from dpshm.dareplane._conn import (
     COMMANDED,
     ERROR_BURST,
@@ -41,6 +42,7 @@ from dpshm.dareplane._ioloop import _ACCEPTED, _CLOSED, IOLoop
 from dpshm.dareplane._ratelog import RateLimitedLog
 from dpshm.dareplane._work import Handling, WorkBook
 from dpshm.dareplane.framing import MAX_MESSAGE_BYTES, FramingError
+from dpshm.dareplane.logs import protect, server_logger
 from dpshm.dareplane.protocol import error_line, parse_command
 from dpshm.errors import ProtocolError
 
@@ -112,7 +114,9 @@ class DefaultServer(WorkBook, IOLoop):
         (kept and stopped on ``STOP``), or a ``str``/``bytes`` reply that is
         sent to the client that issued the command.
     logger : logging.Logger | None
-        Logger of the server; ``logging.getLogger("dpshm.dareplane.server")`` if None.
+        Logger of the server. If None, ``dpshm.dareplane.server``, which
+        forwards to the Dareplane log server on 127.0.0.1:9020 as the
+        original's default does (:func:`~dpshm.dareplane.logs.server_logger`).
     token : str | None
         If set, each connection must first send ``AUTH|<token>`` (reply
         ``OK\\n``); every other command before that is refused with ``ERROR``.
@@ -250,7 +254,8 @@ class DefaultServer(WorkBook, IOLoop):
         self.pcommand_map: dict[str, Callable[..., Any]] = (
             pcommand_map if pcommand_map is not None else {}
         )
-        self.logger = logger if logger is not None else logging.getLogger(__name__)
+        # the original's default logger forwards to the log server: so does this one
+        self.logger = protect(logger) if logger is not None else server_logger(__name__)
         self.threads: dict[str, tuple[threading.Thread, threading.Event]] = {}
         self.processes: dict[str, subprocess.Popen] = {}
         self.server_socket: socket.socket | None = None
@@ -322,6 +327,7 @@ class DefaultServer(WorkBook, IOLoop):
             raise RuntimeError("call init_server() before start_listening()")
         self._loop_done.clear()
         self.is_listening = True
+        threadwatch.install()  # before any handler starts a thread
         try:
             self._io_setup()
             self._dispatcher_thread = self._dispatcher.thread
@@ -532,6 +538,7 @@ class DefaultServer(WorkBook, IOLoop):
             with self._book_lock:
                 self.threads[key] = ret
             self._thread_conn[ret[0]] = conn
+            threadwatch.watch(ret[0], self.logger)  # a death is logged at ERROR
         elif isinstance(ret, subprocess.Popen):
             with self._book_lock:
                 self.processes[key] = ret

@@ -16,11 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from dpshm._logging import library_logger
+from dpshm.dareplane.logs import protect
 from dpshm.dareplane.ringbuffer import RingBuffer
 from dpshm.errors import DpshmError
 from dpshm.lsl import Inlet, StreamSpec, find_stream, info_to_dict, resolve_streams
 
-_logger = logging.getLogger(__name__)
+_logger = library_logger(__name__)
 
 __all__ = [
     "StreamWatcher",
@@ -164,7 +166,8 @@ class StreamWatcher:
         self.irregular_buffer_samples = int(irregular_buffer_samples)
         self.recover = recover
         self.chunk_buffer_size = 1024 * 32
-        self.logger = logger or _logger
+        # a module's logger: dpshm's records through it stay readable by every receiver
+        self.logger = protect(logger) if logger is not None else _logger
         self.streams: list[Any] = []  # pylsl.StreamInfo, as the original
         self.spec: StreamSpec | None = None
         self.stream = None  # unused; kept because the original has it
@@ -194,6 +197,8 @@ class StreamWatcher:
         ------
         StreamNotFoundError, AmbiguousStreamError
             From :func:`dpshm.lsl.find_stream`; the messages list the streams.
+            The same message is logged at ERROR through ``logger`` first (the
+            original waited for ever; a module's log then says why it stopped).
         """
         ident = dict(identifier or {})
         if "name" in ident:
@@ -206,12 +211,17 @@ class StreamWatcher:
                 "source_id), e.g. StreamWatcher('eeg')"
             )
         self.disconnect()
-        spec = find_stream(
-            name=self.name or None,
-            type=stream_type,
-            source_id=source_id,
-            timeout=self.resolve_timeout if timeout is None else timeout,
-        )
+        try:
+            spec = find_stream(
+                name=self.name or None,
+                type=stream_type,
+                source_id=source_id,
+                timeout=self.resolve_timeout if timeout is None else timeout,
+            )
+        except DpshmError as err:
+            # the original waited for ever; say it where the control room reads it
+            self.logger.error("StreamWatcher %r cannot connect: %s", self.name, err)
+            raise
         inlet = Inlet(spec, recover=self.recover)
         try:
             self._init_buffer(inlet.spec)

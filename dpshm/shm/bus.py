@@ -24,8 +24,10 @@ and keep only the newest per stream; a subscriber of a single stream sets
 Log records (PUB/SUB, endpoint ``logs``)
 ----------------------------------------
 One frame per record: ``b"l\\0" + JSON`` where the JSON object is
-:func:`dpshm.dareplane.logs.record_to_dict` of the ``logging.LogRecord`` (the Dareplane
-wire form: ``name``, ``msg``, ``args``, ``levelname``, ``created``, ...).
+:func:`dpshm.dareplane.logrecord.record_to_dict` of the ``logging.LogRecord`` (the
+Dareplane wire form: ``name``, ``msg`` = the formatted text, ``args`` = ``[]``,
+``levelname``, ``created``, ...; read one back with
+:func:`dpshm.dareplane.logrecord.dict_to_record`).
 
 Endpoints are ``ipc://<runtime dir>/<namespace>/{heads,logs}.ipc`` by default;
 ``tcp://127.0.0.1:*`` binds an ephemeral port (read back with ``.endpoint``).
@@ -45,9 +47,10 @@ from typing import Any, NamedTuple
 import msgpack
 import zmq
 
+from dpshm._logging import library_logger
 from dpshm.errors import ProtocolError
 
-log = logging.getLogger(__name__)
+log = library_logger(__name__)
 
 HEAD_PREFIX = b"h"
 LOG_PREFIX = b"l\0"
@@ -218,7 +221,7 @@ class ZmqLogHandler(logging.Handler):
 
     def __init__(self, publisher: LogPublisher, level: int = logging.NOTSET):
         super().__init__(level)
-        from dpshm.dareplane.logs import record_to_dict
+        from dpshm.dareplane.logrecord import record_to_dict
 
         self._to_dict = record_to_dict
         self.publisher = publisher

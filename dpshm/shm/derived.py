@@ -35,7 +35,6 @@ touched: ``dpshm down`` and ``dpshm up`` remove only rings of dead writers.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import threading
@@ -43,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from dpshm._logging import library_logger
 from dpshm.dareplane.procs import pid_alive
 from dpshm.formats import FORMATS
 from dpshm.shm import registry
@@ -51,7 +51,7 @@ from dpshm.shm.registry import StreamEntry
 from dpshm.shm.ring import SharedRing, mark_stale, segment_name
 from dpshm.shm.segment import unlink_segment
 
-log = logging.getLogger(__name__)
+log = library_logger(__name__)
 
 _ENDPOINT_RE = re.compile(r"^(dpshm-[\w.-]+|ipc://[^\s]+|tcp://127\.0\.0\.1:\d+)$")
 

@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import select
 import socket
@@ -75,7 +74,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-log = logging.getLogger(__name__)
+from dpshm._logging import library_logger
+
+log = library_logger(__name__)
 
 AVAILABLE = sys.platform.startswith("linux") and hasattr(socket, "AF_UNIX")
 BELL = struct.Struct("<I")

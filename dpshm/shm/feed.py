@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import re
 import threading
 import time
@@ -32,12 +31,13 @@ from typing import Any
 import numpy as np
 
 from dpshm import lsl
+from dpshm._logging import library_logger
 from dpshm.config import StreamSelector
 from dpshm.errors import StreamLostError
 from dpshm.shm.registry import StreamEntry
 from dpshm.shm.ring import SharedRing, samples_between
 
-log = logging.getLogger(__name__)
+log = library_logger(__name__)
 
 PULL_TIMEOUT_S = 0.1  # longest a feed blocks in one pull (bounds stop latency)
 TIME_CORRECTION_EVERY_S = 5.0

@@ -23,11 +23,11 @@ with short sleeps.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from dataclasses import dataclass
 
+from dpshm._logging import library_logger
 from dpshm.config import namespace_from_env
 from dpshm.dareplane.procs import pid_alive
 from dpshm.errors import (
@@ -41,7 +41,7 @@ from dpshm.shm import doorbell, registry
 from dpshm.shm.bus import HeadSubscriber
 from dpshm.shm.ring import SharedRing, list_rings
 
-log = logging.getLogger(__name__)
+log = library_logger(__name__)
 
 POLL_FALLBACK_S = 0.002  # head polling period for rings without a supervisor
 CHECK_EVERY_S = 0.25  # registry stat() throttle; notifications of a new generation force it

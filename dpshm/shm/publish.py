@@ -27,7 +27,6 @@ Life of a published stream:
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import socket
 import threading
@@ -36,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from dpshm._logging import library_logger
 from dpshm.config import (
     DEFAULT_BUFFER_S,
     DEFAULT_IRREGULAR_SAMPLES,
@@ -50,7 +50,7 @@ from dpshm.shm.bus import HeadPublisher
 from dpshm.shm.requests import RequestClient
 from dpshm.shm.ring import SharedRing
 
-log = logging.getLogger(__name__)
+log = library_logger(__name__)
 
 WATCH_S = 0.25  # how often the producer's thread looks at its supervisor connection
 RETRY_S = 0.5  # how often it tries to register with a (re)started supervisor

@@ -57,7 +57,6 @@ import contextlib
 import errno
 import fcntl
 import json
-import logging
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -67,6 +66,7 @@ from typing import Any
 
 import psutil
 
+from dpshm._logging import library_logger
 from dpshm.config import namespace_from_env, validate_namespace
 from dpshm.dareplane.procs import pid_alive
 from dpshm.errors import (
@@ -84,7 +84,7 @@ from dpshm.shm.rundir import (  # noqa: F401  (runtime_dir, namespace_dir: used 
     runtime_dir,
 )
 
-log = logging.getLogger(__name__)
+log = library_logger(__name__)
 
 REGISTRY_VERSION = 1
 LOCK_FILE = "supervisor.lock"

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import selectors
 import socket
@@ -39,9 +38,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dpshm._logging import library_logger
 from dpshm.errors import DpshmTimeoutError, ProtocolError, SupervisorNotRunningError
 
-log = logging.getLogger(__name__)
+log = library_logger(__name__)
 
 REQUESTS_FILE = "requests.sock"
 MAX_LINE = 64 * 1024

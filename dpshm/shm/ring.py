@@ -116,7 +116,6 @@ from __future__ import annotations
 
 import errno
 import json
-import logging
 import mmap
 import os
 import struct
@@ -126,6 +125,7 @@ from typing import Any
 
 import numpy as np
 
+from dpshm._logging import library_logger
 from dpshm._mirror import mirror_halves, mirrored_start, mirrored_write
 from dpshm.dareplane.procs import pid_alive
 from dpshm.errors import RingFormatError, RingNotFoundError, RingOwnershipError
@@ -161,7 +161,7 @@ __all__ = [
     "unlink_ring",
 ]
 
-logger = logging.getLogger(__name__)
+logger = library_logger(__name__)
 
 MAGIC = b"DPSHMRNG"
 LAYOUT_VERSION = 1

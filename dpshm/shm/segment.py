@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import _posixshmem
 import errno
-import logging
 import mmap
 import os
 import re
 
 import numpy as np
 
+from dpshm._logging import library_logger
 from dpshm.errors import RingSpaceError, UnsafeOwnershipError
 
-logger = logging.getLogger(__name__)
+logger = library_logger(__name__)
 
 SEGMENT_PREFIX = "dpshm_"
 SHM_DIR = "/dev/shm"

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dpshm import lsl
+from dpshm._logging import library_logger
 from dpshm.config import (
     MAX_INLET_BUFLEN_S,
     WORKER_SOURCE_PREFIX,
@@ -54,7 +55,7 @@ from dpshm.shm.requests import REQUESTS_FILE, RequestServer
 from dpshm.shm.ring import SEGMENT_PREFIX, SHM_DIR, ring_info, unlink_ring
 from dpshm.shm.segment import owned_by_me
 
-log = logging.getLogger(__name__)
+log = library_logger(__name__)
 
 STATUS_EVERY_S = 1.0
 

@@ -22,7 +22,6 @@ What readers get
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections import deque
@@ -31,13 +30,14 @@ from typing import Any
 
 import numpy as np
 
+from dpshm._logging import library_logger
 from dpshm.dareplane.timing import check_seconds
 from dpshm.errors import AmbiguousStreamError
 from dpshm.formats import decode_strings
 from dpshm.shm.follow import StreamLink
 from dpshm.shm.ring import SharedRing, samples_between
 
-logger = logging.getLogger(__name__)
+logger = library_logger(__name__)
 
 _RETRIES = 3
 _INF = float("inf")

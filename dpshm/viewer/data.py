@@ -31,7 +31,6 @@ with ``k = header["n_cols"]`` and ``m = header["n_channels"]``.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import struct
 import threading
@@ -42,12 +41,13 @@ from typing import Any
 
 import numpy as np
 
+from dpshm._logging import library_logger
 from dpshm.errors import DpshmError, RingFormatError, RingNotFoundError, SupervisorNotRunningError
 from dpshm.formats import decode_strings
 from dpshm.shm import registry
 from dpshm.shm.ring import SharedRing
 
-log = logging.getLogger(__name__)
+log = library_logger(__name__)
 
 #: Widest trace (pixel columns) a page may ask for.
 MAX_WIDTH = 4096

@@ -56,6 +56,7 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from dpshm._logging import library_logger
 from dpshm.config import DEFAULT_VIEW_HOST, DEFAULT_VIEW_PORT
 from dpshm.control.commands import to_json_line
 from dpshm.dareplane.server import is_loopback
@@ -63,7 +64,7 @@ from dpshm.errors import ConfigError, DpshmError
 from dpshm.viewer.data import StreamBook, ViewerError, WindowRequest
 from dpshm.viewer.side import LogTail, WorkerPoll
 
-log = logging.getLogger(__name__)
+log = library_logger(__name__)
 
 #: Most simultaneous connections (page, scripts, event streams together).
 MAX_CONNECTIONS = 32

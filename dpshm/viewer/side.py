@@ -16,19 +16,19 @@ on the page. It never sends any other command.
 from __future__ import annotations
 
 import json
-import logging
 import socket
 import threading
 import time
 from collections import deque
 from typing import Any
 
+from dpshm._logging import library_logger
 from dpshm.dareplane.logs import record_message
 from dpshm.errors import SupervisorNotRunningError
 from dpshm.shm import registry
 from dpshm.shm.bus import LogSubscriber
 
-log = logging.getLogger(__name__)
+log = library_logger(__name__)
 
 #: Log records kept for the pages.
 LOG_TAIL = 200

@@ -17,6 +17,10 @@ from helpers import import_original
 
 import dpshm.shm.ring  # noqa: F401  (creates the 'dpshm.shm.ring' logger)
 
+# a plain logger that exists before the reconfiguration (dpshm's own cannot be
+# disabled by it: tests/dareplane/test_logs_survive_dictconfig.py)
+PROBE = logging.getLogger("t.isolation.probe")
+
 
 def _socket_handlers() -> list[logging.Handler]:
     return [
@@ -38,12 +42,13 @@ def test_a_test_that_reconfigures_logging() -> None:
             "root": {"handlers": ["socket"], "level": "CRITICAL"},
         }
     )
-    assert logging.getLogger("dpshm.shm.ring").disabled
+    assert PROBE.disabled
+    assert not logging.getLogger("dpshm.shm.ring").disabled
     assert _socket_handlers()
 
 
 def test_does_not_affect_the_next_test(caplog: pytest.LogCaptureFixture) -> None:
-    assert not logging.getLogger("dpshm.shm.ring").disabled
+    assert not PROBE.disabled
     assert not _socket_handlers()
     assert logging.getLogger().level == logging.WARNING
     with caplog.at_level(logging.WARNING, logger="dpshm.shm.ring"):
@@ -60,4 +65,4 @@ def test_importing_the_original_configures_nothing() -> None:
     ):
         import_original(mod)
     assert not _socket_handlers()
-    assert not logging.getLogger("dpshm.shm.ring").disabled
+    assert not PROBE.disabled

@@ -35,7 +35,12 @@ def _record(msg: str = "hello %s and %s", args: tuple = ("a", 2), **extra: objec
 def receiver(tmp_path: Path):
     records: list[logging.LogRecord] = []
     rcv = LogRecordSocketReceiver(
-        "127.0.0.1", 0, logfile=tmp_path / "all.log", console=False, record_callback=records.append
+        "127.0.0.1",
+        0,
+        logfile=tmp_path / "all.log",
+        console=False,
+        record_callback=records.append,
+        notice_interval_s=0,
     )
     th = threading.Thread(target=rcv.serve_until_stopped, daemon=True)
     th.start()
@@ -64,7 +69,8 @@ def test_record_to_dict_is_json_ready_and_complete() -> None:
     rec = _record(args=("a", Unserialisable()), extra_obj=Unserialisable(), extra_map={1: {2}})
     d = record_to_dict(rec)
     assert json.loads(json.dumps(d)) == d
-    assert d["msg"] == "hello %s and %s" and d["args"] == ["a", "<Unserialisable>"]
+    # the formatted text travels, no args: every receiver shows it as it is
+    assert d["msg"] == "hello a and <Unserialisable>" and d["args"] == []
     assert d["extra_obj"] == "<Unserialisable>" and d["extra_map"] == {"1": "{2}"}
     for key in ("name", "levelname", "levelno", "created", "pathname", "lineno", "funcName"):
         assert d[key] == getattr(rec, key)
@@ -140,12 +146,14 @@ def test_receiver_writes_file_and_survives_bad_senders(receiver, tmp_path: Path)
     # mid-record disconnect
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(frame[: len(frame) // 2])
-    # garbage: not a length-prefixed JSON object
-    for junk in (b"GET / HTTP/1.1\r\n\r\n", struct.pack(">L", 5) + b"{nope", b"\x00\x00\x00\x02[]"):
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-            s.sendall(junk)
-            s.settimeout(5)
-            assert _dropped(s)
+    # not a log-record stream: the announced length is absurd, the connection is closed
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        s.settimeout(5)
+        assert _dropped(s)
+    # framed, but not a JSON object: skipped with a note, the connection serves on
+    for junk in (struct.pack(">L", 5) + b"{nope", b"\x00\x00\x00\x02[]"):
+        good.sendall(junk)
     # any number of %s args, wrong counts, and non-serialisable values still land
     weird = [
         _record("three %s %s %s", ("x", "y", "z")),
@@ -170,6 +178,9 @@ def test_receiver_writes_file_and_survives_bad_senders(receiver, tmp_path: Path)
     receiver._handlers[0].flush()
     text = (tmp_path / "all.log").read_text()
     assert "t.logs - WARNING - three x y z" in text and "hello a and 2" in text
+    # each problem is in the log: half record lost, HTTP stream closed, unreadable frames
+    assert "is lost" in text and "not a log-record stream" in text
+    assert "is not UTF-8 JSON" in text
 
 
 def test_get_logger_installs_handlers_only_on_call() -> None:

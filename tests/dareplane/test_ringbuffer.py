@@ -160,3 +160,33 @@ def test_length_mismatch():
     rb = RingBuffer((4, 2))
     with pytest.raises(ValueError, match="3 samples but 2 timestamps"):
         rb.add_samples(np.zeros((3, 2)), [1.0, 2.0])
+
+
+def test_reassigning_buffer_clears_as_in_the_original():
+    """dp-cortec-bic's CTListener.reset_buffers: whole-array assignment to clear."""
+    orig_rb = import_original("dareplane_utils.general.ringbuffer").RingBuffer((50, 4))
+    ours = RingBuffer((50, 4))
+    rng = np.random.default_rng(1)
+    for rb in (ours, orig_rb):
+        rb.add_samples(rng.standard_normal((40, 4)).astype(np.float32), np.arange(40.0))
+    for rb in (ours, orig_rb):
+        rb.buffer = np.zeros(rb.buffer.shape)  # float64 zeros, as cortec-bic writes
+        rb.buffer_t = np.zeros(rb.buffer.shape[0])
+    np.testing.assert_array_equal(ours.unfold_buffer(), orig_rb.unfold_buffer())
+    assert ours.buffer.dtype == orig_rb.buffer.dtype == np.float64
+    new = rng.standard_normal((7, 4))
+    for rb in (ours, orig_rb):
+        rb.add_samples(new, np.arange(100.0, 107.0))
+    np.testing.assert_array_equal(ours.unfold_buffer(), orig_rb.unfold_buffer())
+    np.testing.assert_array_equal(ours.unfold_buffer_t(), orig_rb.unfold_buffer_t())
+    assert ours.curr_i == orig_rb.curr_i
+
+
+def test_buffer_fails_loudly_where_it_cannot_work():
+    rb = RingBuffer((10, 2))
+    with pytest.raises(ValueError, match="read-only"):
+        rb.buffer[0] = 1.0  # would miss the mirror copy the windows are read from
+    with pytest.raises(ValueError, match=r"must keep its shape \(10, 2\)"):
+        rb.buffer = np.zeros((20, 2))
+    with pytest.raises(ValueError, match=r"buffer_t must keep its shape \(10,\)"):
+        rb.buffer_t = np.zeros(3)

@@ -156,12 +156,19 @@ def test_partial_labels(outlets):
         assert sw.channel_names == ["ch_1", "Cz", "ch_3"]
 
 
-def test_resolve_timeout_lists_visible(outlets, unique_name):
+def test_resolve_timeout_lists_visible(outlets, unique_name, caplog):
     out = outlets.make()
-    sw = StreamWatcher(f"{unique_name}_absent", resolve_timeout=0.3)
-    with pytest.raises(StreamNotFoundError) as ei:
+    module_log = logging.getLogger(f"t.module.{unique_name}")
+    sw = StreamWatcher(f"{unique_name}_absent", resolve_timeout=0.3, logger=module_log)
+    with (
+        caplog.at_level(logging.ERROR, logger=module_log.name),
+        pytest.raises(StreamNotFoundError) as ei,
+    ):
         sw.connect_to_stream()
     assert out.spec.name in str(ei.value) and f"{unique_name}_absent" in str(ei.value)
+    # started before its stream exists: the module's log says so (the original waited)
+    [rec] = [r for r in caplog.records if r.name == module_log.name]
+    assert rec.levelno == logging.ERROR and str(ei.value) in rec.getMessage()
     assert out.spec.name in get_streams_names(0.3)
     with pytest.raises(StreamWatcherNotConnected, match="connect_to_stream"):
         sw.update()

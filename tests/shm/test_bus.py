@@ -111,5 +111,5 @@ def test_log_handler_publishes_dareplane_json():
             logger.removeHandler(handler)
         rec = next(r for r in recs if r["levelname"] == "WARNING")
         assert rec["name"] == "dpshm.test.bus"
-        assert rec["msg"] == "value %s and %s"
-        assert rec["args"] == [1, "two"]
+        assert rec["msg"] == "value 1 and two"  # the Dareplane wire form: formatted, no args
+        assert rec["args"] == []
