@@ -73,6 +73,7 @@ def _report(t: list[float], lat: list[float]) -> None:
 
 
 def role_outlet(a: argparse.Namespace) -> None:
+    """Child role: the LSL outlet pushing the benchmark stream until stopped."""
     from dpshm import lsl
 
     stop = _stop_flag()
@@ -91,6 +92,7 @@ def role_outlet(a: argparse.Namespace) -> None:
 
 
 def role_dpshm(a: argparse.Namespace) -> None:
+    """Child role: one consumer reading the stream through a SharedStreamView."""
     from dpshm import lsl
     from dpshm.errors import DpshmError
     from dpshm.shm.view import SharedStreamView
@@ -126,9 +128,11 @@ def role_dpshm(a: argparse.Namespace) -> None:
 
 
 def doorbell_floor(view: Any, stop: list[int]) -> None:
-    """The wake-up floor: a blocking ``recv`` on the view's doorbell and nothing else,
-    until ``stop`` is non-empty; prints ``ready`` first (also ``wake_layers.py``'s
-    ``recv`` kind)."""
+    """The wake-up floor: a blocking ``recv`` on the view's doorbell and nothing else.
+
+    Runs until ``stop`` is non-empty; prints ``ready`` first (also
+    ``wake_layers.py``'s ``recv`` kind).
+    """
     bell = view._link.bell
     if bell is None:
         raise SystemExit("the floor arm needs doorbells (Linux, DPSHM_WAKE unset)")
@@ -143,6 +147,7 @@ def doorbell_floor(view: Any, stop: list[int]) -> None:
 
 
 def role_dareplane(a: argparse.Namespace) -> None:
+    """Child role: one consumer with the original dareplane-utils StreamWatcher."""
     from dpshm.bench._common import import_original
 
     sw_mod = import_original("dareplane_utils.stream_watcher.lsl_stream_watcher")
@@ -174,6 +179,7 @@ def role_dareplane(a: argparse.Namespace) -> None:
 
 
 def role_direct(a: argparse.Namespace) -> None:
+    """Child role: one consumer with its own blocking pylsl inlet."""
     from dpshm import lsl
 
     stop = _stop_flag()
@@ -312,8 +318,11 @@ def _case(
 
 
 def supervisor_args(name: str) -> list[str]:
-    """Command line of the benchmark's supervisor: shares only stream ``name``; the
-    default resolve interval (1 s), as a user runs it, and 5 s rings."""
+    """Command line of the benchmark's supervisor.
+
+    It shares only stream ``name``, with the default resolve interval (1 s), as
+    a user runs it, and 5 s rings.
+    """
     return [sys.executable, "-m", "dpshm", "up", "--quiet", "--stream", name, "--buffer-s", "5"]
 
 
@@ -395,9 +404,11 @@ def config_tag(channels: int, rate: float) -> str:
 
 
 def rows(channels: int, rate: float, ns: Sequence[int], res: dict[str, Any]) -> list[Row]:
-    """Suite rows from the result of :func:`run`, per N: CPU of the consumers (+ supervisor),
-    the same plus the outlet's, and latency p50/p99 against the direct inlet and
-    against the original StreamWatchers."""
+    """Suite rows from the result of :func:`run`, per N.
+
+    CPU of the consumers (+ supervisor), the same plus the outlet's, and latency
+    p50/p99 against the direct inlet and against the original StreamWatchers.
+    """
     tag = config_tag(channels, rate)
     need_sup = None if res["dpshm"] else NEEDS_SUPERVISOR
     need_orig = None if res["dareplane"] else NEEDS_ORIGINAL

@@ -9,6 +9,7 @@ from typing import Any
 
 
 def fmt_rate(v: Any) -> str:
+    """A nominal rate for the table: ``irreg`` for irregular streams."""
     return "irreg" if not v else f"{float(v):g}"
 
 
@@ -51,6 +52,7 @@ class LiveStatus:
         self.last = 0.0
 
     def __call__(self, status: dict[str, Any]) -> None:
+        """Show one status dict (the supervisor calls this about once a second)."""
         if self.tty:
             text = format_table(status)
             if self.lines:

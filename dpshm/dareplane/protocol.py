@@ -1,8 +1,8 @@
-"""The Dareplane command wire: framing and parsing.
+r"""The Dareplane command wire: framing and parsing.
 
 Framing rule (see docs/server.md)
 ---------------------------------
-``;``, ``\\n`` and ``\\r\\n`` all terminate a command. Bytes after the last
+``;``, ``\n`` and ``\r\n`` all terminate a command. Bytes after the last
 terminator stay buffered. A non-empty unterminated remainder is dispatched
 at once if nothing that can follow may change its meaning (``PCOMM|{...}`` with
 a complete JSON object, or a payload-free built-in such as ``UP`` that is no

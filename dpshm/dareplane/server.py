@@ -1,11 +1,11 @@
-"""Dareplane-compatible TCP command server (``DefaultServer``, ``DefaultCallbackServer``).
+r"""Dareplane-compatible TCP command server (``DefaultServer``, ``DefaultCallbackServer``).
 
-Wire protocol: on accept the server sends ``Connected to <name>\\n``; commands
-are framed as described in :mod:`dpshm.dareplane.protocol` (``;``, ``\\n``, ``\\r\\n`` or
+Wire protocol: on accept the server sends ``Connected to <name>\n``; commands
+are framed as described in :mod:`dpshm.dareplane.protocol` (``;``, ``\n``, ``\r\n`` or
 a short idle gap end a command). Built-ins ``STOP``, ``CLOSE``, ``GET_PCOMMS``
 (reply: names joined by ``|``, no terminator) and ``UP`` (reply ``1``) answer
 byte-identically to dareplane-utils 0.0.24. Problems are answered with one line
-``ERROR <what went wrong>\\n`` unless ``error_replies=False``.
+``ERROR <what went wrong>\n`` unless ``error_replies=False``.
 
 ``DefaultCallbackServer`` lives in :mod:`dpshm.dareplane.callback_server`.
 
@@ -114,7 +114,7 @@ class _Connection:
 
 
 class DefaultServer:
-    """TCP command server of a Dareplane module.
+    r"""TCP command server of a Dareplane module.
 
     Subclasses may override :meth:`on_connection_accepted` and
     :meth:`on_connection_closed` (as with dareplane-utils). Overriding the
@@ -144,7 +144,7 @@ class DefaultServer:
         Logger of the server; ``logging.getLogger("dpshm.dareplane.server")`` if None.
     token : str | None
         If set, each connection must first send ``AUTH|<token>`` (reply
-        ``OK\\n``); every other command before that is refused with ``ERROR``.
+        ``OK\n``); every other command before that is refused with ``ERROR``.
     error_replies : bool
         Answer problems with an ``ERROR ...`` line (set False for strict clients).
     max_clients : int
@@ -176,8 +176,8 @@ class DefaultServer:
         removed) for every ``pcommand_map`` command, instead of dpshm's parser;
         its return value is kept as a handler's would be.
     delimiter : bytes
-        dareplane-utils compatibility: ``b";"`` (the default), ``b"\\n"`` or
-        ``b"\\r\\n"``; all three end a command anyway. Anything else is a
+        dareplane-utils compatibility: ``b";"`` (the default), ``b"\n"`` or
+        ``b"\r\n"``; all three end a command anyway. Anything else is a
         ``ValueError``.
     """
 
@@ -390,9 +390,11 @@ class DefaultServer:
         """
 
     def on_connection_closed(self) -> None:
-        """Called when a client's connection ended, in that client's thread,
-        with ``self.current_conn`` set to its (closed) socket. Override in a
-        subclass; the default does nothing."""
+        """Called when a client's connection ended.
+
+        Runs in that client's thread, with ``self.current_conn`` set to its
+        (closed) socket. Override in a subclass; the default does nothing.
+        """
 
     def _hook(self, conn: _Connection, hook: Callable[[], None]) -> None:
         if getattr(DefaultServer, hook.__name__) is getattr(type(self), hook.__name__):

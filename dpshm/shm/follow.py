@@ -261,9 +261,11 @@ class StreamLink:
                     return "moved"
 
     def quiet(self) -> bool:
-        """No wake-up came for a while: True if the stream moved (a new generation
-        that sends nothing yet, a restarted supervisor); re-sends the doorbell
-        subscription (the supervisor ignores duplicates)."""
+        """No wake-up came for a while: True if the stream moved.
+
+        Moved: a new generation that sends nothing yet, a restarted supervisor.
+        Re-sends the doorbell subscription (the supervisor ignores duplicates).
+        """
         if self.moved() is not None:
             return True
         if self.bell is not None:

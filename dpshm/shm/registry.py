@@ -247,8 +247,9 @@ class Registry:
         return process_alive(self.pid, self.pid_create_time)
 
     def find(self, name: str, source_id: str | None = None) -> StreamEntry:
-        """Find a stream by LSL name (and source_id when names clash), by
-        ``source_id`` alone, by registry key, or by ring name.
+        """Find a stream by LSL name, source_id, registry key or ring name.
+
+        The source_id picks one of several streams of the same name.
 
         Raises
         ------

@@ -469,6 +469,7 @@ class SharedStreamView:
     # -- lifetime -------------------------------------------------------------------------
     @property
     def closed(self) -> bool:
+        """Whether the view was closed (or never attached)."""
         return self._ring is None or self._ring.closed
 
     def close(self) -> None:
