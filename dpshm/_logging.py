@@ -1,5 +1,7 @@
-"""dpshm's own loggers: they survive ``logging.config`` and their records are
-safe for every Dareplane log receiver.
+"""dpshm's own loggers.
+
+They survive ``logging.config`` and their records are safe for every Dareplane log
+receiver.
 
 Two problems of running next to dareplane-utils, solved here once for every
 dpshm module (each module takes its logger from :func:`library_logger`):

@@ -1,4 +1,6 @@
-"""Mirrored ring arithmetic shared by :class:`~dpshm.shm.ring.SharedRing` and
+"""Mirrored ring arithmetic.
+
+Shared by :class:`~dpshm.shm.ring.SharedRing` and
 :class:`~dpshm.dareplane.ringbuffer.RingBuffer`.
 
 A ring of ``capacity`` rows is stored in an array of ``2 * capacity`` rows.

@@ -29,6 +29,7 @@ class Bound:
     flag: str | None = None  # the command-line flag that sets it, if any
 
     def describe(self) -> str:
+        """The allowed range in words, for help texts and error messages."""
         unit = f" {self.unit}" if self.unit else ""
         if self.kind is int:
             return f"{int(self.lo)}..{int(self.hi)}{unit}"

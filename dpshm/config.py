@@ -191,8 +191,10 @@ class SupervisorConfig:
     source: str = "<defaults>"
 
     def selects(self, name: str, type_: str, source_id: str) -> StreamSelector | None:
-        """Return the selector matching a stream (a catch-all when none are
-        configured), or None when the stream is not selected."""
+        """Return the selector matching a stream, or None when it is not selected.
+
+        A catch-all selector when none are configured.
+        """
         if not self.streams:
             return StreamSelector()
         for sel in self.streams:
@@ -451,8 +453,11 @@ def parse_toml(text: str, source: str = "<string>") -> SupervisorConfig:
 
 
 def parse_selector(text: str) -> StreamSelector:
-    """Parse a command-line selection: ``eeg``, ``name=eeg``, ``type=EEG`` or
-    ``source_id=amp-1`` (several ``key=value`` joined by ``,``)."""
+    """Parse a command-line stream selection.
+
+    ``eeg``, ``name=eeg``, ``type=EEG`` or ``source_id=amp-1`` (several
+    ``key=value`` joined by ``,``).
+    """
     if "=" not in text:
         if not text:
             raise ConfigError("--stream needs a name, e.g. --stream eeg or --stream type=EEG.")

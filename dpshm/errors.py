@@ -69,8 +69,10 @@ class RingOwnershipError(DpshmError, PermissionError):
 
 
 class UnsafeOwnershipError(DpshmError, PermissionError):
-    """A runtime directory, a file in it or a ring belongs to another user, is a
-    symlink, or can be written by other users: dpshm refuses to trust it."""
+    """A runtime directory, a file in it or a ring that dpshm refuses to trust.
+
+    It belongs to another user, is a symlink, or can be written by other users.
+    """
 
 
 class NoSupervisorError(SupervisorNotRunningError, RingNotFoundError):

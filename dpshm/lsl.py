@@ -95,10 +95,12 @@ def _liblsl_config_files() -> list[Path]:
 
 
 def _quiet_liblsl() -> bool:
-    """Lower liblsl's log level to :data:`LIBLSL_LOG_LEVEL` unless the user configures
-    liblsl (``$LSLAPICFG`` or an ``lsl_api.cfg``: theirs wins). Returns True if applied.
+    """Lower liblsl's log level to :data:`LIBLSL_LOG_LEVEL` unless the user configures it.
+
+    A user's ``$LSLAPICFG`` or ``lsl_api.cfg`` wins. Returns True if applied.
     Takes effect only before liblsl loads its configuration (its first outlet, inlet or
-    resolve in this process); later it is ignored by liblsl."""
+    resolve in this process); later it is ignored by liblsl.
+    """
     try:
         if os.environ.get("LSLAPICFG") or any(p.is_file() for p in _liblsl_config_files()):
             return False
@@ -128,8 +130,10 @@ def _default_names(n: int) -> tuple[str, ...]:
 
 
 def _channel_labels(root: ET.Element, n_channels: int) -> tuple[str, ...]:
-    """Labels from ``<desc><channels><channel><label>``, positionally; a missing
-    or empty label (or a missing ``<channel>``) becomes ``ch_<i+1>``."""
+    """Labels from ``<desc><channels><channel><label>``, positionally.
+
+    A missing or empty label (or a missing ``<channel>``) becomes ``ch_<i+1>``.
+    """
     names = list(_default_names(n_channels))
     channels = root.find("desc/channels")
     if channels is None:
@@ -524,7 +528,7 @@ class Inlet:
     def _pull_direct(
         self, data: np.ndarray, timestamps: np.ndarray, max_samples: int, timeout: float
     ) -> int:
-        """liblsl's chunk pull straight into both caller buffers (no temporaries).
+        """Liblsl's chunk pull straight into both caller buffers (no temporaries).
 
         With ``timeout > 0`` it first waits for one sample, then drains the rest
         without waiting (what pylsl's ``min_samples=1`` does).

@@ -1,5 +1,7 @@
-"""What every benchmark of :mod:`dpshm.bench` shares: the result row, timing
-statistics and the import of the original dareplane-utils (an optional extra).
+"""What every benchmark of :mod:`dpshm.bench` shares.
+
+The result row, timing statistics and the import of the original
+dareplane-utils (an optional extra).
 """
 
 from __future__ import annotations
@@ -119,9 +121,11 @@ class FilledRing:
 
 @contextlib.contextmanager
 def filled_ring(n_ch: int, srate: float, seconds: float) -> Iterator[FilledRing]:
-    """A ring of ``seconds * srate`` rows x ``n_ch`` float32, filled with :data:`CHUNK_S` chunks
-    of noise (wrapped at least once), with a :class:`~dpshm.shm.view.SharedStreamView`;
-    unlinked on exit."""
+    """A filled ring of ``seconds * srate`` rows x ``n_ch`` float32 and a view of it.
+
+    Filled with :data:`CHUNK_S` chunks of noise (wrapped at least once), read
+    through a :class:`~dpshm.shm.view.SharedStreamView`; unlinked on exit.
+    """
     from dpshm.shm.ring import SharedRing
     from dpshm.shm.view import SharedStreamView
 
@@ -177,8 +181,11 @@ def percentiles(samples: Any, scale: float = 1.0) -> tuple[float, float]:
 
 @contextlib.contextmanager
 def _logging_untouched() -> Iterator[None]:
-    """Undo what ``logging.config.dictConfig`` changes (root handlers and level,
-    every logger's ``disabled`` flag); handlers added meanwhile are closed."""
+    """Undo what ``logging.config.dictConfig`` changes.
+
+    Restores the root handlers and level and every logger's ``disabled`` flag;
+    handlers added meanwhile are closed.
+    """
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     disabled = {
@@ -217,8 +224,10 @@ def import_original(module: str) -> ModuleType | None:
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    """Environment for benchmark subprocesses: they import this very ``dpshm``
-    (also from a checkout that is not installed), plus ``extra`` variables."""
+    """Environment for benchmark subprocesses, plus ``extra`` variables.
+
+    They import this very ``dpshm``, also from a checkout that is not installed.
+    """
     root = str(Path(__file__).resolve().parents[2])
     pp = os.environ.get("PYTHONPATH")
     return {**os.environ, "PYTHONPATH": root + (os.pathsep + pp if pp else ""), **extra}

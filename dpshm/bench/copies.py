@@ -1,5 +1,7 @@
-"""Copy benchmarks: ``unfold_buffer()`` and ``get_window()`` against a plain numpy copy
-and against the original dareplane-utils StreamWatcher.
+"""Copy benchmarks: ``unfold_buffer()`` and ``get_window()`` against their baselines.
+
+The baselines are a plain numpy copy and the original dareplane-utils
+StreamWatcher.
 
 One ring of ``seconds`` x ``srate`` rows x ``n_channels`` float32, filled with
 10 ms chunks, is read through :class:`~dpshm.shm.view.SharedStreamView`; the same
@@ -105,8 +107,10 @@ def measure(
 
 
 def _original_watcher(n_ch: int, srate: float, seconds: float) -> object | None:
-    """The original StreamWatcher holding an original RingBuffer of the given shape,
-    as ``connect_to_stream()`` sets it up (no LSL needed for reading it)."""
+    """The original StreamWatcher holding an original RingBuffer of the given shape.
+
+    Set up as ``connect_to_stream()`` does (no LSL needed for reading it).
+    """
     sw_mod = import_original("dareplane_utils.stream_watcher.lsl_stream_watcher")
     rb_mod = import_original("dareplane_utils.general.ringbuffer")
     if sw_mod is None or rb_mod is None:

@@ -79,6 +79,7 @@ def _report(t: list[float], lat: list[float]) -> None:
 
 
 def role_outlet(a: argparse.Namespace) -> None:
+    """Child role: the LSL outlet pushing the benchmark stream until stopped."""
     from dpshm import lsl
 
     stop = _stop_flag()
@@ -97,6 +98,7 @@ def role_outlet(a: argparse.Namespace) -> None:
 
 
 def role_dpshm(a: argparse.Namespace) -> None:
+    """Child role: one consumer reading the stream through a SharedStreamView."""
     from dpshm import lsl
     from dpshm.shm.view import SharedStreamView
 
@@ -123,9 +125,11 @@ def role_dpshm(a: argparse.Namespace) -> None:
 
 
 def doorbell_floor(view: Any, stop: list[int]) -> None:
-    """The wake-up floor: a blocking ``recv`` on the view's doorbell and nothing else,
-    until ``stop`` is non-empty; prints ``ready`` first (also ``wake_layers.py``'s
-    ``recv`` kind)."""
+    """The wake-up floor: a blocking ``recv`` on the view's doorbell and nothing else.
+
+    Runs until ``stop`` is non-empty; prints ``ready`` first (also
+    ``wake_layers.py``'s ``recv`` kind).
+    """
     bell = view._link.bell
     if bell is None:
         raise SystemExit("the floor arm needs doorbells (Linux, DPSHM_WAKE unset)")
@@ -142,8 +146,11 @@ def doorbell_floor(view: Any, stop: list[int]) -> None:
 def _every_chunk(
     stop: list[int], poll: Callable[[], float | None], clock: Callable[[], float]
 ) -> None:
-    """A polling consumer's loop: ``poll()`` every :data:`CHUNK_S` (absolute deadlines)
-    until ``stop``; ``poll`` returns the newest timestamp of what it took, or None."""
+    """A polling consumer's loop.
+
+    ``poll()`` every :data:`CHUNK_S` (absolute deadlines) until ``stop``; ``poll``
+    returns the newest timestamp of what it took, or None.
+    """
     t: list[float] = []
     lat: list[float] = []
     t0 = time.perf_counter()
@@ -162,6 +169,7 @@ def _every_chunk(
 
 
 def role_dareplane(a: argparse.Namespace) -> None:
+    """Child role: one consumer with the original dareplane-utils StreamWatcher."""
     from dpshm.bench._common import import_original
 
     sw_mod = import_original("dareplane_utils.stream_watcher.lsl_stream_watcher")
@@ -185,6 +193,7 @@ def role_dareplane(a: argparse.Namespace) -> None:
 
 
 def role_mnelsl(a: argparse.Namespace) -> None:
+    """Child role: one consumer with an mne-lsl ``StreamLSL`` (its default acquisition)."""
     from mne_lsl.lsl import local_clock
     from mne_lsl.stream import StreamLSL
 
@@ -208,6 +217,7 @@ def mnelsl_available() -> bool:
 
 
 def role_direct(a: argparse.Namespace) -> None:
+    """Child role: one consumer with its own blocking pylsl inlet."""
     from dpshm import lsl
 
     stop = _stop_flag()
@@ -347,8 +357,11 @@ def _case(
 
 
 def supervisor_args(name: str) -> list[str]:
-    """Command line of the benchmark's supervisor: shares only stream ``name``; the
-    default resolve interval (1 s), as a user runs it, and 5 s rings."""
+    """Command line of the benchmark's supervisor.
+
+    It shares only stream ``name``, with the default resolve interval (1 s), as
+    a user runs it, and 5 s rings.
+    """
     return [sys.executable, "-m", "dpshm", "up", "--quiet", "--stream", name, "--buffer-s", "5"]
 
 
@@ -430,9 +443,11 @@ def config_tag(channels: int, rate: float) -> str:
 
 
 def rows(channels: int, rate: float, ns: Sequence[int], res: dict[str, Any]) -> list[Row]:
-    """Suite rows from the result of :func:`run`, per N: CPU of the consumers (+ supervisor),
-    the same plus the outlet's, and latency p50/p99 against the direct inlet and
-    against the original StreamWatchers."""
+    """Suite rows from the result of :func:`run`, per N.
+
+    CPU of the consumers (+ supervisor), the same plus the outlet's, and latency
+    p50/p99 against the direct inlet and against the original StreamWatchers.
+    """
     tag = config_tag(channels, rate)
     need_sup = None if res["dpshm"] else NEEDS_SUPERVISOR
     need_orig = None if res["dareplane"] else NEEDS_ORIGINAL

@@ -1,5 +1,4 @@
-"""Timing benchmarks: ``EventLoop`` and ``sleep_s`` of :mod:`dpshm.dareplane.timing`
-against the originals of dareplane-utils.
+"""Timing benchmarks: ``EventLoop`` and ``sleep_s`` against dareplane-utils' originals.
 
 Implementations run interleaved in rounds of about one second (ours, original,
 original, ours, ...) so that load from other processes hits both alike.
@@ -73,8 +72,12 @@ def _rounds(impls: list[str], total: float) -> list[tuple[str, float]]:
 
 
 def implementations() -> tuple[dict[str, Any], dict[str, Any]]:
-    """``({"ours": EventLoop, "orig": ...}, {"ours": sleep_s, "orig": ..., "time.sleep": ...})``;
-    the originals are left out when dareplane-utils is not installed."""
+    """The implementations to compare: event loops, and sleeps.
+
+    ``({"ours": EventLoop, "orig": ...}, {"ours": sleep_s, "orig": ...,
+    "time.sleep": ...})``; the originals are left out when dareplane-utils is
+    not installed.
+    """
     from dpshm.dareplane.eventloop import EventLoop
     from dpshm.dareplane.timing import sleep_s
 

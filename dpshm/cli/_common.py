@@ -1,5 +1,7 @@
-"""What every command group of the ``dpshm`` command line shares: the help
-formatter, the namespace flag, console logging and stopping on signals."""
+"""What every command group of the ``dpshm`` command line shares.
+
+The help formatter, the namespace flag, console logging and stopping on signals.
+"""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ from typing import Any
 
 
 def fmt_rate(v: Any) -> str:
+    """A nominal rate for the table: ``irreg`` for irregular streams."""
     return "irreg" if not v else f"{float(v):g}"
 
 

@@ -1,5 +1,6 @@
-"""The supervisor's TCP commands, as a ``pcommand_map`` for the
-:class:`~dpshm.dareplane.server.DefaultServer`.
+"""The supervisor's TCP commands, as a ``pcommand_map`` for the ``DefaultServer``.
+
+(:class:`~dpshm.dareplane.server.DefaultServer`.)
 
 Commands (replies are one line; JSON unless noted; a refused command replies
 one line starting with ``ERROR`` that names the problem, and the server keeps

@@ -1,6 +1,7 @@
-"""What every worker runs with, in either mode: the ``ctx`` object
-(:class:`WorkerContext`), loading a declared target, and attaching and closing
-its stream views.
+"""What every worker runs with, in either mode.
+
+The ``ctx`` object (:class:`WorkerContext`), loading a declared target, and
+attaching and closing its stream views.
 
 Thread workers (:mod:`dpshm.control.workers`) and process workers
 (:mod:`dpshm.control.worker_proc`) both build their context from here.

@@ -186,6 +186,7 @@ class ProcessHandle:
 
     @property
     def sentinel(self) -> int:
+        """The process sentinel (ready when the worker process has exited)."""
         return self.proc.sentinel
 
     def waitables(self) -> list[Any]:
@@ -232,8 +233,9 @@ class ProcessHandle:
                 self.conn.close()
 
     def signal_tree(self, sig: int, grace_s: float) -> list[psutil.Process]:
-        """Send ``sig`` to the worker and its descendants; wait up to ``grace_s``
-        for the descendants; return those still alive.
+        """Send ``sig`` to the worker and its descendants; return those still alive.
+
+        Waits up to ``grace_s`` for the descendants.
 
         The worker itself is reaped by the monitor (through multiprocessing),
         never by psutil: a ``waitpid`` by psutil would leave multiprocessing

@@ -362,9 +362,11 @@ class WorkerManager:
         return self._get(worker_id).as_dict(time.time())
 
     def wait(self, worker_id: str, timeout: float) -> dict[str, Any]:
-        """Wait until the worker has ended (stopped, finished or failed
-        without a pending restart); raise :class:`DpshmTimeoutError` after
-        ``timeout`` seconds."""
+        """Wait until the worker has ended.
+
+        Ended: stopped, finished or failed without a pending restart. Raises
+        :class:`DpshmTimeoutError` after ``timeout`` seconds.
+        """
         w = self._get(worker_id)
         if not w.ended.wait(timeout):
             raise DpshmTimeoutError(f"worker {worker_id!r} still {w.state!r} after {timeout} s.")

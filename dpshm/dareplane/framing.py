@@ -1,10 +1,10 @@
-"""Framing of the Dareplane command wire: where one command ends.
+r"""Framing of the Dareplane command wire: where one command ends.
 
 The rule (docs/server.md, "Framing rule")
 -----------------------------------------
 * ``;`` always ends a command (the Dareplane control room reserves it).
-* ``\\n`` and ``\\r\\n`` end a command, except inside a JSON value that is
-  still open (``ECHO|{\\n "a": 2\\n}`` is one command).
+* ``\n`` and ``\r\n`` end a command, except inside a JSON value that is
+  still open (``ECHO|{\n "a": 2\n}`` is one command).
 * Bytes without a terminator are a *pending* command. :meth:`CommandFramer.pending`
   says what may be done with it without a terminator:
 

@@ -1,5 +1,6 @@
-"""Log records on the wire and in the log file: the one place that encodes,
-decodes and formats them.
+"""Log records on the wire and in the log file.
+
+The one place that encodes, decodes and formats them.
 
 Wire format (port 9020, byte-compatible with dareplane-utils 0.0.21-0.0.24)::
 
@@ -66,9 +67,9 @@ _ESCAPES.update({0x0A: "\\n", 0x0D: "\\r", 0x2028: "\\u2028", 0x2029: "\\u2029"}
 
 
 def escape_controls(text: str) -> str:
-    """``text`` with newlines and other control characters as backslash escapes.
+    r"""``text`` with newlines and other control characters as backslash escapes.
 
-    A tab stays. ``"a\\nb"`` becomes ``"a\\\\nb"``: one line whatever the input.
+    A tab stays. ``"a\nb"`` becomes ``"a\\nb"``: one line whatever the input.
     """
     if text.isprintable():
         return text
@@ -347,6 +348,7 @@ class LineFormatter(logging.Formatter):
         super().__init__(FORMAT)
 
     def format(self, record: logging.LogRecord) -> str:
+        """One line (continuation lines marked), control characters escaped."""
         try:
             asctime = self.formatTime(record, self.datefmt)
         except Exception:

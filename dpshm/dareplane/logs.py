@@ -219,8 +219,10 @@ class JsonSocketHandler(logging.Handler):
         return len(self._buf) + self._in_hand
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait up to ``timeout`` (default ``flush_timeout_s``) until all queued
-        records are sent; return whether they were."""
+        """Wait until all queued records are sent; return whether they were.
+
+        Waits up to ``timeout`` (default ``flush_timeout_s``).
+        """
         if self._thread is None:
             return self.pending == 0
         timeout = self.flush_timeout_s if timeout is None else timeout

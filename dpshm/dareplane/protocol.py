@@ -1,4 +1,4 @@
-"""The Dareplane command wire: parsing one command, and the ``ERROR`` reply.
+r"""The Dareplane command wire: parsing one command, and the ``ERROR`` reply.
 
 Where a command ends is :mod:`dpshm.dareplane.framing`'s business.
 
@@ -11,7 +11,7 @@ string arguments.
 Replies
 -------
 A refused command is answered with one line, :func:`error_line`: ``ERROR``,
-a space, what went wrong (the value and the fix), ``\\n``. Every server and
+a space, what went wrong (the value and the fix), ``\n``. Every server and
 command of dpshm builds it there.
 """
 
@@ -30,7 +30,7 @@ ERROR_PREFIX = "ERROR "
 
 
 def error_line(problem: object) -> str:
-    """The reply to a refused command: ``ERROR <problem>`` on one line, ``\\n``-terminated.
+    r"""The reply to a refused command: ``ERROR <problem>`` on one line, ``\n``-terminated.
 
     Whitespace in ``problem`` (newlines included) collapses to single spaces,
     so a client reading lines always gets exactly one.

@@ -115,8 +115,10 @@ class RingBuffer:
 
     @property
     def buffer_t(self) -> np.ndarray:
-        """``(n_samples,)`` float64 timestamps in storage order (read-only; assignable
-        as a whole like :attr:`buffer`)."""
+        """``(n_samples,)`` float64 timestamps in storage order (read-only.
+
+        Assignable as a whole like :attr:`buffer`).
+        """
         return self._buffer_t_view
 
     @buffer_t.setter

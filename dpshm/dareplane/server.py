@@ -1,4 +1,4 @@
-"""Dareplane-compatible TCP command server (``DefaultServer``, ``DefaultCallbackServer``).
+r"""Dareplane-compatible TCP command server (``DefaultServer``, ``DefaultCallbackServer``).
 
 Wire protocol: on accept the server sends ``Connected to <name>\\n``; commands
 are framed as described in :mod:`dpshm.dareplane.framing` (``;`` always, a
@@ -85,7 +85,7 @@ def is_loopback(host: str) -> bool:
 
 
 class DefaultServer(WorkBook, IOLoop):
-    """TCP command server of a Dareplane module.
+    r"""TCP command server of a Dareplane module.
 
     Subclasses may override :meth:`on_connection_accepted` and
     :meth:`on_connection_closed` (as with dareplane-utils). Overriding the
@@ -119,7 +119,7 @@ class DefaultServer(WorkBook, IOLoop):
         original's default does (:func:`~dpshm.dareplane.logs.server_logger`).
     token : str | None
         If set, each connection must first send ``AUTH|<token>`` (reply
-        ``OK\\n``); every other command before that is refused with ``ERROR``.
+        ``OK\n``); every other command before that is refused with ``ERROR``.
     error_replies : bool
         Answer problems with an ``ERROR ...`` line (set False for strict clients).
     max_clients : int
@@ -170,8 +170,8 @@ class DefaultServer(WorkBook, IOLoop):
         removed) for every ``pcommand_map`` command, instead of dpshm's parser;
         its return value is kept as a handler's would be.
     delimiter : bytes
-        dareplane-utils compatibility: ``b";"`` (the default), ``b"\\n"`` or
-        ``b"\\r\\n"``; all three end a command anyway. Anything else is a
+        dareplane-utils compatibility: ``b";"`` (the default), ``b"\n"`` or
+        ``b"\r\n"``; all three end a command anyway. Anything else is a
         ``ValueError``.
     """
 
@@ -385,9 +385,11 @@ class DefaultServer(WorkBook, IOLoop):
         """
 
     def on_connection_closed(self) -> None:
-        """Called when a client's connection ended, in the handler thread,
-        with ``self.current_conn`` set to its (closed) socket. Override in a
-        subclass; the default does nothing."""
+        """Called when a client's connection ended.
+
+        Runs in the handler thread, with ``self.current_conn`` set to its
+        (closed) socket. Override in a subclass; the default does nothing.
+        """
 
     def _overridden(self, hook: str) -> bool:
         return getattr(DefaultServer, hook) is not getattr(type(self), hook)

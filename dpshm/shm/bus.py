@@ -1,4 +1,4 @@
-"""The ZeroMQ bus: head-update notifications and JSON log records.
+r"""The ZeroMQ bus: head-update notifications and JSON log records.
 
 This is the only module that imports ``zmq`` and ``msgpack``.
 
@@ -6,7 +6,7 @@ Head updates (PUB/SUB, endpoint ``heads``)
 ------------------------------------------
 After each write into a ring the supervisor publishes one single-frame message::
 
-    b"h" + <stream key, UTF-8> + b"\\0" + msgpack({
+    b"h" + <stream key, UTF-8> + b"\0" + msgpack({
         "stream": str,       # registry key of the stream
         "head": int,         # ring head after the write (total samples written)
         "generation": int,   # ring generation (bumped when the format changes)
@@ -191,8 +191,10 @@ class HeadPublisher(_Pub):
                     self._topics.discard(msg[1:])
 
     def publish(self, stream: str, head: int, generation: int, timestamp: float) -> bool:
-        """Send one update; returns False if it was not sent (nobody subscribed,
-        closed, or queue full)."""
+        """Send one update; returns False if it was not sent.
+
+        Not sent: nobody subscribed, closed, or queue full.
+        """
         if time.monotonic() >= self._next_check:
             self._read_subscriptions()
         if not self._topics:
@@ -228,6 +230,7 @@ class ZmqLogHandler(logging.Handler):
         self.dropped = 0
 
     def emit(self, record: logging.LogRecord) -> None:
+        """Publish the record; count it in ``dropped`` if it could not be sent."""
         try:
             if not self.publisher.publish_record(self._to_dict(record)):
                 self.dropped += 1

@@ -323,8 +323,11 @@ class PublishedStreams:
         return removed
 
     def check(self, dt: float) -> None:
-        """Housekeeping (each second): rates, producers dead with their connection open
-        (a forked child inherited it), orphaned rings."""
+        """Housekeeping (each second).
+
+        Rates, producers dead with their connection open (a forked child inherited it),
+        orphaned rings.
+        """
         changed = False
         with self._lock:
             for p in self._streams.values():

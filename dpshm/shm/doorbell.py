@@ -203,8 +203,11 @@ class DoorbellServer:
         return None
 
     def _serve(self) -> None:
-        """Receive control messages: drain what is queued, at most
-        :data:`MAX_MESSAGES_PER_S` a second (a flood costs bounded CPU)."""
+        """Receive control messages.
+
+        Drain what is queued, at most :data:`MAX_MESSAGES_PER_S` a second (a flood costs
+        bounded CPU).
+        """
         sock = self._sock
         assert sock is not None
         poller = select.poll()

@@ -169,7 +169,7 @@ class Feed:
         )  # fmt: skip
 
     def entry(self) -> StreamEntry:
-        """This stream's registry entry."""
+        """The registry entry of this stream."""
         spec, ring = self.spec, self.ring
         assert ring is not None
         return StreamEntry(
@@ -226,6 +226,7 @@ class Feed:
         self.missed_resolves += 1
 
     def start(self) -> None:
+        """Start the feed thread; it connects to the stream it was created for."""
         self._offered = self.spec
         self._wake.set()
         self.thread.start()

@@ -298,10 +298,13 @@ class StreamLink:
         )  # fmt: skip
 
     def quiet(self) -> bool:
-        """No wake-up came for a while: True if the stream moved (a new generation
-        that sends nothing yet, a restarted supervisor); re-sends the doorbell
-        subscription (the supervisor ignores duplicates). A supervisor killed
-        without removing its registry is noticed here (its process is gone)."""
+        """No wake-up came for a while.
+
+        True if the stream moved (a new generation that sends nothing yet, a restarted
+        supervisor); re-sends the doorbell subscription (the supervisor ignores
+        duplicates). A supervisor killed without removing its registry is noticed here
+        (its process is gone).
+        """
         if self.moved() is not None:
             return True
         now = time.monotonic()

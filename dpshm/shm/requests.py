@@ -1,4 +1,4 @@
-"""The supervisor's request socket: where publishing processes register their streams.
+r"""The supervisor's request socket: where publishing processes register their streams.
 
 Stdlib only. A UNIX stream socket in the namespace's runtime directory
 (``<runtime dir>/<namespace>/requests.sock``, published in the registry as
@@ -11,7 +11,7 @@ never reachable from another host.
 
 Wire format
 -----------
-Both directions: one UTF-8 JSON object per line (``\\n``-terminated), at most
+Both directions: one UTF-8 JSON object per line (``\n``-terminated), at most
 :data:`MAX_LINE` bytes. Each request gets exactly one reply, in order::
 
     -> {"op": "claim", "name": ..., ...}        (see dpshm.shm.derived)

@@ -592,6 +592,7 @@ class SharedRing:
 
     @property
     def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
         return self._closed
 
     def info(self) -> dict[str, Any]:

@@ -640,8 +640,10 @@ class SharedStreamView:
             )  # fmt: skip
 
     def _close_gap(self) -> int:
-        """After a re-attach: the old ring's unread samples, and after a supervisor
-        restart those a regular stream sent before the new ring's first.
+        """After a re-attach.
+
+        The old ring's unread samples, and after a supervisor restart those a regular
+        stream sent before the new ring's first.
 
         Returns the number to add to ``lost`` (0 and the gap stays open while the
         new ring is empty).
@@ -688,6 +690,7 @@ class SharedStreamView:
     # -- lifetime -------------------------------------------------------------------------
     @property
     def closed(self) -> bool:
+        """Whether the view was closed (or never attached)."""
         return self._ring is None or self._ring.closed
 
     def close(self) -> None:

@@ -268,8 +268,10 @@ class ViewerServer:
             return table
 
     def stream_slot(self, kind: str) -> bool:
-        """Take a slot for an event stream of ``kind`` (``"events"``, ``"trace"``);
-        False when :attr:`max_event_clients` of that kind are open."""
+        """Take a slot for an event stream of ``kind`` (``"events"``, ``"trace"``).
+
+        False when :attr:`max_event_clients` of that kind are open.
+        """
         with self._streams_lock:
             if self._streams[kind] >= self.max_event_clients:
                 return False
@@ -277,6 +279,7 @@ class ViewerServer:
             return True
 
     def release_stream_slot(self, kind: str) -> None:
+        """Give back a slot taken with :meth:`stream_slot`."""
         with self._streams_lock:
             self._streams[kind] -= 1
 
@@ -534,8 +537,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     @staticmethod
     def _trace_loop(viewer: ViewerServer, send: Callable, req: WindowRequest) -> None:
-        """Push the window's new columns every :data:`TRACE_EVERY_S` (base64 of the
-        binary window reply): one wake-up per frame, no request to parse."""
+        """Push the window's new columns every :data:`TRACE_EVERY_S`.
+
+        Each frame is the base64 of the binary window reply: one wake-up per
+        frame, no request to parse.
+        """
         since = None
         nxt = time.monotonic()
         while not viewer.stopping.is_set():

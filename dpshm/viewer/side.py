@@ -128,7 +128,7 @@ def _logs_endpoint(namespace: str) -> str | None:
 
 
 def _printable(text: str) -> str:
-    """Control characters (but newlines and tabs) shown as ``\\xNN``: no forged lines."""
+    r"""Control characters (but newlines and tabs) shown as ``\xNN``: no forged lines."""
     return "".join(c if c.isprintable() or c in "\n\t" else f"\\x{ord(c):02x}" for c in text)
 
 
