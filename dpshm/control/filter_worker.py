@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from dpshm._logging import library_logger
-from dpshm.errors import ConfigError, DpshmError
+from dpshm.errors import ConfigError
 
 log = library_logger(__name__)
 
@@ -43,14 +43,14 @@ WAIT_S = 0.5  # longest block in one wait: bounds the reaction to the stop event
 
 
 def _signal() -> Any:
-    try:
-        import scipy.signal
-    except ImportError:
-        raise DpshmError(
-            "the filter worker needs scipy, which is not installed: "
-            "pip install 'dpshm[filters]' (or pip install scipy)"
-        ) from None
-    return scipy.signal
+    """``scipy.signal``, through dpshm's one entry point of scipy.
+
+    Raises :class:`~dpshm.errors.MissingDependencyError` (naming
+    ``pip install 'dpshm[filters]'``) when scipy is not installed.
+    """
+    from dpshm.dareplane.filterbank import scipy_signal
+
+    return scipy_signal
 
 
 def design(

@@ -26,16 +26,17 @@ import numpy as np
 from dpshm.dareplane.ringbuffer import RingBuffer
 from dpshm.errors import MissingDependencyError
 
-try:
+try:  # dpshm's one entry point of scipy (the filter worker takes scipy.signal from here)
+    import scipy.signal as scipy_signal
     from scipy.ndimage import convolve
     from scipy.signal import butter, sosfilt, sosfilt_zi
 except ImportError as _err:  # pragma: no cover - exercised in a subprocess test
     raise MissingDependencyError(
-        f"dpshm.FilterBank needs scipy, which cannot be imported ({_err}); "
-        "install it with: pip install 'dpshm[filters]'"
+        f"dpshm's filters (FilterBank, the filter worker) need scipy, which cannot be "
+        f"imported ({_err}); install it with: pip install 'dpshm[filters]'"
     ) from _err
 
-__all__ = ["OUTPUTS", "FilterBank", "abs_moving_average"]
+__all__ = ["OUTPUTS", "FilterBank", "abs_moving_average", "scipy_signal"]
 
 
 def abs_moving_average(data: np.ndarray, n_lookback: int = 5) -> np.ndarray:
