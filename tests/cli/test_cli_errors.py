@@ -141,7 +141,9 @@ def test_ctrl_c_during_start_up(unique_name, command, delay_s):
         else ["demo", "--name", f"{unique_name}-m", "--marker-name", f"{unique_name}-k"]
     )
     rc, out = _interrupt_start(unique_name, args, delay_s)
-    assert rc in (0, 130) and "Traceback" not in out and "Error" not in out, (rc, out)
+    # 130: our handler ran; -2: Python re-raised SIGINT on its way out (no handler yet):
+    # both are what a shell shows as Ctrl-C, and neither may print a traceback
+    assert rc in (0, 130, -2) and "Traceback" not in out and "Error" not in out, (rc, out)
     assert segments(unique_name) == []
     assert registry.read_registry_raw(unique_name) is None
 

@@ -60,6 +60,8 @@ def test_mirror_received_by_pylsl_and_not_picked_up(procs):
         # the supervisor resolves every 0.3 s and sees the mirror each time; for 5 of its
         # intervals it never connects an inlet nor creates a ring for it
         mine = [f"dpshm_{pub.ring.name}"]
+        # the test's own inlet takes a moment to leave the outlet after close_stream()
+        wait_until(lambda: not pub.outlet.have_consumers(), timeout=5.0)
         t_end = time.monotonic() + 1.5
         while time.monotonic() < t_end:
             assert not pub.outlet.have_consumers(), "the supervisor reads its own mirror"
