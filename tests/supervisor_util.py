@@ -136,8 +136,8 @@ def stop_all(ns: str, started: list[Proc]) -> None:
     """Stop every child, then remove what a killed supervisor left on ``ns``."""
     from dpshm.shm import registry
 
-    for p in started:
-        p.stop(signal.SIGKILL if p.proc.poll() is None else signal.SIGTERM, 5)
+    for p in started:  # SIGTERM: a supervisor unlinks its rings (SIGKILL after 5 s)
+        p.stop(signal.SIGTERM, 5)
     for seg in segments(ns):  # a supervisor killed by a failing test leaves its rings
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"/dev/shm/{seg}")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -15,7 +15,7 @@ import psutil
 import pylsl
 import pytest
 from helpers import ROOT, wait_until
-from supervisor_util import Sup
+from supervisor_util import Sup, stop_all
 from worker_targets import Client
 
 from dpshm.shm.view import SharedStreamView
@@ -85,20 +85,23 @@ linger_s = {{ type = "float", min = 0.0, max = 120.0 }}
     return cfg
 
 
-def _start_supervisor(cfg, ns, *args, cwd=None):
-    """`dpshm up --config cfg --port 0 ARGS` (in ``cwd``); returns (its process, its port)."""
+@contextlib.contextmanager
+def _supervisor(cfg, ns, *args, cwd=None):
+    """`dpshm up --config cfg --port 0 ARGS` (in ``cwd``); yields (its process, its port).
+
+    On the way out, also when the test failed, the supervisor is stopped and what
+    it left on ``ns`` (rings, registry) is removed.
+    """
     sup = Sup(ns, args=("--config", str(cfg), "--port", "0", *args), cwd=cwd)
     try:
-        return sup.proc, sup.port()
-    except BaseException:
-        sup.stop(signal.SIGKILL)
-        raise
+        yield sup.proc, sup.port()
+    finally:
+        stop_all(ns, [sup])
 
 
 def test_control_room_drives_dpshm_up(outlet, tmp_path):
     ns = _namespace(tmp_path)
-    proc, port = _start_supervisor(_write_config(tmp_path, outlet), ns)
-    try:
+    with _supervisor(_write_config(tmp_path, outlet), ns) as (proc, port):
         c = Client(port)
         assert c.banner == "Connected to dpshm"
 
@@ -184,10 +187,6 @@ def test_control_room_drives_dpshm_up(outlet, tmp_path):
         _gone, alive = psutil.wait_procs(children, timeout=5)
         assert not alive, f"left running after CLOSE: {alive}"
         c.close()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
 
 
 def test_non_loopback_without_token_refused(outlet, tmp_path):
@@ -219,10 +218,9 @@ def test_examples_run_against_mock(unique_name, tmp_path):
     eeg, mk, bp_name = spec.name, spec.marker_name, f"{unique_name}_bp"
     with MockOutlets(spec):
         cfg = ROOT / "examples" / "workers.toml"
-        proc, port = _start_supervisor(
+        with _supervisor(
             cfg, _namespace(tmp_path), "--stream", eeg, "--stream", mk, cwd=tmp_path
-        )
-        try:
+        ) as (proc, port):
             c = Client(port)
 
             def both_flowing():
@@ -260,10 +258,6 @@ def test_examples_run_against_mock(unique_name, tmp_path):
             c.send("CLOSE")
             assert proc.wait(20) == 0
             c.close()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
 
 
 def test_busy_port_refused_with_the_fix(tmp_path):
