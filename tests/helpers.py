@@ -177,3 +177,18 @@ def as_other_user(fn: Callable[[], T], timeout: float = 20.0, uid: int = OTHER_U
     if kind == "error":
         raise RuntimeError(f"in the uid {uid} child: {value}")
     return value
+
+
+def join_readers(procs, timeout: float = 30.0) -> None:
+    """Join multiprocessing children that must end by themselves, each with exit code 0."""
+    for p in procs:
+        p.join(timeout)
+        assert p.exitcode == 0, f"{p.name} ended with exit code {p.exitcode}"
+
+
+def kill_alive(procs) -> None:
+    """Kill and reap the multiprocessing children still running (cleanup paths)."""
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join(10)

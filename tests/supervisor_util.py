@@ -147,3 +147,27 @@ def stop_all(ns: str, started: list[Proc]) -> None:
 def segments(ns: str) -> list[str]:
     """The shared-memory segments of namespace ``ns`` in /dev/shm."""
     return sorted(e for e in os.listdir("/dev/shm") if e.startswith(f"dpshm_{ns}."))
+
+
+#: A consumer process: ``python -c READER NAME N OUT.npz [DPSHM_WAKE]`` reads ``N``
+#: samples of stream ``NAME`` with ``wait``/``read_new`` and saves what it got
+#: (``data``, ``ts``, the summed ``lost``); it prints ``ready <writer pid>`` once
+#: attached and ``done <count>`` at the end.
+READER = r"""
+import os, sys, time
+if len(sys.argv) > 4:
+    os.environ["DPSHM_WAKE"] = sys.argv[4]
+import numpy as np
+from dpshm import SharedStreamView
+name, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+with SharedStreamView(name) as v:
+    print("ready", v.writer_pid, flush=True)
+    data, ts, lost, got = [], [], 0, 0
+    end = time.monotonic() + 30
+    while got < n and time.monotonic() < end:
+        if v.wait(1.0):
+            d, t, l = v.read_new()
+            data.append(d); ts.append(t); lost += l; got += len(t)
+    np.savez(out, data=np.concatenate(data), ts=np.concatenate(ts), lost=lost)
+print("done", got, flush=True)
+"""

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 from helpers import ROOT, wait_until
-from supervisor_util import Proc, Sup, child_env, segments
+from supervisor_util import READER, Proc, Sup, child_env, segments
 
 import dpshm
 from dpshm.errors import StreamNameTakenError, SupervisorNotRunningError
@@ -45,24 +45,6 @@ with dpshm.publish_stream(name, n_ch, rate, type="Ramp", channel_names=labels) a
     while not os.path.exists(go + ".end") and time.monotonic() < end:
         time.sleep(0.01)
 print("closed", flush=True)
-"""
-
-READER = r"""
-import os, sys, time
-os.environ["DPSHM_WAKE"] = sys.argv[4]
-import numpy as np
-from dpshm import SharedStreamView
-name, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-with SharedStreamView(name) as v:
-    print("ready", v.writer_pid, flush=True)
-    data, ts, lost, got = [], [], 0, 0
-    end = time.monotonic() + 30
-    while got < n and time.monotonic() < end:
-        if v.wait(1.0):
-            d, t, l = v.read_new()
-            data.append(d); ts.append(t); lost += l; got += len(t)
-    np.savez(out, data=np.concatenate(data), ts=np.concatenate(ts), lost=lost)
-print("done", got, flush=True)
 """
 
 

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers import ROOT
+from helpers import ROOT, join_readers, kill_alive
 
 from dpshm.shm.ring import SharedRing, ring_info, segment_name, unlink_ring
 from dpshm.shm.view import SharedStreamView
@@ -118,9 +118,7 @@ def test_dead_writer_leaves_segment_that_unlink_ring_removes(unique_name):
         assert unlink_ring(unique_name)
         assert not os.path.exists(f"/dev/shm/{segment_name(unique_name)}")
     finally:
-        if p.is_alive():
-            p.kill()
-            p.join(10)
+        kill_alive([p])
         unlink_ring(unique_name, force=True)
 
 
@@ -175,14 +173,9 @@ def test_one_writer_three_readers_exact_accounting(unique_name):
         p.start()
     try:
         got = [results.get(timeout=90) for _ in range(3)]
-        for p in procs:
-            p.join(30)
-            assert p.exitcode == 0
+        join_readers(procs)
     finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-                p.join(10)
+        kill_alive(procs)
         unlink_ring(unique_name, force=True)
     for delivered, lost, bad, lost_total, reads in got:
         assert bad == 0, "a reader returned a sample that does not match its index"

@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers import join_readers, kill_alive
 
 from dpshm.shm.ring import SharedRing, unlink_ring
 from dpshm.shm.view import SharedStreamView
@@ -259,14 +260,9 @@ def _run(name: str, kind: str, modes: list[str], seed: int = 0) -> tuple[int, li
             assert attached.acquire(timeout=60), "a reader did not attach within 60 s"
         head = _write(ring, kind, WRITE_S, seed)
         got = [results.get(timeout=READER_S + 30) for _ in procs]
-        for p in procs:
-            p.join(30)
-            assert p.exitcode == 0
+        join_readers(procs)
     finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-                p.join(10)
+        kill_alive(procs)
         ring.close()
         unlink_ring(name, force=True)
     return head, got

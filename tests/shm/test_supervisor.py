@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import ROOT, wait_until
-from supervisor_util import Proc, Sup, child_env, segments
+from supervisor_util import READER, Proc, Sup, child_env, segments
 
 from dpshm import lsl
 from dpshm.errors import AmbiguousStreamError, NoSupervisorError, StreamNotFoundError
@@ -41,24 +41,6 @@ def _expected(idx: np.ndarray, n_ch: int) -> np.ndarray:
     return (idx[:, None] * (np.arange(n_ch) + 1) * sign).astype(np.float32)
 
 
-CONSUMER = r"""
-import sys, time
-import numpy as np
-from dpshm.shm.view import SharedStreamView
-name, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-with SharedStreamView(name) as v:
-    print("ready", v.head, flush=True)
-    data, ts, lost, got = [], [], 0, 0
-    end = time.monotonic() + 30
-    while got < n and time.monotonic() < end:
-        if v.wait(1.0):
-            d, t, l = v.read_new()
-            data.append(d); ts.append(t); lost += l; got += len(t)
-    np.savez(out, data=np.concatenate(data), ts=np.concatenate(ts), lost=lost)
-print("done", got, flush=True)
-"""
-
-
 def test_end_to_end_two_consumer_processes(procs, unique_name, tmp_path):
     ns, started = procs
     name, n_ch, srate, n = f"{unique_name}-eeg", 3, 500.0, 3000
@@ -72,7 +54,7 @@ def test_end_to_end_two_consumer_processes(procs, unique_name, tmp_path):
         wait_until(lambda: outlet.have_consumers(), 10)
         consumers = []
         for i in range(2):
-            c = Proc(ns, ["-c", CONSUMER, name, str(n), str(tmp_path / f"c{i}.npz")])
+            c = Proc(ns, ["-c", READER, name, str(n), str(tmp_path / f"c{i}.npz")])
             started.append(c)
             consumers.append(c)
         for c in consumers:
