@@ -17,6 +17,7 @@ from dpshm.cli.live import LiveStatus
 STATUS_EVERY_S = 1.0  # the live table's refresh
 SETTLE_S = 0.3  # at the end: a count unchanged this long has taken everything in flight
 SETTLE_MAX_S = 3.0
+FILTER_JOIN_S = 5.0  # the filter thread closes its publisher (unlinks its ring) within
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -118,9 +119,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         reader = threading.Thread(target=consume, name="dpshm-demo-consumer", daemon=True)
         reader.start()
-        if args.filter:
+        filt = None
+        filt_stop = threading.Event()  # set before the supervisor stops: the filter's
+        if args.filter:  # publisher unlinks its own ring, the process never exits on it
             filt = threading.Thread(
-                target=_filter, args=(spec.name, cfg.namespace, sup.stop_event),
+                target=_filter, args=(spec.name, cfg.namespace, filt_stop),
                 name="dpshm-demo-filter", daemon=True,
             )  # fmt: skip
             filt.start()
@@ -152,6 +155,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         mock.stop()
         shared = _settled(lambda: _head(sup.status(), spec.name))
         _settled(lambda: got["samples"] + got["lost"])
+        if filt is not None:
+            filt_stop.set()
+            filt.join(FILTER_JOIN_S)
+            if filt.is_alive():
+                logging.getLogger("dpshm.demo").warning(
+                    "the filter thread did not end within %.0f s", FILTER_JOIN_S
+                )
         sup.stop()
         reader.join(2.0)
     print(_summary(mock.pushed, shared, got["samples"], got["lost"]))
