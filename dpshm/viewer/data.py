@@ -11,10 +11,10 @@ Decimation (min/max per pixel column)
 A trace of ``seconds`` at ``srate`` drawn ``width`` pixels wide gets
 ``spc = ceil(seconds * srate / width)`` samples per column. Columns are aligned
 to the ring's absolute sample index (column ``c`` holds samples
-``[c * spc, (c + 1) * spc)``), so a column never changes once complete and a
-:class:`Decimator` computes each one once, whatever the number of pages
-polling. A poll asks for the columns after the last one it holds (``since``)
-and gets only the new ones.
+``[c * spc, (c + 1) * spc)``), so a column never changes once complete: a
+page holding the columns before ``since`` asks only for the new ones, and
+:func:`decimate` computes just those, vectorised, on zero-copy views of the
+ring (no cache, no copy of the samples).
 
 Window reply (``application/octet-stream``, little-endian)::
 
@@ -25,7 +25,12 @@ Window reply (``application/octet-stream``, little-endian)::
                its time_offset, i.e. this host's LSL clock)
     f32[k,m,2] per column, per channel: (min, max); NaN where samples were lost
 
-with ``k = header["n_cols"]`` and ``m = header["n_channels"]``.
+with ``k = header["n_cols"]`` and ``m = header["n_channels"]``. A reply with
+``"reset": true`` carries the whole window and its shape (``ring``, ``spc``,
+``window_cols``, ``channel_names``, ...). The frames of a trace stream
+(:mod:`dpshm.viewer.trace`) after the first carry only ``first_col``,
+``end_col``, ``n_cols``, ``head`` and ``stale`` (and ``markers`` when they
+changed): ``m`` is the reset frame's.
 """
 
 from __future__ import annotations
@@ -35,7 +40,6 @@ import math
 import struct
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,8 +59,6 @@ MAX_WIDTH = 4096
 MAX_SECONDS = 60.0
 #: Most values (columns x channels) one window reply carries.
 MAX_VALUES = 2_000_000
-#: Decimators kept (one per stream, window length and width in use); least recent dropped.
-MAX_DECIMATORS = 16
 #: Newest rows of a marker stream searched for markers.
 MARKER_ROWS = 256
 #: Seconds between looks at the registry (its mtime, the supervisor's pid).
@@ -110,68 +112,75 @@ def _number(q: dict[str, str], name: str, kind: type, default: Any, lo: float, h
     return value
 
 
-class Decimator:
-    """Min/max per column of one ring, for one samples-per-column and window width.
+def decimate(
+    ring: SharedRing, c0: int, c1: int, spc: int, ch0: int, nch: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Min/max of columns ``[c0, c1)`` of channels ``[ch0, ch0 + nch)``, from the ring itself.
 
-    Not thread-safe: the :class:`StreamBook` calls it under its lock.
+    Column ``c`` holds samples ``[c * spc, (c + 1) * spc)``; ``c1 * spc`` must not
+    exceed the ring's head. Computed on zero-copy views of the ring's (mirrored,
+    contiguous) buffer, vectorised, without copying the samples; columns the
+    writer overwrote before or while they were read are NaN (the ring's
+    ``pending`` is read after the reduction, as :meth:`SharedRing.read
+    <dpshm.shm.ring.SharedRing.read>` does), never wrong values.
+
+    Returns
+    -------
+    times : np.ndarray, shape (k,)
+        LSL time (without the ring's ``time_offset``) of each column's last sample.
+    minmax : np.ndarray, shape (k, nch, 2), float32
+        Per column and channel: (min, max).
     """
+    k = max(0, c1 - c0)
+    times = np.empty(k)
+    mm = np.empty((k, nch, 2), np.float32)
+    cap = ring.capacity
+    lo = max(c0, -(-(ring.pending - cap) // spc))  # first column whose samples are all there
+    if lo > c0:
+        mm[: lo - c0] = np.nan
+        times[: lo - c0] = np.nan
+    if lo < c1:
+        d, t = ring.window((c1 - lo) * spc, c1 * spc)
+        block = d[:, ch0 : ch0 + nch].reshape(c1 - lo, spc, nch)
+        j = lo - c0
+        np.minimum.reduce(block, axis=1, out=mm[j:, :, 0])
+        np.maximum.reduce(block, axis=1, out=mm[j:, :, 1])
+        times[j:] = t[spc - 1 :: spc]
+        gone = -(-(ring.pending - cap) // spc)  # overwritten while reduced: not to be trusted
+        if gone > lo:
+            cut = min(gone, c1) - c0
+            mm[j:cut] = np.nan
+            times[j:cut] = np.nan
+    return times, mm
 
-    def __init__(self, ring: SharedRing, spc: int, n_cols: int):
-        self.ring, self.spc, self.n_cols = ring, spc, n_cols
-        nch = ring.n_channels
-        self.mins = np.full((n_cols, nch), np.nan, np.float32)
-        self.maxs = np.full((n_cols, nch), np.nan, np.float32)
-        self.times = np.full(n_cols, np.nan)
-        self.end: int | None = None  # next column to compute
 
-    def update(self) -> int:
-        """Compute the columns completed since the last call; return the column end."""
-        ring, spc, n = self.ring, self.spc, self.n_cols
-        head = ring.head
-        done = head // spc
-        if self.end is None:
-            self.end = max(0, done - n)
-        start = max(self.end, done - n, -(-(head - ring.capacity) // spc))
-        self._blank(self.end, start)  # columns nobody could compute (reader too late)
-        if start < done:
-            d, t, first = ring.copy_range(start * spc, done * spc)
-            if first > start * spc:  # overwritten while copying: drop partial columns
-                skip = -(-(first - start * spc) // spc)
-                self._blank(start, start + skip)
-                cut = skip * spc - (first - start * spc)
-                d, t, start = d[cut:], t[cut:], start + skip  # type: ignore[index]
-            k = done - start
-            if k > 0:
-                block = np.asarray(d, dtype=np.float32).reshape(k, spc, -1)
-                idx = np.arange(start, done) % n
-                self.mins[idx] = block.min(axis=1)
-                self.maxs[idx] = block.max(axis=1)
-                self.times[idx] = t[spc - 1 :: spc]  # type: ignore[index]
-        self.end = max(self.end, done)
-        return self.end
+@dataclass(frozen=True)
+class Shape:
+    """How one window request maps onto its ring (see :meth:`StreamBook.shape`)."""
 
-    def _blank(self, a: int, b: int) -> None:
-        a = max(a, b - self.n_cols)
-        if a < b:
-            idx = np.arange(a, b) % self.n_cols
-            self.mins[idx] = self.maxs[idx] = np.nan
-            self.times[idx] = np.nan
+    ring: SharedRing
+    spc: int
+    n_cols: int
+    first_channel: int
+    n_channels: int
+    samples: int
 
-    def columns(self, since: int | None, ch0: int, nch: int) -> tuple[int, np.ndarray, np.ndarray]:
-        """Columns ``[first, end)`` for a page holding those before ``since``.
-
-        Returns ``(first, times (k,), minmax (k, nch, 2))``.
-        """
-        end = self.end or 0
-        first = end - self.n_cols
-        if since is not None and first < since <= end:
-            first = since
-        first = max(first, 0)
-        idx = np.arange(first, end) % self.n_cols
-        mm = np.empty((len(idx), nch, 2), np.float32)
-        mm[:, :, 0] = self.mins[idx, ch0 : ch0 + nch]
-        mm[:, :, 1] = self.maxs[idx, ch0 : ch0 + nch]
-        return first, self.times[idx], mm
+    def header(self, key: str) -> dict[str, Any]:
+        """The fields of a full (``reset``) window header that depend on the shape only."""
+        ring, ch0, nch = self.ring, self.first_channel, self.n_channels
+        return {
+            "key": key,
+            "ring": ring.name,
+            "generation": ring.generation,
+            "srate": ring.srate,
+            "spc": self.spc,
+            "window_cols": self.n_cols,
+            "seconds": self.samples / ring.srate if ring.srate > 0 else None,
+            "first_channel": ch0,
+            "n_channels": nch,
+            "total_channels": ring.n_channels,
+            "channel_names": ring.channel_names[ch0 : ch0 + nch],
+        }
 
 
 class StreamBook:
@@ -187,13 +196,13 @@ class StreamBook:
 
     def __init__(self, namespace: str):
         self.namespace = namespace
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._stamp: float | None = -1.0  # registry mtime last read (-1: never)
         self._next_refresh = 0.0
         self._reg: registry.Registry | None = None
         self._problem = ""
         self._rings: dict[str, SharedRing] = {}  # registry key -> attached ring
-        self._decimators: OrderedDict[tuple, Decimator] = OrderedDict()
+        self._marker_rings: tuple[SharedRing, ...] = ()  # attached string rings
         self._marker_cache: dict[str, tuple[int, list[dict[str, Any]]]] = {}
 
     # -- following the registry ---------------------------------------------------------
@@ -204,7 +213,7 @@ class StreamBook:
 
     def _refresh(self) -> None:
         now = time.monotonic()
-        if now < self._next_refresh:  # a page polls 25 times a second: look 4 times
+        if now < self._next_refresh:  # pages ask often: look 4 times a second
             return
         self._next_refresh = now + REFRESH_EVERY_S
         stamp = self._mtime()
@@ -245,10 +254,9 @@ class StreamBook:
     def _drop(self, keep: set[str]) -> None:
         for key in [k for k in self._rings if k not in keep]:
             self._close_ring(key, self._rings.pop(key))
+        self._marker_rings = tuple(r for r in self._rings.values() if r.string_width)
 
     def _close_ring(self, key: str, ring: SharedRing) -> None:
-        for dk in [dk for dk in self._decimators if dk[0] == key]:
-            del self._decimators[dk]
         self._marker_cache.pop(key, None)
         ring.close()
 
@@ -301,76 +309,84 @@ class StreamBook:
             }
 
     # -- windows ------------------------------------------------------------------------
-    def window(self, req: WindowRequest) -> tuple[dict[str, Any], bytes]:
-        """Decimated window of a numeric stream: ``(header, body)`` (see module docstring)."""
+    def shape(self, req: WindowRequest) -> Shape:
+        """Validate ``req`` against its ring (refreshing the registry first).
+
+        Raises
+        ------
+        ViewerError
+            Unknown key, a marker stream, a channel range or size out of bounds.
+        """
         with self._lock:
             self._refresh()
             ring = self._rings.get(req.key)
-            if ring is None:
-                known = sorted(self._rings)
-                raise ViewerError(f"no stream with key {req.key!r}; known keys: {known}")
-            if ring.string_width:
-                raise ViewerError(
-                    f"stream {req.key!r} holds strings (markers): ask /api/markers?key=..."
-                )
-            nch_all = ring.n_channels
-            if req.first_channel >= nch_all:
-                raise ViewerError(
-                    f"ch0={req.first_channel} but stream {req.key!r} has {nch_all} channels"
-                )
-            nch = min(req.n_channels or nch_all, nch_all - req.first_channel)
-            if ring.srate > 0:
-                samples = min(round(req.seconds * ring.srate), ring.capacity)
-            else:
-                samples = min(req.width, ring.capacity)
-            spc = max(1, math.ceil(samples / req.width))
-            n_cols = max(1, samples // spc)
-            if n_cols * nch > MAX_VALUES:
-                raise ViewerError(
-                    f"{n_cols} columns x {nch} channels exceeds the viewer's limit of "
-                    f"{MAX_VALUES} values per window: ask fewer channels (nch=) or a narrower "
-                    "width"
-                )
-            dec = self._decimator(req.key, ring, spc, n_cols)
-            end = dec.update()
-            first, times, mm = dec.columns(req.since, req.first_channel, nch)
-            toff = ring.time_offset
-            header = {
-                "key": req.key,
-                "ring": ring.name,
-                "generation": ring.generation,
-                "srate": ring.srate,
-                "spc": spc,
-                "window_cols": n_cols,
-                "seconds": samples / ring.srate if ring.srate > 0 else None,
-                "first_col": first,
-                "end_col": end,
-                "n_cols": len(times),
-                "first_channel": req.first_channel,
-                "n_channels": nch,
-                "total_channels": nch_all,
-                "time_offset": toff,
-                "head": ring.head,
-                "stale": ring.stale,
-                "reset": req.since is None or first != req.since,
-            }
-            if header["reset"]:
-                names = ring.channel_names
-                header["channel_names"] = names[req.first_channel : req.first_channel + nch]
-            span = dec.times[np.isfinite(dec.times)] + toff
-            if len(span):
-                header["markers"] = self._markers(float(span.min()), float(span.max()))
-        return header, _pack(header, times + toff, mm)
+        if ring is None:
+            known = sorted(self._rings)
+            raise ViewerError(f"no stream with key {req.key!r}; known keys: {known}")
+        if ring.string_width:
+            raise ViewerError(
+                f"stream {req.key!r} holds strings (markers): ask /api/markers?key=..."
+            )
+        nch_all = ring.n_channels
+        if req.first_channel >= nch_all:
+            raise ViewerError(
+                f"ch0={req.first_channel} but stream {req.key!r} has {nch_all} channels"
+            )
+        nch = min(req.n_channels or nch_all, nch_all - req.first_channel)
+        if ring.srate > 0:
+            samples = min(round(req.seconds * ring.srate), ring.capacity)
+        else:
+            samples = min(req.width, ring.capacity)
+        spc = max(1, math.ceil(samples / req.width))
+        n_cols = max(1, samples // spc)
+        if n_cols * nch > MAX_VALUES:
+            raise ViewerError(
+                f"{n_cols} columns x {nch} channels exceeds the viewer's limit of "
+                f"{MAX_VALUES} values per window: ask fewer channels (nch=) or a narrower "
+                "width"
+            )
+        return Shape(ring, spc, n_cols, req.first_channel, nch, samples)
 
-    def _decimator(self, key: str, ring: SharedRing, spc: int, n_cols: int) -> Decimator:
-        dk = (key, ring.name, ring.generation, spc, n_cols)
-        dec = self._decimators.get(dk)
-        if dec is None:
-            dec = self._decimators[dk] = Decimator(ring, spc, n_cols)
-            while len(self._decimators) > MAX_DECIMATORS:
-                self._decimators.popitem(last=False)
-        self._decimators.move_to_end(dk)
-        return dec
+    @property
+    def lock(self) -> threading.RLock:
+        """Held while rings are read or dropped (re-entrant: the book's methods take it)."""
+        return self._lock
+
+    def current(self, key: str) -> SharedRing | None:
+        """The ring now attached for ``key`` (None: gone), refreshing the registry first."""
+        with self._lock:
+            self._refresh()
+            return self._rings.get(key)
+
+    def window(self, req: WindowRequest) -> tuple[dict[str, Any], bytes]:
+        """Decimated window of a numeric stream: ``(header, body)`` (see module docstring).
+
+        With ``req.since`` inside the window, only the columns from ``since`` on.
+        """
+        with self._lock:
+            return self._window(req)
+
+    def _window(self, req: WindowRequest) -> tuple[dict[str, Any], bytes]:
+        sh = self.shape(req)
+        ring, spc = sh.ring, sh.spc
+        end = ring.head // spc
+        first = max(0, end - sh.n_cols)
+        if req.since is not None and first < req.since <= end:
+            first = req.since
+        times, mm = decimate(ring, first, end, spc, sh.first_channel, sh.n_channels)
+        toff = ring.time_offset
+        reset = req.since is None or first != req.since
+        header = sh.header(req.key) if reset else {}
+        header.update(
+            first_col=first, end_col=end, n_cols=end - first, time_offset=toff,
+            head=ring.head, stale=ring.stale, reset=reset,
+        )  # fmt: skip
+        if end > 0:
+            t0 = ring.window(1, max(0, end - sh.n_cols) * spc + spc)[1][0] + toff
+            marks = self.markers_after(t0)
+            if marks:
+                header["markers"] = marks
+        return header, pack_frame(header, times + toff, mm)
 
     # -- markers ------------------------------------------------------------------------
     def markers(self, key: str, limit: int = 50) -> list[dict[str, Any]]:
@@ -382,13 +398,20 @@ class StreamBook:
                 raise ViewerError(f"no marker (string) stream with key {key!r}")
             return self._recent(key, ring)[-max(1, min(limit, MARKER_ROWS)) :]
 
-    def _markers(self, t0: float, t1: float) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for key, ring in self._rings.items():
-            if ring.string_width:
-                out += [m for m in self._recent(key, ring) if t0 <= m["t"] <= t1]
+    def markers_after(self, t0: float) -> list[dict[str, Any]]:
+        """Markers of every marker (string) stream at ``t0`` or later, oldest first."""
+        with self._lock:
+            out: list[dict[str, Any]] = []
+            for key, ring in self._rings.items():
+                if ring.string_width:
+                    out += [m for m in self._recent(key, ring) if m["t"] >= t0]
         out.sort(key=lambda m: m["t"])
         return out[-MAX_MARKERS:]
+
+    def marker_heads(self) -> tuple[int, ...]:
+        """Heads of the marker streams: changes when a marker arrives or a stream comes or goes."""
+        rings = self._marker_rings
+        return tuple(r.head for r in rings) if rings else ()
 
     def _recent(self, key: str, ring: SharedRing) -> list[dict[str, Any]]:
         head = ring.head
@@ -435,17 +458,18 @@ def _finite(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def _pack(header: dict[str, Any], times: np.ndarray, minmax: np.ndarray) -> bytes:
-    """The window reply's bytes (layout in the module docstring)."""
-    text = json.dumps(header, separators=(",", ":"), allow_nan=False, default=_json_default)
-    raw = text.encode()
+def pack_frame(header: dict[str, Any] | str, times: np.ndarray, minmax: np.ndarray) -> bytes:
+    """The window reply's bytes (layout in the module docstring); ``header`` may be JSON text."""
+    if not isinstance(header, str):
+        header = json.dumps(header, separators=(",", ":"), allow_nan=False, default=_json_default)
+    raw = header.encode()
     raw += b" " * (-(4 + len(raw)) % 8)
     return b"".join(
         (
             struct.pack("<I", len(raw)),
             raw,
-            np.ascontiguousarray(times, "<f8").tobytes(),
-            np.ascontiguousarray(minmax, "<f4").tobytes(),
+            times.astype("<f8", copy=False).tobytes(),
+            minmax.astype("<f4", copy=False).tobytes(),
         )
     )
 
@@ -458,11 +482,17 @@ def _json_default(v: Any) -> Any:
     return str(v)
 
 
-def unpack_window(body: bytes) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Decode a window reply: ``(header, times (k,), minmax (k, m, 2))``."""
+def unpack_window(
+    body: bytes, n_channels: int | None = None
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Decode a window reply or trace frame: ``(header, times (k,), minmax (k, m, 2))``.
+
+    A trace frame that continues the previous one has no ``n_channels`` in its
+    header: pass the reset frame's.
+    """
     (n,) = struct.unpack_from("<I", body, 0)
     header = json.loads(body[4 : 4 + n])
-    k, m = header["n_cols"], header["n_channels"]
+    k, m = header["n_cols"], header.get("n_channels", n_channels)
     off = 4 + n
     times = np.frombuffer(body, "<f8", k, off)
     minmax = np.frombuffer(body, "<f4", k * m * 2, off + 8 * k).reshape(k, m, 2)

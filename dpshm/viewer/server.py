@@ -18,9 +18,9 @@ Routes::
                            "logs" when records arrive, "workers" when they change
     /api/trace?key=K&seconds=S&width=W[&ch0=I][&nch=N]
                            text/event-stream: "window" every TRACE_EVERY_S with the
-                           columns completed since the last one (base64 of the
-                           /api/window reply); "problem" when the stream is gone.
-                           What the page uses: no request per frame.
+                           columns completed since the last one (base64 of a binary
+                           frame, see dpshm.viewer.trace); "problem" when the stream
+                           is gone. What the page uses: no request per frame.
 
 Security
 --------
@@ -52,7 +52,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -63,6 +62,7 @@ from dpshm.dareplane.server import is_loopback
 from dpshm.errors import ConfigError, DpshmError
 from dpshm.viewer.data import StreamBook, ViewerError, WindowRequest
 from dpshm.viewer.side import LogTail, WorkerPoll
+from dpshm.viewer.trace import TraceCursor
 
 log = library_logger(__name__)
 
@@ -76,8 +76,10 @@ MAX_URL = 4096
 IDLE_TIMEOUT_S = 30.0
 #: Seconds between "streams" events.
 STATUS_EVERY_S = 0.5
-#: Seconds between frames of a trace stream (the page's refresh: 25 frames/s).
-TRACE_EVERY_S = 0.040
+#: Seconds between frames of a trace stream. The page scrolls its display at the
+#: stream's rate between frames (up to 25 drawings a second), so frames can be few:
+#: each costs the viewer a wake-up, the most of its work.
+TRACE_EVERY_S = 0.1
 #: Seconds between workers checks of an event stream.
 WORKERS_EVERY_S = 2.0
 STATIC = {"/": ("index.html", "text/html"), "/viewer.js": ("viewer.js", "text/javascript"),
@@ -537,26 +539,32 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     @staticmethod
     def _trace_loop(viewer: ViewerServer, send: Callable, req: WindowRequest) -> None:
-        """Push the window's new columns every :data:`TRACE_EVERY_S`.
+        """Push the window's new columns every :data:`TRACE_EVERY_S` (see :mod:`.trace`).
 
-        Each frame is the base64 of the binary window reply: one wake-up per
-        frame, no request to parse.
+        Each frame is the base64 of a binary frame: one wake-up per frame, no
+        request to parse, nothing sent when nothing is new.
         """
-        since = None
+        cursor: TraceCursor | None = None
         nxt = time.monotonic()
-        while not viewer.stopping.is_set():
+        stopping, sleep, monotonic = viewer.stopping, time.sleep, time.monotonic
+        while not stopping.is_set():
             try:
-                header, body = viewer.book.window(replace(req, since=since))
+                if cursor is None:
+                    cursor = TraceCursor(viewer.book, req, TRACE_EVERY_S)
+                body = cursor.frame()
             except ViewerError as exc:  # the stream went away (or moved): say so, retry
                 send("problem", {"error": str(exc)})
-                since = None
-                viewer.stopping.wait(1.0)
+                cursor = None
+                stopping.wait(1.0)
                 continue
-            if header["n_cols"] or since is None:
+            if body is not None:
                 send("window", base64.b64encode(body).decode(), raw=True)
-            since = header["end_col"]
-            nxt = max(nxt + TRACE_EVERY_S, time.monotonic())
-            viewer.stopping.wait(nxt - time.monotonic())
+            nxt += TRACE_EVERY_S
+            now = monotonic()
+            if nxt > now:
+                sleep(nxt - now)  # at most one frame late to see `stopping`
+            else:
+                nxt = now
 
 
 def _event_writer(wfile: Any) -> Callable[..., None]:

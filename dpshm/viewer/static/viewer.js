@@ -1,7 +1,8 @@
 // dpshm view: the page's script. No framework, no build step.
 // Status, logs and workers arrive as server-sent events (/api/events); so does the
-// trace of the selected stream (/api/trace): 25 times a second, the min/max columns
-// completed since the last frame (layout: dpshm/viewer/data.py).
+// trace of the selected stream (/api/trace): every frame_s (0.1 s), the min/max columns
+// completed since the last frame (layout: dpshm/viewer/data.py and trace.py); the display
+// scrolls smoothly in between.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -220,44 +221,75 @@ function openTrace(token) {
   };
 }
 
+// A "reset" frame carries the whole window and its shape; the frames after it only the
+// columns completed since (first_col..end_col), which go into the ring of columns.
 function merge(buf, width) {
   const n = new DataView(buf).getUint32(0, true);
   const h = JSON.parse(new TextDecoder().decode(new Uint8Array(buf, 4, n)));
-  const k = h.n_cols, m = h.n_channels;
-  const times = new Float64Array(buf, 4 + n, k);
-  const mm = new Float32Array(buf, 4 + n + 8 * k, k * m * 2);
   let t = view.t;
-  if (!t || h.reset || t.ring !== h.ring || t.W !== h.window_cols || t.m !== m || t.spc !== h.spc) {
+  if (!h.reset && !t) return; // a continuation without its start: the next reset repairs it
+  if (h.reset) {
+    // Frames come every frame_s (a few a second); the display scrolls in between at the
+    // stream's rate, `lag` columns behind the newest, so it never waits for the next one.
+    const cps = h.srate ? h.srate / h.spc : 0; // columns per second
+    const lag = cps && h.frame_s ? Math.ceil(1.5 * h.frame_s * cps) : 0;
+    const S = h.window_cols + lag + 1; // columns kept: the window and the lag
     t = view.t = {
-      ring: h.ring, W: h.window_cols, m, spc: h.spc, width, srate: h.srate,
-      names: h.channel_names || (t && t.names) || [], ch0: h.first_channel,
-      total: h.total_channels, end: h.first_col,
-      times: new Float64Array(h.window_cols).fill(NaN),
-      mm: new Float32Array(h.window_cols * m * 2).fill(NaN),
+      ring: h.ring, W: h.window_cols, S, lag, cps, m: h.n_channels, spc: h.spc, width,
+      srate: h.srate, names: h.channel_names || [], ch0: h.first_channel,
+      total: h.total_channels, end: h.first_col, seconds: h.seconds, markers: [],
+      times: new Float64Array(S).fill(NaN),
+      mm: new Float32Array(S * h.n_channels * 2).fill(NaN),
     };
   }
+  const k = h.n_cols, m = t.m;
+  const times = new Float64Array(buf, 4 + n, k);
+  const mm = new Float32Array(buf, 4 + n + 8 * k, k * m * 2);
   for (let i = 0; i < k; i++) {
-    const idx = (h.first_col + i) % t.W;
+    const idx = (h.first_col + i) % t.S;
     t.times[idx] = times[i];
     t.mm.set(mm.subarray(i * m * 2, (i + 1) * m * 2), idx * m * 2);
   }
   t.end = h.end_col;
-  t.markers = h.markers || [];
+  t.arrived = performance.now();
+  if (h.markers) t.markers = h.markers; // sent when they change
   t.stale = h.stale;
-  t.seconds = h.seconds;
   $("ch-range").textContent = `${t.ch0 + 1}–${t.ch0 + m} of ${t.total}`;
   const lost = h.head > 0 ? "" : " · no samples yet";
-  $("trace-info").textContent = `${h.spc} sample${h.spc > 1 ? "s" : ""}/column · ` +
+  $("trace-info").textContent = `${t.spc} sample${t.spc > 1 ? "s" : ""}/column · ` +
     `${t.W} columns${t.seconds ? " · " + t.seconds.toFixed(1) + " s" : ""}${lost}` +
     (h.stale ? " · STALE: outlet gone" : "");
 }
 
 const MARGIN = 110; // channel-name column (CSS px)
 
+const DRAW_EVERY_MS = 40; // the scrolling display: at most 25 drawings a second
+
+// New data marks the drawing due; a regular stream also scrolls between frames.
 function scheduleDraw() {
-  if (view.drawPending) return;
-  view.drawPending = true;
-  requestAnimationFrame(() => { view.drawPending = false; draw(); });
+  view.dirty = true;
+  if (!view.raf) view.raf = requestAnimationFrame(tick);
+}
+
+function tick(now) {
+  view.raf = 0;
+  const t = view.t;
+  if (!t || $("trace").hidden) return;
+  const moving = t.lag > 0 && view.trace !== null && !document.hidden;
+  if (moving ? now - (view.lastDraw || 0) >= DRAW_EVERY_MS - 2 : view.dirty) {
+    view.dirty = false;
+    view.lastDraw = now;
+    draw();
+  }
+  if (moving) view.raf = requestAnimationFrame(tick);
+}
+
+// Right edge of the display (fractional column): `lag` columns behind the newest one at
+// a frame's arrival, then advancing at the stream's rate until the next frame.
+function displayEnd(t) {
+  if (!t.lag) return t.end;
+  const ahead = Math.min(t.lag, ((performance.now() - t.arrived) * t.cps) / 1000);
+  return t.end - t.lag + ahead;
 }
 
 function draw() {
@@ -277,11 +309,13 @@ function draw() {
   const axis = 22, plotW = cw - MARGIN - 8, plotH = ch - axis;
   const lane = plotH / t.m;
   const labelEvery = Math.max(1, Math.ceil(12 / lane));
-  const first = t.end - t.W; // oldest column shown
+  const endF = displayEnd(t);
+  const first = endF - t.W; // left edge (fractional column)
+  const c0 = Math.max(Math.ceil(first), t.end - t.S), c1 = Math.min(t.end, Math.ceil(endF));
   const x = (c) => MARGIN + ((c - first + 0.5) / t.W) * plotW;
-  // per-channel range over the window
+  // per-channel range over the columns kept
   const lo = new Float32Array(t.m).fill(Infinity), hi = new Float32Array(t.m).fill(-Infinity);
-  for (let c = 0; c < t.W; c++) {
+  for (let c = 0; c < t.S; c++) {
     for (let j = 0; j < t.m; j++) {
       const a = t.mm[(c * t.m + j) * 2], b = t.mm[(c * t.m + j) * 2 + 1];
       if (a < lo[j]) lo[j] = a;
@@ -318,8 +352,8 @@ function draw() {
     g.strokeStyle = j % 2 ? "#2356c7" : "#0f7b6c";
     g.beginPath();
     let pen = false;
-    for (let c = first; c < t.end; c++) {
-      const idx = ((c % t.W) + t.W) % t.W;
+    for (let c = c0; c < c1; c++) {
+      const idx = ((c % t.S) + t.S) % t.S;
       const a = t.mm[(idx * t.m + j) * 2], b = t.mm[(idx * t.m + j) * 2 + 1];
       if (Number.isNaN(a)) { pen = false; continue; }
       const px = x(c);
@@ -330,26 +364,27 @@ function draw() {
     }
     g.stroke();
   }
-  drawMarkers(g, t, x, plotH, first);
+  const shown = drawMarkers(g, t, x, plotH, first, endF);
   canvas.dataset.frames = String(++view.frames);
   canvas.dataset.endCol = String(t.end);
   canvas.dataset.key = view.key;
-  canvas.dataset.markers = String(t.markers.length);
+  canvas.dataset.markers = String(shown);
   canvas.dataset.drawMs = (performance.now() - started).toFixed(2);
 }
 
-function drawMarkers(g, t, x, plotH, first) {
-  const newest = t.times[((t.end - 1) % t.W + t.W) % t.W];
-  if (!t.srate || Number.isNaN(newest)) return;
+function drawMarkers(g, t, x, plotH, first, endF) {
+  const newest = t.times[((t.end - 1) % t.S + t.S) % t.S];
+  if (!t.srate || Number.isNaN(newest)) return 0;
   const colS = t.spc / t.srate;
   g.save();
   g.setLineDash([4, 3]);
   g.strokeStyle = "#b42318";
   g.font = "bold 11px system-ui, sans-serif";
-  let lastLabelX = -1e9, row = 0;
+  let lastLabelX = -1e9, row = 0, shown = 0;
   for (const mk of t.markers) {
     const c = t.end - 1 - (newest - mk.t) / colS;
-    if (c < first) continue;
+    if (c < first || c >= endF) continue; // scrolled out (or not yet in): not drawn
+    shown += 1;
     const px = x(c);
     g.beginPath(); g.moveTo(px, 0); g.lineTo(px, plotH); g.stroke();
     const label = mk.label;
