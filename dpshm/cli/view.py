@@ -41,8 +41,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument(
         "--supervisor-port", type=int, default=None,
-        help="port of the supervisor's command server (`dpshm up --port`), to list its "
-        "workers; without it the page says the workers are not known",
+        help="port of the supervisor's command server on 127.0.0.1, to list its workers "
+        "(default: the one the supervisor lists in its registry, found by itself)",
+    )  # fmt: skip
+    p.add_argument(
+        "--supervisor-token", default=None,
+        help="token of the supervisor's command server, when its [server] table sets one",
     )  # fmt: skip
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
@@ -67,7 +71,10 @@ def cmd_view(args: argparse.Namespace) -> int:
     token = new_token() if args.token == "generate" else args.token
     stop = stop_on_signals()
     try:
-        viewer = ViewerServer(ns, args.host, args.port, token, supervisor_port=args.supervisor_port)
+        viewer = ViewerServer(
+            ns, args.host, args.port, token,
+            supervisor_port=args.supervisor_port, supervisor_token=args.supervisor_token,
+        )  # fmt: skip
     except OSError as exc:  # the port is taken: a clear line, not a traceback
         raise DpshmError(str(exc)) from None
     with viewer:

@@ -345,12 +345,16 @@ class SupervisorFrontend:
     stream names through the supervisor's status (workers attach by registry
     key, so their views follow generation changes), and serves the commands
     on ``config.server`` (``port`` overrides its port) in a background
-    thread. ``CLOSE`` calls ``supervisor.stop()``.
+    thread. ``CLOSE`` calls ``supervisor.stop()``. The bound address (and whether
+    a token is needed, never the token) goes into the supervisor's registry as
+    the endpoints ``commands`` and ``commands_auth``: ``dpshm view`` finds the
+    command server there.
 
     Parameters
     ----------
     supervisor : Supervisor
-        Needs ``status()`` (``{"streams": {key: {...}}, ...}``) and ``stop()``.
+        Needs ``status()`` (``{"streams": {key: {...}}, ...}``), ``stop()`` and
+        ``add_endpoints()``.
     config : SupervisorConfig
         ``server``, ``workers``, ``namespace`` and ``source`` are used.
     port : int, optional
@@ -416,6 +420,11 @@ class SupervisorFrontend:
             target=self.server.start_listening, name="dpshm-server", daemon=True
         )
         self._thread.start()
+        host = f"[{srv.host}]" if ":" in srv.host else srv.host
+        supervisor.add_endpoints(  # found by `dpshm view`; the token itself is never written
+            {"commands": f"tcp://{host}:{self.server.port}",
+             "commands_auth": "token" if token else "none"}
+        )  # fmt: skip
         log.info(
             "supervisor commands on %s:%d (workers: %s)",
             srv.host, self.server.port, self.manager.declared,
@@ -451,6 +460,7 @@ class SupervisorFrontend:
 
     def close(self) -> None:
         """Stop serving and stop every worker. Idempotent."""
+        self._sup.add_endpoints({"commands": "", "commands_auth": ""})
         self.server.shutdown()
         self._thread.join(10)
         self.manager.close()

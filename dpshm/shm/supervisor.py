@@ -141,6 +141,25 @@ class Supervisor:
         self._clash_logged: set[str] = set()
         self._claimed_twice_seen: set[frozenset[str]] = set()  # outlet uid pairs logged
         self.started = 0.0
+        self._served: dict[str, str] = {}  # endpoints served beside it (see add_endpoints)
+
+    def add_endpoints(self, endpoints: dict[str, str]) -> None:
+        """List endpoints served beside the supervisor in its registry (``endpoints``).
+
+        The command server (:class:`~dpshm.control.commands.SupervisorFrontend`)
+        adds ``"commands"`` (``tcp://HOST:PORT``) and ``"commands_auth"``
+        (``"token"`` or ``"none"``; never the token), so that ``dpshm view``
+        finds it. An empty value removes the endpoint. Written at once when the
+        supervisor runs, else at :meth:`start`.
+        """
+        with self._registry_lock:
+            for k, v in endpoints.items():
+                if v:
+                    self._served[k] = v
+                else:
+                    self._served.pop(k, None)
+        if self.started and not self._closed:
+            self._write_registry()
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> Supervisor:
@@ -320,6 +339,7 @@ class Supervisor:
                 endpoints["doorbell"] = self.doorbell.address
             if self.requests is not None:
                 endpoints["requests"] = str(self.requests.path)
+            endpoints.update(self._served)
             registry.write_registry(
                 registry.Registry.for_this_process(
                     self.config.namespace,

@@ -352,6 +352,12 @@ class StreamBook:
         """Held while rings are read or dropped (re-entrant: the book's methods take it)."""
         return self._lock
 
+    def endpoints(self) -> dict[str, str]:
+        """The running supervisor's endpoints (its registry's; ``{}`` when none runs)."""
+        with self._lock:
+            self._refresh()
+            return dict(self._reg.endpoints) if self._reg is not None else {}
+
     def current(self, key: str) -> SharedRing | None:
         """The ring now attached for ``key`` (None: gone), refreshing the registry first."""
         with self._lock:
@@ -376,7 +382,7 @@ class StreamBook:
         times, mm = decimate(ring, first, end, spc, sh.first_channel, sh.n_channels)
         toff = ring.time_offset
         reset = req.since is None or first != req.since
-        header = sh.header(req.key) if reset else {}
+        header = sh.header(req.key) if reset else {"n_channels": sh.n_channels}
         header.update(
             first_col=first, end_col=end, n_cols=end - first, time_offset=toff,
             head=ring.head, stale=ring.stale, reset=reset,

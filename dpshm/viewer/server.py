@@ -187,7 +187,8 @@ class ViewerServer:
         Required from every client when set (cookie or ``?token=``).
     supervisor_port : int, optional
         Port of the supervisor's command server on 127.0.0.1, for the workers
-        panel (``LIST_WORKERS``); ``None``: the page says it is not known.
+        panel (``LIST_WORKERS``); ``None`` (default): the one the supervisor
+        lists in its registry, if it serves one.
     supervisor_token : str, optional
         Token of that command server, if it has one.
     max_connections, max_event_clients : int
@@ -232,7 +233,7 @@ class ViewerServer:
         self._table: tuple[float, dict[str, Any]] = (0.0, {})
         self._table_lock = threading.Lock()
         self.book = StreamBook(namespace)
-        self.workers = WorkerPoll(supervisor_port, supervisor_token)
+        self.workers = WorkerPoll(supervisor_port, supervisor_token, endpoints=self.book.endpoints)
         try:
             self._httpd = _HTTPServer((host, port), _Handler, self)
         except OSError as exc:

@@ -8,9 +8,11 @@ what it has not seen. It re-subscribes when the supervisor is restarted.
 :class:`WorkerPoll` asks the supervisor's TCP command server
 ``LIST_WORKERS`` (at most every :data:`WORKERS_EVERY_S`, only while a page is
 open) on one connection it keeps open; the supervisor logs these queries at
-DEBUG, so the polling does not fill its log. The viewer does not know that
-server's port unless told (``dpshm view --supervisor-port``): it then says so
-on the page. It never sends any other command.
+DEBUG, so the polling does not fill its log. It finds that server in the
+supervisor's registry (the ``commands`` endpoint, and ``commands_auth``:
+whether it needs a token; the token itself is never written there), unless
+told a port (``dpshm view --supervisor-port``). A supervisor without a command
+server: the page says how to open one. It never sends any other command.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from dpshm._logging import library_logger
@@ -120,6 +123,34 @@ class LogTail:
             t.join(5.0)
 
 
+def parse_tcp(endpoint: str) -> tuple[str, int] | None:
+    """``tcp://HOST:PORT`` -> ``(host to connect to, port)``; None if not one.
+
+    A wildcard host (``0.0.0.0``, ``::``) is reached on ``127.0.0.1``.
+    """
+    if not endpoint.startswith("tcp://"):
+        return None
+    host, _, port = endpoint[6:].rpartition(":")
+    host = host.strip("[]")
+    if not port.isdigit() or not host or not 0 < int(port) < 65536:
+        return None
+    return ("127.0.0.1" if host in ("0.0.0.0", "::") else host), int(port)
+
+
+def no_command_server(supervisor_runs: bool) -> str:
+    """What the page says when the viewer knows no command server, and how to get one."""
+    first = (
+        "the supervisor serves no command server"
+        if supervisor_runs
+        else "no supervisor runs on this namespace"
+    )
+    return (
+        f"{first}: start it with `dpshm up --port 0` (any free port; or --port N, or a "
+        "[server] table in its config) to list its workers here; the viewer finds the port "
+        "by itself (or pass `dpshm view --supervisor-port N`)"
+    )
+
+
 def _logs_endpoint(namespace: str) -> str | None:
     try:
         return registry.read_registry(namespace).endpoints.get("logs") or None
@@ -138,35 +169,65 @@ class WorkerPoll:
     Parameters
     ----------
     port : int or None
-        The command server's port on 127.0.0.1; ``None``: not known to the viewer.
+        The command server's port on ``host``; ``None``: found through
+        ``endpoints`` (the supervisor's registry).
     token : str, optional
         Sent as ``AUTH|<token>`` first when the server wants one.
+    host : str
+        Where to connect when ``port`` is given.
+    endpoints : callable, optional
+        Returns the running supervisor's registry endpoints (``{}``: none runs).
     """
 
-    def __init__(self, port: int | None, token: str | None = None, host: str = "127.0.0.1"):
+    def __init__(
+        self,
+        port: int | None,
+        token: str | None = None,
+        host: str = "127.0.0.1",
+        endpoints: Callable[[], Mapping[str, str]] | None = None,
+    ):
         self.port, self.token, self.host = port, token, host
+        self._fixed = port is not None
+        self._endpoints = endpoints
         self._lock = threading.Lock()
         self._next = 0.0
-        self._last: dict[str, Any] = self._disabled()
+        self._last: dict[str, Any] = {}
         self._conn: _Lines | None = None
-
-    def _disabled(self) -> dict[str, Any]:
-        return {
-            "enabled": False,
-            "error": "the supervisor's command server is not known to this viewer: start "
-            "`dpshm up --port N` (or a [server] table) and `dpshm view --supervisor-port N` "
-            "to list the workers here",
-        }
 
     def get(self) -> dict[str, Any]:
         """The newest ``LIST_WORKERS`` reply (or why there is none); thread-safe."""
-        if self.port is None:
-            return self._last
         with self._lock:
             if time.monotonic() >= self._next:
-                self._last = self._ask()
+                self._last = self._poll()
                 self._next = time.monotonic() + WORKERS_EVERY_S
             return self._last
+
+    def _poll(self) -> dict[str, Any]:
+        if not self._fixed:
+            problem = self._locate()
+            if problem is not None:
+                return problem
+        return self._ask()
+
+    def _locate(self) -> dict[str, Any] | None:
+        """Follow the registry's ``commands`` endpoint; a reply saying why not, or None."""
+        eps = self._endpoints() if self._endpoints is not None else {}
+        where = parse_tcp(eps.get("commands", ""))
+        if where is None:
+            self.close()
+            self.port = None
+            return {"enabled": False, "error": no_command_server(bool(eps))}
+        if where != (self.host, self.port):
+            self.close()  # another supervisor (or port): a new connection
+            self.host, self.port = where
+        if eps.get("commands_auth") == "token" and not self.token:
+            return {
+                "enabled": True,
+                "error": f"the supervisor's command server on {self.host}:{self.port} needs "
+                "a token: start the viewer with --supervisor-token T ([server] token of "
+                "the supervisor's config) to list the workers here",
+            }
+        return None
 
     def _connect(self) -> _Lines:
         """One connection kept open (a connection per poll would log two lines each)."""

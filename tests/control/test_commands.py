@@ -197,11 +197,15 @@ def test_non_loopback_bind_needs_token(served):
 
 
 class _SupervisorStandIn:
-    """The two calls SupervisorFrontend needs from a supervisor, over real rings."""
+    """The calls SupervisorFrontend needs from a supervisor, over real rings."""
 
     def __init__(self, rings):
         self.rings = rings
         self.stopped = threading.Event()
+        self.endpoints = {}
+
+    def add_endpoints(self, endpoints):
+        self.endpoints.update(endpoints)
 
     def status(self):
         streams = {
@@ -239,6 +243,9 @@ def test_supervisor_frontend_worker_logs_reach_a_dareplane_log_server(rings, tmp
         ):
             c = Client(fe.port)
             assert c.ask_json("STATUS")["supervisor"]["port"] == fe.port
+            # where `dpshm view` finds the command server (the registry's endpoints)
+            assert sup.endpoints == {"commands": f"tcp://127.0.0.1:{fe.port}",
+                                     "commands_auth": "none"}  # fmt: skip
             wid = c.ask('START_WORKER|{"worker": "idle", "streams": ["eeg"]}')
             assert c.ask('START_WORKER|{"worker": "idle", "streams": ["nope"]}').startswith(
                 "ERROR no stream 'nope' in this supervisor; known streams: [\"eeg (type 'EEG', "
@@ -253,6 +260,7 @@ def test_supervisor_frontend_worker_logs_reach_a_dareplane_log_server(rings, tmp
             assert sup.stopped.wait(10)
             c.close()
         assert fe.manager.get(wid)["state"] == "stopped"
+        assert sup.endpoints == {"commands": "", "commands_auth": ""}  # closed: withdrawn
     finally:
         rcv.close()
         rcv_thread.join(5)

@@ -4,9 +4,12 @@ and a stopped outlet shows as stale. Screenshots are kept in the test's tmp_path
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from cdp import CHROMIUM, INSTALL_HINT, Chromium
-from viewer_util import start, supervise, url_of
+from viewer_util import get, start, supervise, url_of
+
+from dpshm.viewer.data import unpack_window
 
 pytestmark = [
     pytest.mark.lsl,
@@ -16,6 +19,26 @@ pytestmark = [
 
 ROW = "document.querySelector('#streams tbody tr[data-name=\"{}\"]')"
 TRACE = "document.getElementById('trace')"
+# watched in the page for up to 1 s: two drawings of one newest column, at two positions
+SCROLLS_BETWEEN_FRAMES = f"""new Promise((resolve) => {{
+  const c = {TRACE}, seen = {{}};
+  let n = 0;
+  const id = setInterval(() => {{
+    const ends = (seen[c.dataset.endCol] = seen[c.dataset.endCol] || new Set());
+    ends.add(c.dataset.displayEnd);
+    if (ends.size >= 2 || ++n > 60) {{ clearInterval(id); resolve(ends.size >= 2); }}
+  }}, 15);
+}})"""
+# the page's columns of the window (view.t: see viewer.js), with what it asked for
+STORE = """(() => {
+  const t = view.t, cols = {};
+  for (let c = t.end - t.W; c < t.end; c++) {
+    const i = ((c % t.S) + t.S) % t.S;
+    cols[c] = Array.from(t.mm.subarray(i * t.m * 2, (i + 1) * t.m * 2));
+  }
+  return {key: view.key, seconds: document.getElementById("win").value, width: t.width,
+          end: t.end, cols};
+})()"""
 
 
 def test_page_lists_streams_scrolls_traces_and_shows_stale(procs, tmp_path):
@@ -44,6 +67,18 @@ def test_page_lists_streams_scrolls_traces_and_shows_stale(procs, tmp_path):
         img1 = browser.eval(f"{TRACE}.toDataURL()")
         browser.wait_for(f"Number({TRACE}.dataset.endCol) > {end1 + 50}", timeout=15)
         assert browser.eval(f"{TRACE}.toDataURL()") != img1
+        # between two frames of data the display keeps scrolling (two drawings of the
+        # same newest column at different positions)
+        browser.wait_for(SCROLLS_BETWEEN_FRAMES, timeout=15)
+        # the columns the page assembled from the frames are those of one full decimation
+        store = browser.eval(STORE)
+        q = f"key={store['key']}&seconds={store['seconds']}&width={store['width']}&nch=8"
+        h, _, mm = unpack_window(get(int(url.split(":")[2].split("/")[0]), f"/api/window?{q}")[2])
+        both = range(max(h["first_col"], store["end"] - h["window_cols"]), store["end"])
+        assert len(both) > 40, (h, store["end"])  # all the page holds but the newest
+        for c in both:
+            page = np.array(store["cols"][str(c)], dtype=float)  # NaN arrives as None
+            np.testing.assert_array_equal(page, mm[c - h["first_col"]].ravel().astype(float))
         ch_range = browser.eval("document.getElementById('ch-range').textContent")
         assert ch_range == "1\u20138 of 8"  # en dash
         # the mock's markers (one a second) are drawn as lines on the trace
@@ -67,6 +102,8 @@ def test_page_lists_streams_scrolls_traces_and_shows_stale(procs, tmp_path):
         browser.wait_for(f"{ROW.format(sig)}.dataset.stale === '1'", timeout=30)
         assert browser.eval(f"{ROW.format(sig)}.cells[9].textContent") == "STALE"
         assert "STALE" in browser.eval("document.getElementById('trace-title').textContent")
+        # the trace stream says so too (a frame without new columns)
+        browser.wait_for("document.getElementById('trace-info').textContent.includes('STALE')")
         shot = browser.screenshot(tmp_path / "viewer-stale.png")
         print(f"screenshot with the outlet stopped: {shot}")
 

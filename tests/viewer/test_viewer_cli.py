@@ -10,7 +10,7 @@ import sys
 import pytest
 from helpers import wait_until
 from supervisor_util import child_env
-from viewer_util import get, start, url_of
+from viewer_util import get, start, supervise, url_of
 
 pytestmark = pytest.mark.lsl
 
@@ -57,3 +57,23 @@ def test_demo_view_serves_the_demo_streams_and_stops_the_viewer(procs):
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
     assert "demo done" in demo.output
+
+
+def test_view_finds_the_command_server_of_dpshm_up(procs, tmp_path):
+    """`dpshm up --port 0` and `dpshm view` as a user starts them: no port to pass; the
+    token of a protected command server with --supervisor-token."""
+    ns = procs[0]
+    cfg = tmp_path / "dpshm.toml"
+    cfg.write_text('[server]\ntoken = "tk-cli"\n')
+    sup = supervise(procs, f"{ns}_nothing", port=True, args=("--config", str(cfg)))
+    cmd_port = sup.port()
+    view = start(procs, "view", "--port", "0", "--no-browser", "--supervisor-token", "tk-cli")
+    port = int(url_of(view).split(":")[2].split("/")[0])
+
+    def workers():
+        status, _, body = get(port, "/api/workers")
+        w = json.loads(body) if status == 200 else {}
+        return w if w.get("enabled") and w.get("error") is None else None
+
+    w = wait_until(workers, 20)
+    assert w["server"] == f"127.0.0.1:{cmd_port}" and w["workers"] == []

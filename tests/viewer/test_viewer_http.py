@@ -19,9 +19,11 @@ from lsl_util import ramp
 from viewer_util import get, supervise
 
 from dpshm.errors import ConfigError
+from dpshm.shm import registry
 from dpshm.shm.ring import SharedRing
 from dpshm.viewer import ViewerServer, check_view_bind
 from dpshm.viewer.data import unpack_window
+from dpshm.viewer.server import TRACE_EVERY_S
 
 pytestmark = pytest.mark.lsl
 
@@ -91,9 +93,14 @@ def test_endpoints_against_a_supervisor(procs, outlets):
     mk_name = sig.spec.name + "_mk"
     ns = procs[0]
     with pushing(sig, 4, 200.0):
-        sup = supervise(procs, sig.spec.name, mk_name, port=True)
+        sup = supervise(procs, sig.spec.name, mk_name, port=True)  # `dpshm up --port 0`
         cmd_port = sup.port()
-        with ViewerServer(ns, port=0, supervisor_port=cmd_port).start() as v:
+        # the command server's address is in the registry (whether it needs a token, not
+        # the token): the viewer finds it there, no --supervisor-port needed
+        endpoints = sup.ready().endpoints
+        assert endpoints["commands"] == f"tcp://127.0.0.1:{cmd_port}"
+        assert endpoints["commands_auth"] == "none"
+        with ViewerServer(ns, port=0).start() as v:
             port = v.port
             wait_until(lambda: _rows(port).get(sig.spec.name, {}).get("head", 0) > 600, 20)
             events = Events(port)
@@ -117,6 +124,7 @@ def test_endpoints_against_a_supervisor(procs, outlets):
             assert seen["hello"][0]["namespace"] == ns
             workers = seen["workers"][-1]
             assert workers["enabled"] and workers["error"] is None
+            assert workers["server"] == f"127.0.0.1:{cmd_port}"
             assert workers["workers"] == [] and workers["declared"] == {}
             # the viewer's polling stays out of the supervisor's INFO log: one connection,
             # and LIST_WORKERS is a quiet (DEBUG) command
@@ -133,7 +141,8 @@ def test_endpoints_against_a_supervisor(procs, outlets):
             wait_until(lambda: _rows(port)[mk_name]["head"] >= 2, 10)
 
             # a decimated window: 2 s at 200 Hz on 100 columns = 4 samples per column
-            status, hdrs, body = get(port, f"/api/window?key={key}&seconds=2&width=100")
+            q2 = f"key={key}&seconds=2&width=100"
+            status, hdrs, body = get(port, f"/api/window?{q2}")
             assert status == 200 and hdrs["Content-Type"] == "application/octet-stream"
             h, times, mm = unpack_window(body)
             assert (h["spc"], h["window_cols"], h["n_channels"]) == (4, 100, 4)
@@ -162,18 +171,33 @@ def test_endpoints_against_a_supervisor(procs, outlets):
             assert nh["first_col"] == h["end_col"] and not nh["reset"]
             assert "channel_names" not in nh and nmm.shape[1:] == (4, 2)
 
-            # what the page reads: the trace pushed as events, each frame continuing the last
+            # what the page reads: the trace pushed as events, a reset frame (the whole
+            # window), then only the columns completed since the frame before
             trace = Events(port, f"/api/trace?key={key}&seconds=2&width=100&nch=2")
             try:
                 seen = trace.until(lambda s: len(s.get("window", [])) >= 4)
             finally:
                 trace.close()
-            frames = [unpack_window(base64.b64decode(w)) for w in seen["window"]]
-            assert frames[0][0]["reset"] and frames[0][0]["n_cols"] == 100
-            assert frames[0][0]["channel_names"] == names[:2]
+            bodies = [base64.b64decode(w) for w in seen["window"]]
+            h0 = unpack_window(bodies[0])[0]
+            frames = [unpack_window(b, h0["n_channels"]) for b in bodies]
+            assert h0["reset"] and h0["n_cols"] == 100 and h0["channel_names"] == names[:2]
+            assert h0["frame_s"] == TRACE_EVERY_S and h0["window_cols"] == 100
+            assert [m["label"] for m in h0["markers"]][-2:] == ["go-1", "go-2"]
             for (a, _, _), (b, _, mmb) in itertools.pairwise(frames):
-                assert b["first_col"] == a["end_col"] and not b["reset"]
+                assert b["first_col"] == a["end_col"] and "reset" not in b
                 assert b["n_cols"] > 0 and mmb.shape == (b["n_cols"], 2, 2)
+                assert "markers" not in b  # sent again only when they change
+            # the columns assembled from the frames (as the page does) are those of one
+            # full decimation of the same samples
+            page = {h["first_col"] + i: (t[i], mm[i]) for h, t, mm in frames
+                    for i in range(h["n_cols"])}  # fmt: skip
+            fh, ft, fmm = unpack_window(get(port, f"/api/window?{q2}&nch=2")[2])
+            both = range(fh["first_col"], min(fh["end_col"], frames[-1][0]["end_col"]))
+            assert len(both) > 50, (fh, frames[-1][0])
+            for c in both:
+                assert page[c][0] == ft[c - fh["first_col"]]
+                np.testing.assert_array_equal(page[c][1], fmm[c - fh["first_col"]])
             assert get(port, f"/api/trace?key={key}&seconds=0")[0] == 400
 
             # one channel range only
@@ -207,7 +231,8 @@ def test_no_supervisor_limits_and_refusals(procs):
         assert table["supervisor"] is None and "no dpshm supervisor runs" in table["problem"]
         assert "default-src 'none'" in h["Content-Security-Policy"]
         s, _, b = get(port, "/api/workers")
-        assert "not known to this viewer" in json.loads(b)["error"]
+        error = json.loads(b)["error"]  # how to get one
+        assert "no supervisor runs on this namespace" in error and "dpshm up --port 0" in error
         s, h, b = get(port, "/")
         assert s == 200 and b'<canvas id="trace"' in b
         assert h["Content-Type"].startswith("text/html")
@@ -248,6 +273,58 @@ def test_no_supervisor_limits_and_refusals(procs):
             for c in idle:
                 c.close()
         wait_until(lambda: get(port, "/api/streams")[0] == 200, 5)
+
+
+def _workers(port: int) -> dict:
+    return json.loads(get(port, "/api/workers")[2])
+
+
+def _workers_when(port: int, pred) -> dict:
+    """The viewer's workers panel once ``pred`` holds for it."""
+
+    def panel():
+        w = _workers(port)
+        return w if pred(w) else None
+
+    return wait_until(panel, 15)
+
+
+def _workers_saying(port: int, word: str) -> dict:
+    return _workers_when(port, lambda w: word in (w["error"] or ""))
+
+
+def test_workers_panel_finds_the_command_server(procs, outlets, tmp_path):
+    """The viewer finds the command server in the registry; without one the page says how
+    to open one; a token-protected one asks for --supervisor-token; --supervisor-port wins."""
+    ns = procs[0]
+    sig = outlets.make(n_channels=1, srate=50.0)
+    token = "tk-not-in-the-registry"
+    with ViewerServer(ns, port=0).start() as v:
+        sup = supervise(procs, sig.spec.name)  # no command server
+        sup.ready()
+        w = _workers_saying(v.port, "serves no command server")
+        assert not w["enabled"] and "dpshm up --port 0" in w["error"]
+        assert sup.stop() == 0
+        cfg = tmp_path / "dpshm.toml"
+        cfg.write_text(f'[server]\ntoken = "{token}"\n')
+        sup2 = supervise(procs, sig.spec.name, port=True, args=("--config", str(cfg)))
+        cmd_port = sup2.port()
+        sup2.ready()
+        text = (registry.namespace_dir(ns, create=False) / registry.REGISTRY_FILE).read_text()
+        assert token not in text  # only that one is needed
+        assert registry.read_registry(ns).endpoints["commands_auth"] == "token"
+        w = _workers_saying(v.port, "needs a token")
+        assert f"127.0.0.1:{cmd_port}" in w["error"] and "--supervisor-token" in w["error"]
+    with ViewerServer(ns, port=0, supervisor_token=token).start() as v:
+        w = _workers_when(v.port, lambda w: w["error"] is None)
+        assert w["enabled"] and w["server"] == f"127.0.0.1:{cmd_port}" and w["workers"] == []
+    with socket.socket() as s:  # a port nobody serves: the override is used, not the registry
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    with ViewerServer(ns, port=0, supervisor_port=closed).start() as v:
+        assert (
+            f"no answer from the command server on 127.0.0.1:{closed}" in _workers(v.port)["error"]
+        )
 
 
 def test_token(procs):
@@ -302,8 +379,8 @@ def test_supervisor_restart_is_followed(procs, outlets):
             row2 = _rows(port)[name]
             assert row2["key"] == row["key"]
             seen = trace.until(lambda s: len(s["window"]) > before + 1)
-            frames = [unpack_window(base64.b64decode(w))[0] for w in seen["window"][before:]]
-            assert frames[0]["reset"] and frames[0]["ring"] != first_ring
-            assert all(f["ring"] == frames[0]["ring"] for f in frames)
+            frames = [unpack_window(base64.b64decode(w), 2)[0] for w in seen["window"][before:]]
+            assert frames[0]["reset"] and frames[0]["ring"] != first_ring  # the new ring's
+            assert not any("reset" in f for f in frames[1:])  # continued on it
         finally:
             trace.close()

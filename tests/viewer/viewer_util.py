@@ -18,10 +18,11 @@ def start(procs, *args: str) -> Proc:
     return p
 
 
-def supervise(procs, *streams: str, port: bool = False) -> Sup:
-    """``dpshm up`` sharing only ``streams``; ``port``: its command server on a free port."""
+def supervise(procs, *streams: str, port: bool = False, args: tuple[str, ...] = ()) -> Sup:
+    """``dpshm up`` sharing only ``streams``; ``port``: its command server on a free port
+    (``--port 0``); ``args``: more flags."""
     ns, started = procs
-    sup = Sup(ns, *streams, args=("--port", "0") if port else ())
+    sup = Sup(ns, *streams, args=(("--port", "0") if port else ()) + args)
     started.append(sup)
     return sup
 

@@ -367,6 +367,7 @@ function draw() {
   const shown = drawMarkers(g, t, x, plotH, first, endF);
   canvas.dataset.frames = String(++view.frames);
   canvas.dataset.endCol = String(t.end);
+  canvas.dataset.displayEnd = endF.toFixed(2);
   canvas.dataset.key = view.key;
   canvas.dataset.markers = String(shown);
   canvas.dataset.drawMs = (performance.now() - started).toFixed(2);
@@ -397,6 +398,7 @@ function drawMarkers(g, t, x, plotH, first, endF) {
     g.fillText(label, px + 5, 12 + row * 14);
   }
   g.restore();
+  return shown;
 }
 
 // -- marker streams ----------------------------------------------------------------
