@@ -5,11 +5,12 @@ from a ``dpshm mock`` outlet process):
 
 1. ``dpshm up`` alone: the supervisor's CPU.
 2. ``dpshm view`` (its own process) with one simulated page: the page's two
-   event streams, status (``/api/events``) and trace (``/api/trace``: 25
-   frames a second of new min/max columns, 5 s window, 1200 columns; decoded
-   as the page does), first with the page's default 16 channels shown, then
-   with every channel shown. Measured: the viewer's and the supervisor's CPU,
-   the frames and bytes per second received.
+   event streams, status (``/api/events``) and trace (``/api/trace``: the
+   new min/max columns at the viewer's frame rate, 10 frames a second, 5 s
+   window, 1200 columns; decoded as the page does), first with the page's
+   default 16 channels shown, then with every channel shown. Measured: the
+   viewer's and the supervisor's CPU, the frames and bytes per second
+   received.
 3. ``dpshm up`` alone again (the supervisor with and without the viewer, in
    one run).
 4. Baseline: one plain pylsl inlet on the stream in its own process, pulling

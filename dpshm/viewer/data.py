@@ -113,7 +113,13 @@ def _number(q: dict[str, str], name: str, kind: type, default: Any, lo: float, h
 
 
 def decimate(
-    ring: SharedRing, c0: int, c1: int, spc: int, ch0: int, nch: int
+    ring: SharedRing,
+    c0: int,
+    c1: int,
+    spc: int,
+    ch0: int,
+    nch: int,
+    out: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Min/max of columns ``[c0, c1)`` of channels ``[ch0, ch0 + nch)``, from the ring itself.
 
@@ -130,10 +136,14 @@ def decimate(
         LSL time (without the ring's ``time_offset``) of each column's last sample.
     minmax : np.ndarray, shape (k, nch, 2), float32
         Per column and channel: (min, max).
+
+    ``out``: the two arrays to fill (e.g. views of a frame's bytes, see
+    :func:`decimated_frame`) instead of new ones.
     """
     k = max(0, c1 - c0)
-    times = np.empty(k)
-    mm = np.empty((k, nch, 2), np.float32)
+    if out is None:
+        out = np.empty(k), np.empty((k, nch, 2), np.float32)
+    times, mm = out
     cap = ring.capacity
     lo = max(c0, -(-(ring.pending - cap) // spc))  # first column whose samples are all there
     if lo > c0:
@@ -244,12 +254,7 @@ class StreamBook:
         self._drop(set(reg.streams))
 
     def _mtime(self) -> float | None:
-        """Modification time of the registry file (None: there is none)."""
-        path = registry.namespace_dir(self.namespace, create=False) / registry.REGISTRY_FILE
-        try:
-            return path.stat().st_mtime
-        except OSError:
-            return None
+        return registry_mtime(self.namespace)
 
     def _drop(self, keep: set[str]) -> None:
         for key in [k for k in self._rings if k not in keep]:
@@ -364,7 +369,7 @@ class StreamBook:
             self._refresh()
             return self._rings.get(key)
 
-    def window(self, req: WindowRequest) -> tuple[dict[str, Any], bytes]:
+    def window(self, req: WindowRequest) -> tuple[dict[str, Any], bytearray]:
         """Decimated window of a numeric stream: ``(header, body)`` (see module docstring).
 
         With ``req.since`` inside the window, only the columns from ``since`` on.
@@ -372,14 +377,13 @@ class StreamBook:
         with self._lock:
             return self._window(req)
 
-    def _window(self, req: WindowRequest) -> tuple[dict[str, Any], bytes]:
+    def _window(self, req: WindowRequest) -> tuple[dict[str, Any], bytearray]:
         sh = self.shape(req)
         ring, spc = sh.ring, sh.spc
         end = ring.head // spc
         first = max(0, end - sh.n_cols)
         if req.since is not None and first < req.since <= end:
             first = req.since
-        times, mm = decimate(ring, first, end, spc, sh.first_channel, sh.n_channels)
         toff = ring.time_offset
         reset = req.since is None or first != req.since
         header = sh.header(req.key) if reset else {"n_channels": sh.n_channels}
@@ -387,12 +391,11 @@ class StreamBook:
             first_col=first, end_col=end, n_cols=end - first, time_offset=toff,
             head=ring.head, stale=ring.stale, reset=reset,
         )  # fmt: skip
-        if end > 0:
-            t0 = ring.window(1, max(0, end - sh.n_cols) * spc + spc)[1][0] + toff
-            marks = self.markers_after(t0)
-            if marks:
-                header["markers"] = marks
-        return header, pack_frame(header, times + toff, mm)
+        marks = self.window_markers(sh, end)
+        if marks:
+            header["markers"] = marks
+        body = decimated_frame(header, ring, first, end, spc, sh.first_channel, sh.n_channels)
+        return header, body
 
     # -- markers ------------------------------------------------------------------------
     def markers(self, key: str, limit: int = 50) -> list[dict[str, Any]]:
@@ -413,6 +416,14 @@ class StreamBook:
                     out += [m for m in self._recent(key, ring) if m["t"] >= t0]
         out.sort(key=lambda m: m["t"])
         return out[-MAX_MARKERS:]
+
+    def window_markers(self, sh: Shape, end: int) -> list[dict[str, Any]]:
+        """Markers from the oldest column of ``sh``'s window ending at column ``end`` on."""
+        if end <= 0:
+            return []
+        ring, spc = sh.ring, sh.spc
+        t0 = ring.window(1, max(0, end - sh.n_cols) * spc + spc)[1][0] + ring.time_offset
+        return self.markers_after(float(t0))
 
     def marker_heads(self) -> tuple[int, ...]:
         """Heads of the marker streams: changes when a marker arrives or a stream comes or goes."""
@@ -456,6 +467,15 @@ class StreamBook:
         self.close()
 
 
+def registry_mtime(namespace: str) -> float | None:
+    """Modification time of a namespace's ``registry.json`` (None: there is none)."""
+    path = registry.namespace_dir(namespace, create=False) / registry.REGISTRY_FILE
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
 def _finite(v: Any) -> float | None:
     try:
         f = float(v)
@@ -464,20 +484,28 @@ def _finite(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def pack_frame(header: dict[str, Any] | str, times: np.ndarray, minmax: np.ndarray) -> bytes:
-    """The window reply's bytes (layout in the module docstring); ``header`` may be JSON text."""
+def decimated_frame(
+    header: dict[str, Any] | str, ring: SharedRing, c0: int, c1: int, spc: int, ch0: int, nch: int
+) -> bytearray:
+    """A window reply (or trace frame) of columns ``[c0, c1)``: layout in the module docstring.
+
+    ``header`` (a dict, or its JSON text) is written first; :func:`decimate`
+    then fills the times and min/max in place, in the reply's own bytes. Times
+    include the ring's ``time_offset``.
+    """
     if not isinstance(header, str):
         header = json.dumps(header, separators=(",", ":"), allow_nan=False, default=_json_default)
     raw = header.encode()
     raw += b" " * (-(4 + len(raw)) % 8)
-    return b"".join(
-        (
-            struct.pack("<I", len(raw)),
-            raw,
-            times.astype("<f8", copy=False).tobytes(),
-            minmax.astype("<f4", copy=False).tobytes(),
-        )
-    )
+    k, off = max(0, c1 - c0), 4 + len(raw)
+    body = bytearray(off + 8 * k + 8 * k * nch)
+    struct.pack_into("<I", body, 0, len(raw))
+    body[4:off] = raw
+    times = np.frombuffer(body, "<f8", k, off)
+    mm = np.frombuffer(body, "<f4", k * nch * 2, off + 8 * k).reshape(k, nch, 2)
+    decimate(ring, c0, c1, spc, ch0, nch, out=(times, mm))
+    times += ring.time_offset
+    return body
 
 
 def _json_default(v: Any) -> Any:
@@ -489,7 +517,7 @@ def _json_default(v: Any) -> Any:
 
 
 def unpack_window(
-    body: bytes, n_channels: int | None = None
+    body: bytes | bytearray, n_channels: int | None = None
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """Decode a window reply or trace frame: ``(header, times (k,), minmax (k, m, 2))``.
 

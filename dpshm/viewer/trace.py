@@ -10,8 +10,9 @@ oldest column on) when a marker stream changed. Nothing new (no column, no
 marker, no change of ``stale``): no frame.
 
 The per-frame path is what a page costs the viewer at every frame, so it is
-short: the ring's head (nothing new: no frame), :func:`~dpshm.viewer.data.decimate`
-of the new columns on the ring's buffer, a header formatted from five numbers.
+short: the ring's head (nothing new: no frame), a header formatted from five
+numbers, :func:`~dpshm.viewer.data.decimated_frame` of the new columns (computed
+on the ring's buffer, written straight into the frame's bytes).
 The ring is re-checked against the registry every :data:`RECHECK_EVERY`
 frames (a supervisor restart gives a new ring: a reset frame follows).
 """
@@ -24,8 +25,7 @@ from typing import Any
 from dpshm.viewer.data import (
     StreamBook,
     WindowRequest,
-    decimate,
-    pack_frame,
+    decimated_frame,
 )
 
 #: Frames between looks at the registry (a new ring after a supervisor restart).
@@ -65,7 +65,7 @@ class TraceCursor:
         self._stale: bool | None = None
         self._frames = 0
 
-    def frame(self) -> bytes | None:
+    def frame(self) -> bytearray | None:
         """The next frame, or ``None`` when there is nothing new to send.
 
         Raises
@@ -81,7 +81,7 @@ class TraceCursor:
                 self._reset()  # ViewerError while the stream is gone
             return self._frame()
 
-    def _frame(self) -> bytes | None:
+    def _frame(self) -> bytearray | None:
         sh, ring = self.shape, self.ring
         spc, head = sh.spc, ring.head
         done = head // spc
@@ -93,20 +93,15 @@ class TraceCursor:
         reset = self.end is None or self.end < first  # new, or a window behind
         if not reset:
             first = self.end  # type: ignore[assignment]
-        times, mm = decimate(ring, first, done, spc, sh.first_channel, sh.n_channels)
-        toff = ring.time_offset
         self.end = done
         markers: list[dict[str, Any]] | None = None
         if marks != self._marks or reset:
             self._marks = marks
-            markers = []
-            if done > 0:  # from the window's oldest column on
-                oldest = ring.window(1, max(0, done - sh.n_cols) * spc + spc)[1][0] + toff
-                markers = self.book.markers_after(float(oldest))
+            markers = self.book.window_markers(sh, done)
         if reset:
             header: dict[str, Any] | str = sh.header(self.req.key)
             header.update(  # type: ignore[union-attr]
-                first_col=first, end_col=done, n_cols=done - first, time_offset=toff,
+                first_col=first, end_col=done, n_cols=done - first, time_offset=ring.time_offset,
                 head=head, stale=stale, reset=True, markers=markers,
                 frame_s=self.frame_s,
             )  # fmt: skip
@@ -115,4 +110,4 @@ class TraceCursor:
             if markers is not None:
                 text += ',"markers":' + json.dumps(markers, separators=(",", ":"))
             header = text + "}"
-        return pack_frame(header, times + toff, mm)
+        return decimated_frame(header, ring, first, done, spc, sh.first_channel, sh.n_channels)
