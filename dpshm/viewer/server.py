@@ -559,7 +559,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 stopping.wait(1.0)
                 continue
             if body is not None:
-                send("window", base64.b64encode(body).decode(), raw=True)
+                send("window", base64.b64encode(body), raw=True)
             nxt += TRACE_EVERY_S
             now = monotonic()
             if nxt > now:
@@ -570,8 +570,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 def _event_writer(wfile: Any) -> Callable[..., None]:
     def send(event: str, data: Any, raw: bool = False) -> None:
-        text = data if raw else to_json_line(data)
-        wfile.write(f"event: {event}\ndata: {text}\n\n".encode())
+        """One event; ``raw``: ``data`` is its ASCII bytes (a frame's base64), sent as is."""
+        text = data if raw else to_json_line(data).encode()
+        wfile.write(b"".join((b"event: ", event.encode(), b"\ndata: ", text, b"\n\n")))
         wfile.flush()
 
     return send
