@@ -63,6 +63,8 @@ MAX_VALUES = 2_000_000
 MARKER_ROWS = 256
 #: Seconds between looks at the registry (its mtime, the supervisor's pid).
 REFRESH_EVERY_S = 0.25
+#: Seconds between checks that the supervisor of an unchanged registry still runs.
+ALIVE_EVERY_S = 1.0
 #: Most markers returned with a window.
 MAX_MARKERS = 200
 #: Longest marker label sent (characters).
@@ -208,7 +210,7 @@ class StreamBook:
         self.namespace = namespace
         self._lock = threading.RLock()
         self._stamp: float | None = -1.0  # registry mtime last read (-1: never)
-        self._next_refresh = 0.0
+        self._next_refresh = self._next_alive = 0.0
         self._reg: registry.Registry | None = None
         self._problem = ""
         self._rings: dict[str, SharedRing] = {}  # registry key -> attached ring
@@ -227,8 +229,12 @@ class StreamBook:
             return
         self._next_refresh = now + REFRESH_EVERY_S
         stamp = self._mtime()
-        if stamp == self._stamp and (self._reg is None or self._reg.alive()):
-            return
+        if stamp == self._stamp:
+            if self._reg is None or now < self._next_alive:
+                return
+            self._next_alive = now + ALIVE_EVERY_S  # a killed one leaves its registry
+            if self._reg.alive():
+                return
         try:
             reg = registry.read_registry(self.namespace)
         except SupervisorNotRunningError as exc:
