@@ -22,8 +22,9 @@ from dpshm.errors import ConfigError
 from dpshm.shm import registry
 from dpshm.shm.ring import SharedRing
 from dpshm.viewer import ViewerServer, check_view_bind
-from dpshm.viewer.data import unpack_window
+from dpshm.viewer.data import StreamBook, WindowRequest, unpack_window
 from dpshm.viewer.server import TRACE_EVERY_S
+from dpshm.viewer.trace import TraceCursor
 
 pytestmark = pytest.mark.lsl
 
@@ -384,3 +385,37 @@ def test_supervisor_restart_is_followed(procs, outlets):
             assert not any("reset" in f for f in frames[1:])  # continued on it
         finally:
             trace.close()
+
+
+def test_trace_sends_nothing_when_nothing_changed(procs, outlets):
+    """A trace frame only when there is something new: a stream that stops pushing
+    (its outlet still there, so not stale) gets no frames; new samples bring one."""
+    ns = procs[0]
+    sig = outlets.make(n_channels=3, srate=100.0)
+    sup = supervise(procs, sig.spec.name)
+    with pushing(sig, 3, 100.0):
+        entry = sup.entry(sig.spec.name)
+        wait_until(lambda: _head(ns, entry.ring) > 100, 20)
+    with StreamBook(ns) as book:
+        cursor = TraceCursor(book, WindowRequest(entry.key, 1.0, 50), frame_s=0.1)
+        h, _, mm = unpack_window(cursor.frame())
+        assert h["reset"] and h["frame_s"] == 0.1 and mm.shape == (h["n_cols"], 3, 2)
+        ends = [h["end_col"]]
+
+        def quiet():  # what the supervisor had not yet written comes first
+            body = cursor.frame()
+            if body is not None:
+                ends.append(unpack_window(body, 3)[0]["end_col"])
+            return body is None
+
+        wait_until(quiet, 10)
+        assert [cursor.frame() for _ in range(12)] == [None] * 12  # a registry look too
+        sig.push_chunk(ramp(0, 10, 3))  # five columns (spc = 2)
+        h2, _, mm2 = unpack_window(wait_until(cursor.frame, 10), 3)
+        assert "reset" not in h2 and h2["first_col"] == ends[-1]
+        assert h2["n_cols"] >= 1 and mm2.shape == (h2["n_cols"], 3, 2)
+
+
+def _head(ns: str, ring_name: str) -> int:
+    with SharedRing.attach(ring_name) as ring:
+        return ring.head
