@@ -136,7 +136,8 @@ class Supervisor:
         self._registry_lock = threading.Lock()  # one snapshot-and-write at a time
         self._resolver: threading.Thread | None = None
         self._keeper: threading.Thread | None = None
-        self.run_id = format(int(time.time() * 1000) % 36**6, "x")[-6:]
+        # in every ring name; random, so that nobody can create our segments ahead of us
+        self.run_id = os.urandom(3).hex()
         self._prev_generations: dict[str, int] = {}
         self._clash_logged: set[str] = set()
         self._claimed_twice_seen: set[frozenset[str]] = set()  # outlet uid pairs logged
