@@ -58,6 +58,8 @@ from dpshm.shm.segment import owned_by_me
 log = library_logger(__name__)
 
 STATUS_EVERY_S = 1.0
+RESOLVE_WAIT_S = 0.5  # one LSL resolve round: outlets answer in milliseconds, even on a LAN;
+# shorter than the 1 s interval so that stopping waits at most this long for the resolver
 
 
 def sweep_dead(namespace: str) -> tuple[dict[str, Any] | None, list[tuple[str, int]]]:
@@ -344,7 +346,7 @@ class Supervisor:
         while not self.stop_event.is_set():
             t0 = time.monotonic()
             try:
-                specs = lsl.resolve_streams(timeout=min(interval, 1.0))
+                specs = lsl.resolve_streams(timeout=min(interval, RESOLVE_WAIT_S))
             except Exception:
                 log.exception("LSL resolution failed; retrying")
                 specs = []
