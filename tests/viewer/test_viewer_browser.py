@@ -29,6 +29,11 @@ SCROLLS_BETWEEN_FRAMES = f"""new Promise((resolve) => {{
     if (ends.size >= 2 || ++n > 60) {{ clearInterval(id); resolve(ends.size >= 2); }}
   }}, 15);
 }})"""
+# the Page Visibility API as a hidden (or shown) tab reports it
+HIDE = (
+    "Object.defineProperty(document, 'hidden', {{configurable: true, get: () => {0}}}); "
+    "document.dispatchEvent(new Event('visibilitychange'))"
+)
 # the page's columns of the window (view.t: see viewer.js), with what it asked for
 STORE = """(() => {
   const t = view.t, cols = {};
@@ -85,6 +90,17 @@ def test_page_lists_streams_scrolls_traces_and_shows_stale(procs, tmp_path):
         browser.wait_for(f"Number({TRACE}.dataset.markers) > 0", timeout=15)
         shot = browser.screenshot(tmp_path / "viewer.png")
         print(f"screenshot of the page: {shot}")
+        # a hidden tab closes both event streams (the viewer then sends nothing); shown
+        # again, the page reconnects and the trace goes on
+        browser.eval(HIDE.format("true"))
+        assert browser.eval("view.trace === null && view.events === null")
+        assert browser.eval("document.getElementById('connection').textContent").startswith(
+            "paused"
+        )
+        end2 = int(browser.eval(f"{TRACE}.dataset.endCol"))
+        browser.eval(HIDE.format("false"))
+        browser.wait_for("document.getElementById('connection').textContent === 'live'")
+        browser.wait_for(f"Number({TRACE}.dataset.endCol) > {end2 + 50}", timeout=15)
         # another window length: the viewer decimates anew
         browser.eval("const w = document.getElementById('win'); w.value = '2'; "
                      "w.dispatchEvent(new Event('change'))")  # fmt: skip

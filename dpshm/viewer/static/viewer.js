@@ -15,6 +15,7 @@ const view = {
   ch0: 0,
   timer: null, // marker list refresh
   trace: null, // EventSource of the trace
+  events: null, // EventSource of the status, logs and workers
   token: 0, // bumps on every selection: stale replies are dropped
   t: null, // trace store (see resetStore)
   frames: 0,
@@ -38,7 +39,9 @@ function rate(v) {
 
 // -- events ------------------------------------------------------------------------
 function connect() {
+  if (view.events) view.events.close();
   const es = new EventSource("/api/events");
+  view.events = es;
   const conn = $("connection");
   es.onopen = () => { conn.textContent = "live"; conn.className = "pill ok"; };
   es.onerror = () => { conn.textContent = "viewer unreachable (retrying)"; conn.className = "pill bad"; };
@@ -183,8 +186,16 @@ function setupControls() {
   });
   window.addEventListener("resize", () => { if (view.key) restart(); });
   document.addEventListener("visibilitychange", () => {
-    if (document.hidden) closeTrace(); // nobody looks: the viewer sends nothing
-    else if (view.key) restart();
+    if (document.hidden) { // nobody looks: the viewer sends nothing
+      closeTrace();
+      if (view.events) view.events.close();
+      view.events = null;
+      $("connection").textContent = "paused (tab hidden)";
+      $("connection").className = "pill";
+    } else {
+      connect(); // the log records kept meanwhile arrive (each shown once)
+      if (view.key) restart();
+    }
   });
 }
 
