@@ -129,7 +129,10 @@ class LiveFilter:
     """Filter chunk by chunk, the state carried between chunks (zero initial state).
 
     Feeding a signal in chunks gives the same output as
-    ``scipy.signal.sosfilt(sos, signal, axis=0)`` over the whole signal.
+    ``scipy.signal.sosfilt(sos, signal, axis=0)`` over the whole signal (the
+    same numbers: :func:`~dpshm.dareplane.filterbank.sosfilt_inplace` runs
+    sosfilt's compiled loop without its per-call argument handling, which
+    costs several times the filtering of a 10 ms chunk).
 
     Parameters
     ----------
@@ -138,10 +141,12 @@ class LiveFilter:
     """
 
     def __init__(self, sos: np.ndarray, n_channels: int):
-        self._sosfilt = _signal().sosfilt
-        self.sos = np.asarray(sos, dtype=np.float64)
+        from dpshm.dareplane.filterbank import sosfilt_inplace
+
+        self._sosfilt = sosfilt_inplace
+        self.sos = np.ascontiguousarray(sos, dtype=np.float64)
         self.n_channels = int(n_channels)
-        self.zi = np.zeros((self.sos.shape[0], 2, self.n_channels))
+        self.zi = np.zeros((self.n_channels, self.sos.shape[0], 2))  # the kernel's layout
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Filter one chunk ``(k, n_channels)``; returns float64 ``(k, n_channels)``."""
@@ -150,8 +155,14 @@ class LiveFilter:
                 f"the filter was made for {self.n_channels} channels; got a chunk of shape "
                 f"{x.shape}"
             )
-        y, self.zi = self._sosfilt(self.sos, x, axis=0, zi=self.zi)
-        return y
+        y = np.empty((self.n_channels, len(x)))  # one channel per row: the kernel's layout
+        y[...] = x.T
+        self._sosfilt(self.sos, y, self.zi)
+        return y.T
+
+    def float32(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`__call__` rounded to a C-contiguous float32 array (what a ring stores)."""
+        return self(x).astype(np.float32, order="C")
 
 
 BANK_PIECE = 256  # rows a FilterBank takes per call (its buffer holds them + n_lookback)
@@ -272,7 +283,7 @@ def _stage(
     what += f"{', ' if what else ''}notch {notch} Hz" if notch is not None else ""
 
     def filt(x: np.ndarray, ts: np.ndarray) -> np.ndarray:
-        return live(x).astype(np.float32)
+        return live.float32(x)
 
     return _Stage(filt, list(channel_names), what, {"sos": sos.tolist()})
 
