@@ -42,11 +42,24 @@ def _split_streams(streams: dict) -> tuple[str, object, str, object]:
     return signals[0], streams[signals[0]], markers[0], streams[markers[0]]
 
 
-def cut_epoch(data: np.ndarray, ts: np.ndarray, t0: float, pre_s: float, post_s: float):
-    """Rows of ``data`` with ``t0 - pre_s <= ts < t0 + post_s``, or None if not all there."""
+def cut_epoch(
+    data: np.ndarray, ts: np.ndarray, t0: float, pre_s: float, post_s: float, srate: float
+):
+    """The epoch around ``t0`` (rows and times relative to ``t0``), or None if not all there.
+
+    A regular stream gives every epoch the same length, ``round((pre_s + post_s) * srate)``
+    samples from the first one at or after ``t0 - pre_s`` (timestamps jitter; the sample
+    count does not). An irregular one gives the rows with ``t0 - pre_s <= ts < t0 + post_s``.
+    """
     if len(ts) == 0 or ts[0] > t0 - pre_s or ts[-1] < t0 + post_s:
-        return None
-    a, b = np.searchsorted(ts, [t0 - pre_s, t0 + post_s])
+        return None  # not (or no longer) all in the window
+    a = int(np.searchsorted(ts, t0 - pre_s))
+    if srate > 0:
+        b = a + round((pre_s + post_s) * srate)
+        if b > len(ts):
+            return None
+    else:
+        b = int(np.searchsorted(ts, t0 + post_s))
     return data[a:b].copy(), ts[a:b] - t0
 
 
@@ -92,7 +105,10 @@ def run(ctx) -> None:
             if latest < t0 + post_s:
                 still.append((label, t0))  # the post-marker part is not there yet
                 continue
-            ep = cut_epoch(data, ts, t0, pre_s, post_s)
+            ep = cut_epoch(data, ts, t0, pre_s, post_s, sig.srate)
+            if ep is None and len(ts) and ts[0] <= t0 - pre_s:
+                still.append((label, t0))  # its last samples are on their way
+                continue
             if ep is None:
                 ctx.logger.warning("marker %r at %.3f: its epoch is no longer buffered", label, t0)
                 continue

@@ -32,7 +32,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Follow one shared stream. Numeric: at most --rate lines a second, each "
         "the newest sample and how many arrived since the previous line. Markers: every one.",
     )  # fmt: skip
-    p.add_argument("name", help="LSL stream name (or ring name)")
+    p.add_argument(
+        "name", nargs="?", default=None,
+        help="LSL stream name (or ring name); optional with --type or --source-id",
+    )  # fmt: skip
+    p.add_argument("--type", default=None, help="pick the stream by its LSL type (e.g. EEG)")
     p.add_argument("--source-id", default=None, help="pick one of several same-named streams")
     ns_arg(p)
     p.add_argument("--channels", type=int, default=8, help="channels to show")
@@ -77,10 +81,17 @@ def cmd_tail(args: argparse.Namespace) -> int:
         )
     if args.channels < 1:
         raise C.ConfigError(f"--channels must be >= 1, got {args.channels}")
+    if args.name is None and args.type is None and args.source_id is None:
+        raise C.ConfigError(
+            "dpshm tail needs a stream: give its NAME, --type or --source-id "
+            "(`dpshm ls` shows what is shared)"
+        )
     stop = stop_on_signals()
     done = until(args.duration)
     period = 1.0 / args.rate if args.rate else 0.0
-    with SharedStreamView(args.name, source_id=args.source_id, namespace=args.namespace) as v:
+    with SharedStreamView(
+        args.name, type=args.type, source_id=args.source_id, namespace=args.namespace
+    ) as v:
         strings = v.format == "string"
         origin = v.meta.get("lsl", {})  # where the supervisor's stream comes from
         producer = v.meta.get("producer")  # a stream published by a process
@@ -92,8 +103,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
         if isinstance(producer, dict):
             where = f", published by pid {producer['pid']}, source_id {producer['source_id']!r}"
         print(
-            f"{args.name}: {v.n_channels} ch {v.format} @ {fmt_rate(v.srate)}{where} "
-            "(Ctrl-C stops)",
+            f"{v.name}: {v.n_channels} ch {v.format} @ {fmt_rate(v.srate)}{where} (Ctrl-C stops)",
             flush=True,
         )
         if strings:

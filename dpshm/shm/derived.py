@@ -190,7 +190,7 @@ class PublishedStreams:
                     gen = old.entry.generation if same else old.entry.generation + 1
                 else:
                     gen = self._prev.get(key, 0) + 1
-                token = f"{pid:x}{os.urandom(2).hex()}"
+                token = f"{pid:x}{os.urandom(4).hex()}"  # unguessable: nobody creates it first
                 ring_name = f"{self.namespace}.{key}.{token}.g{gen}"
             entry = StreamEntry(
                 key=key,

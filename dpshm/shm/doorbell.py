@@ -75,6 +75,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dpshm._logging import library_logger
+from dpshm.shm._wake import Waker
 
 log = library_logger(__name__)
 
@@ -174,6 +175,7 @@ class DoorbellServer:
                 "using this namespace and run id?"
             ) from None
         sock.setblocking(False)  # ring() must never wait; the control thread polls
+        self._waker = Waker()
         self._sock = sock
         self._thread = threading.Thread(target=self._serve, name="dpshm-doorbell", daemon=True)
         self._thread.start()
@@ -212,6 +214,7 @@ class DoorbellServer:
         assert sock is not None
         poller = select.poll()
         poller.register(sock.fileno(), select.POLLIN)
+        poller.register(self._waker.fileno(), select.POLLIN)  # close() wakes the thread
         per_slice = max(1, int(MAX_MESSAGES_PER_S * _SLICE_S))
         slice_end, used = time.monotonic() + _SLICE_S, 0
         while not self._stop.is_set():
@@ -322,9 +325,11 @@ class DoorbellServer:
     def close(self) -> None:
         """Stop the control thread and close the socket (idempotent)."""
         self._stop.set()
+        self._waker.wake()
         t, self._thread = self._thread, None
         if t is not None and t is not threading.current_thread():
             t.join(JOIN_TIMEOUT_S)
+        self._waker.close()
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()

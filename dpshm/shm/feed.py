@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -45,6 +46,7 @@ LAG_EVERY_S = 0.1  # lag_s (a status figure) is measured after a write at most t
 JOIN_TIMEOUT_S = 3.0
 MISSED_RESOLVES_BEFORE_STALE = 2
 DEAD_UID_HOLD_S = 5.0
+RING_NAME_TRIES = 3  # names tried when a segment name is taken by someone else
 
 
 def stream_key(name: str, source_id: str, hostname: str = "") -> str:
@@ -150,17 +152,36 @@ class Feed:
             "key": self.key,
         }
         names = list(spec.channel_names) if len(spec.channel_names) == n_ch else None
-        self.ring = SharedRing.create(
-            name,
-            n_ch,
-            capacity,
-            fmt,
-            srate=srate,
-            channel_names=names,
-            meta=meta,
-            string_width=env.string_width,
-            generation=self.generation,
-        )
+        for attempt in range(RING_NAME_TRIES):
+            try:
+                self.ring = SharedRing.create(
+                    name,
+                    n_ch,
+                    capacity,
+                    fmt,
+                    srate=srate,
+                    channel_names=names,
+                    meta=meta,
+                    string_width=env.string_width,
+                    generation=self.generation,
+                )
+                break
+            except FileExistsError:
+                # not ours: our own leftovers were swept at start-up, and run_id is random.
+                # Another process (another local user) holds the name: take a fresh one,
+                # readers find the ring by the registry, never by guessing its name.
+                if attempt == RING_NAME_TRIES - 1:
+                    raise
+                taken = name
+                name = f"{env.namespace}.{self.key}.{env.run_id}-{secrets.token_hex(4)}"
+                name += f".g{self.generation}"
+                log.warning(
+                    "shared-memory segment for ring %r already exists and is not this "
+                    "supervisor's (another process or user created it): stream %r uses "
+                    "ring %r instead",
+                    taken, spec.name, name,
+                )  # fmt: skip
+        assert self.ring is not None
         self.ring.set_time_offset(self.time_offset)
         chunk = max(int(srate * 0.5), 1024) if srate > 0 else 1024
         self._data = np.zeros((chunk, n_ch), dtype=spec.dtype)

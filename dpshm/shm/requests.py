@@ -40,6 +40,7 @@ from typing import Any
 
 from dpshm._logging import library_logger
 from dpshm.errors import DpshmTimeoutError, ProtocolError, SupervisorNotRunningError
+from dpshm.shm._wake import Waker
 
 log = library_logger(__name__)
 
@@ -123,6 +124,8 @@ class RequestServer:
         self._sock = sock
         self._sel = selectors.DefaultSelector()
         self._sel.register(sock, selectors.EVENT_READ, None)
+        self._waker = Waker()  # close() wakes the thread: no wait for its poll timeout
+        self._sel.register(self._waker, selectors.EVENT_READ, self._waker)
         self._thread = threading.Thread(target=self._serve, name="dpshm-requests", daemon=True)
         self._thread.start()
 
@@ -133,6 +136,8 @@ class RequestServer:
             except OSError:
                 return
             for key, _ in events:
+                if key.data is self._waker:
+                    continue  # close() wants the loop to look at the stop flag
                 try:
                     if key.data is None:
                         self._accept()
@@ -216,9 +221,11 @@ class RequestServer:
     def close(self) -> None:
         """Stop the thread, close every connection and the socket, remove its file."""
         self._stop.set()
+        self._waker.wake()
         t, self._thread = self._thread, None
         if t is not None and t is not threading.current_thread():
             t.join(JOIN_TIMEOUT_S)
+        self._waker.close()
         for conn in list(self._conns.values()):
             conn.sock.close()
         self._conns.clear()

@@ -128,7 +128,12 @@ import numpy as np
 from dpshm._logging import library_logger
 from dpshm._mirror import mirror_halves, mirrored_start, mirrored_write
 from dpshm.dareplane.procs import pid_alive
-from dpshm.errors import RingFormatError, RingNotFoundError, RingOwnershipError
+from dpshm.errors import (
+    RingFormatError,
+    RingNotFoundError,
+    RingOwnershipError,
+    UnsafeOwnershipError,
+)
 from dpshm.formats import (
     _CODE_TO_FORMAT,
     DEFAULT_STRING_WIDTH,
@@ -280,6 +285,11 @@ def _exists_message(seg: str) -> str:
     name = ring_name(seg)
     try:
         info = ring_info(name)
+    except UnsafeOwnershipError:
+        return (
+            f"shared-memory segment {seg!r} exists and belongs to another user: choose "
+            f"another name, or ask its owner (or root) to remove {SHM_DIR}/{seg}"
+        )
     except (RingNotFoundError, RingFormatError):
         return (
             f"shared-memory segment {seg!r} exists but is not a usable dpshm ring: remove it "

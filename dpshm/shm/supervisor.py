@@ -58,6 +58,8 @@ from dpshm.shm.segment import owned_by_me
 log = library_logger(__name__)
 
 STATUS_EVERY_S = 1.0
+RESOLVE_WAIT_S = 0.5  # one LSL resolve round: outlets answer in milliseconds, even on a LAN;
+# shorter than the 1 s interval so that stopping waits at most this long for the resolver
 
 
 def sweep_dead(namespace: str) -> tuple[dict[str, Any] | None, list[tuple[str, int]]]:
@@ -136,7 +138,8 @@ class Supervisor:
         self._registry_lock = threading.Lock()  # one snapshot-and-write at a time
         self._resolver: threading.Thread | None = None
         self._keeper: threading.Thread | None = None
-        self.run_id = format(int(time.time() * 1000) % 36**6, "x")[-6:]
+        # in every ring name; random, so that nobody can create our segments ahead of us
+        self.run_id = os.urandom(3).hex()
         self._prev_generations: dict[str, int] = {}
         self._clash_logged: set[str] = set()
         self._claimed_twice_seen: set[frozenset[str]] = set()  # outlet uid pairs logged
@@ -343,7 +346,7 @@ class Supervisor:
         while not self.stop_event.is_set():
             t0 = time.monotonic()
             try:
-                specs = lsl.resolve_streams(timeout=min(interval, 1.0))
+                specs = lsl.resolve_streams(timeout=min(interval, RESOLVE_WAIT_S))
             except Exception:
                 log.exception("LSL resolution failed; retrying")
                 specs = []

@@ -72,7 +72,7 @@ def test_rate_zero_prints_every_chunk_and_markers_all(procs, outlets):
     sup.entry(mk)
     wait_until(lambda: out.have_consumers() and markers.have_consumers(), 10)
     every = _tail(ns, name, "--rate", "0", "--duration", "4")
-    marks = _tail(ns, mk, "--duration", "4")
+    marks = _tail(ns, "--type", "Markers", "--duration", "4")  # chosen by its type
     started += [every, marks]
     wait_until(lambda: len(every.lines) >= 2 and len(marks.lines) >= 2, 15)
     for i in range(30):  # 30 markers in a burst: more than 5 a second, all shown
@@ -82,6 +82,7 @@ def test_rate_zero_prints_every_chunk_and_markers_all(procs, outlets):
     assert "one per chunk" in every_lines[1]
     assert sum(int(line.split()[1].lstrip("+")) for line in every_lines[2:]) == 100
     assert len(every_lines[2:]) >= 5  # 10 chunks, 0.1 s apart: (almost) one line each
+    assert mark_lines[0].startswith(f"{mk}: 1 ch string"), mark_lines[0]
     assert "marker" in mark_lines[1]
     assert [line.split()[-1] for line in mark_lines[2:]] == [f"m{i}" for i in range(30)]
 
@@ -98,3 +99,8 @@ def test_tail_refuses_a_negative_rate(procs, outlets):
         capture_output=True, text=True, timeout=30, cwd=str(ROOT),
     )  # fmt: skip
     assert res.returncode == 1 and res.stderr.startswith("dpshm tail: error: --rate"), res.stderr
+    res = subprocess.run(
+        [sys.executable, "-m", "dpshm", "tail"], env=child_env(ns),
+        capture_output=True, text=True, timeout=30, cwd=str(ROOT),
+    )  # fmt: skip
+    assert res.returncode == 1 and "give its NAME, --type or --source-id" in res.stderr, res.stderr

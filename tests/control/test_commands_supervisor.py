@@ -252,8 +252,8 @@ def test_examples_run_against_mock(unique_name, tmp_path):
             st = wait_until(epochs_done, timeout=30)
             assert st["state"] == "finished", st["error"]
             got = np.load(out)
-            n_ep, n_samples, n_ch = got["epochs"].shape  # 0.7 s at 1 kHz, LSL-jittered times
-            assert (n_ep, n_ch) == (2, 64) and abs(n_samples - 700) <= 2
+            n_ep, n_samples, n_ch = got["epochs"].shape  # 0.7 s at 1 kHz, whatever the jitter
+            assert (n_ep, n_samples, n_ch) == (2, 700, 64)
             assert set(got["labels"]) <= {"trial_start", "stimulus", "response"}
             c.send("CLOSE")
             assert proc.wait(20) == 0

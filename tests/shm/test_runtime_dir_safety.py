@@ -201,3 +201,36 @@ def test_chowned_ring_is_not_attached_and_not_swept(unique_name):
         os.chown(f"/dev/shm/{ring._seg}", 0, 0)
         ring.close()
         ring.unlink()
+
+
+@needs_root
+def test_ring_name_taken_by_another_user_does_not_stall_the_stream(unique_name, caplog):
+    """Another uid that creates a feed's segment name first cannot keep the stream out."""
+    import threading
+
+    from dpshm.config import StreamSelector
+    from dpshm.lsl import StreamSpec
+    from dpshm.shm.feed import Feed, FeedEnv
+
+    env = FeedEnv(
+        namespace=unique_name, run_id="abc123", capacity_for=lambda sel, srate: 256,
+        string_width=16, resolve_interval_s=1.0, inlet_buflen=1,
+        stop_event=threading.Event(), on_write=lambda *a: None, on_change=lambda: None,
+    )  # fmt: skip
+    spec = StreamSpec("eeg", "EEG", "src", 2, 100.0, "float32", ("a", "b"))
+    feed = Feed(env, "k1", spec, StreamSelector(name="eeg"), 1)
+    planted = f"{unique_name}.k1.abc123.g1"  # the name the feed tries first
+    seg = as_other_user(lambda: SharedRing.create(planted, 1, 8, "float32")._seg)
+    try:
+        feed._make_ring(spec)
+        ring = feed.ring
+        try:
+            assert ring.name != planted and ring.name.endswith(".g1")
+            assert os.stat(f"/dev/shm/dpshm_{ring.name}").st_uid == os.getuid()
+            assert SharedRing.attach(ring.name).n_channels == 2  # a usable ring of ours
+            assert planted in caplog.text and "not this supervisor's" in caplog.text
+        finally:
+            ring.close()
+            ring.unlink()
+    finally:
+        os.unlink(f"/dev/shm/{seg}")
