@@ -42,6 +42,7 @@ log = library_logger(__name__)
 
 PULL_TIMEOUT_S = 0.1  # longest a feed blocks in one pull (bounds stop latency)
 TIME_CORRECTION_EVERY_S = 5.0
+LAG_EVERY_S = 0.1  # lag_s (a status figure) is measured after a write at most this often
 JOIN_TIMEOUT_S = 3.0
 MISSED_RESOLVES_BEFORE_STALE = 2
 DEAD_UID_HOLD_S = 5.0
@@ -125,6 +126,9 @@ class Feed:
         self._last_ts = None
         self.last_data = time.monotonic()
         self._last_tc = 0.0
+        # when lag_s is measured next (monotonic): a clock call into liblsl per chunk
+        # costs a just-woken feed thread about 10 us; status.json shows it once a second
+        self._next_lag = 0.0
         self._connecting = False
         self._have_offset = False
         self._dead_uid: str | None = None  # outlet instance known to be gone ...
@@ -283,7 +287,7 @@ class Feed:
             return
         now = time.monotonic()
         if n:
-            self._write(n)
+            self._write(n, now)
             self.last_data = now
         elif (
             self.missed_resolves >= MISSED_RESOLVES_BEFORE_STALE
@@ -295,7 +299,7 @@ class Feed:
             self._last_tc = now
             self._time_correction()
 
-    def _write(self, n: int) -> None:
+    def _write(self, n: int, now: float) -> None:
         ring = self.ring
         assert ring is not None
         ts = self._ts[:n]
@@ -309,7 +313,9 @@ class Feed:
             # LSL drops the oldest queued samples, so a drop shows at a chunk boundary
             self.lost += samples_between(prev, float(ts[0]), srate)
         self._last_ts = newest
-        self.lag_s = lsl.local_clock() - (newest + self.time_offset)
+        if now >= self._next_lag:
+            self._next_lag = now + LAG_EVERY_S
+            self.lag_s = lsl.local_clock() - (newest + self.time_offset)
 
     def _time_correction(self) -> None:
         """Refresh ``time_offset`` (ring header each time; registry when it moved > 1 ms)."""

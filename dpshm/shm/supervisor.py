@@ -58,8 +58,8 @@ from dpshm.shm.segment import owned_by_me
 log = library_logger(__name__)
 
 STATUS_EVERY_S = 1.0
-RESOLVE_WAIT_S = 0.5  # one LSL resolve round: outlets answer in milliseconds, even on a LAN;
-# shorter than the 1 s interval so that stopping waits at most this long for the resolver
+FIRST_LOOK_S = 0.2  # the resolver's first look after start-up
+FORGET_AFTER_INTERVALS = 1.5  # an outlet unanswered this many resolve intervals is not listed
 
 
 def sweep_dead(namespace: str) -> tuple[dict[str, Any] | None, list[tuple[str, int]]]:
@@ -297,6 +297,8 @@ class Supervisor:
         last = time.monotonic()
         while not self.stop_event.is_set():
             if self._registry_dirty.wait(STATUS_EVERY_S):
+                if self.stop_event.is_set():
+                    return  # woken by close()
                 self._registry_dirty.clear()
                 self._write_registry()
             now = time.monotonic()
@@ -362,39 +364,52 @@ class Supervisor:
 
     # -- resolution ---------------------------------------------------------------------
     def _resolve_loop(self) -> None:
+        """Look at what LSL sees every ``resolve_interval_s`` (liblsl resolves meanwhile)."""
         interval = self.config.resolve_interval_s
-        while not self.stop_event.is_set():
-            t0 = time.monotonic()
-            try:
-                specs = lsl.resolve_streams(timeout=min(interval, RESOLVE_WAIT_S))
-            except Exception:
-                log.exception("LSL resolution failed; retrying")
-                specs = []
-            seen: dict[str, Any] = {}
-            # other outlets first: a worker's outlet never takes a name before them
-            specs = sorted(specs, key=lambda sp: str(sp.source_id).startswith(WORKER_SOURCE_PREFIX))
-            for spec in specs:
-                sel = self.config.selects(spec.name, spec.type, spec.source_id)
-                if sel is None:
-                    continue
-                key = stream_key(spec.name, spec.source_id, spec.hostname)
-                if self.published is not None and self.published.holds(key):
-                    continue  # the LSL mirror of a stream published here: listed already
-                if key in seen:  # a second outlet with the identity of one already seen
-                    self._claimed_twice(seen[key], spec)
-                    continue
-                seen[key] = spec
-                feed = self.feeds.get(key)
-                if feed is None and self._clashes(key, spec):
-                    continue
-                if feed is None:
-                    self._add_feed(key, spec, sel)
-                else:
-                    feed.offer(spec)
-            for key, feed in list(self.feeds.items()):
-                if key not in seen:
-                    feed.missed()
-            self.stop_event.wait(max(0.0, interval - (time.monotonic() - t0)))
+        try:
+            resolver = lsl.ContinuousResolver(forget_after=interval * FORGET_AFTER_INTERVALS)
+        except Exception:
+            log.exception("cannot start the LSL resolver: no stream will be found")
+            return
+        try:
+            wait = FIRST_LOOK_S  # outlets answer the first query within milliseconds
+            while not self.stop_event.wait(wait):
+                wait = interval
+                try:
+                    specs = resolver.results()
+                except Exception:
+                    log.exception("LSL resolution failed; retrying")
+                    specs = []
+                self._resolved(specs)
+        finally:
+            resolver.close()
+
+    def _resolved(self, specs: list[Any]) -> None:
+        """One look at the visible outlets: new feeds, feeds offered or missed."""
+        seen: dict[str, Any] = {}
+        # other outlets first: a worker's outlet never takes a name before them
+        specs = sorted(specs, key=lambda sp: str(sp.source_id).startswith(WORKER_SOURCE_PREFIX))
+        for spec in specs:
+            sel = self.config.selects(spec.name, spec.type, spec.source_id)
+            if sel is None:
+                continue
+            key = stream_key(spec.name, spec.source_id, spec.hostname)
+            if self.published is not None and self.published.holds(key):
+                continue  # the LSL mirror of a stream published here: listed already
+            if key in seen:  # a second outlet with the identity of one already seen
+                self._claimed_twice(seen[key], spec)
+                continue
+            seen[key] = spec
+            feed = self.feeds.get(key)
+            if feed is None and self._clashes(key, spec):
+                continue
+            if feed is None:
+                self._add_feed(key, spec, sel)
+            else:
+                feed.offer(spec)
+        for key, feed in list(self.feeds.items()):
+            if key not in seen:
+                feed.missed()
 
     def _clashes(self, key: str, spec: Any) -> bool:
         """A worker's outlet whose name another shared stream holds is not shared.
@@ -472,6 +487,7 @@ class Supervisor:
             return
         self._closed = True
         self.stop_event.set()
+        self._registry_dirty.set()  # wakes the housekeeping thread
         for t in (self._resolver, self._keeper):
             if t is not None:
                 t.join(JOIN_TIMEOUT_S + 1.0)

@@ -152,3 +152,26 @@ def test_missing_scipy_names_the_extra() -> None:
         check=True,
     ).stdout
     assert "pip install 'dpshm[filters]'" in out and DpshmError.__name__ == "DpshmError"
+
+
+@pytest.mark.parametrize("kernel", [True, False])
+def test_sosfilt_inplace_equals_sosfilt(kernel: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The live filter's sosfilt without argument handling: scipy's numbers, both paths."""
+    import scipy.signal
+
+    from dpshm.dareplane import filterbank
+
+    assert filterbank._kernel_ok()  # this scipy's private kernel passes the check
+    if not kernel:  # the fallback through the public function (another scipy layout)
+        monkeypatch.setattr(filterbank, "_kernel_checked", False)
+    sos = scipy.signal.butter(4, (1.0, 40.0), btype="bandpass", output="sos", fs=500.0)
+    x = np.random.default_rng(3).standard_normal((5, 300))
+    want, want_zi = scipy.signal.sosfilt(sos, x, axis=-1, zi=np.zeros((sos.shape[0], 5, 2)))
+    zi = np.zeros((5, sos.shape[0], 2))
+    parts = []
+    for a, b in ((0, 1), (1, 120), (120, 300)):
+        piece = np.ascontiguousarray(x[:, a:b])
+        filterbank.sosfilt_inplace(sos, piece, zi)
+        parts.append(piece)
+    np.testing.assert_array_equal(np.concatenate(parts, axis=1), want)
+    np.testing.assert_array_equal(zi, want_zi.transpose(1, 0, 2))
