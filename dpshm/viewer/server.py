@@ -10,7 +10,7 @@ Routes::
     /viewer.js, /viewer.css
     /api/streams           JSON: the stream table (StreamBook.table)
     /api/window?key=K&seconds=S&width=W[&since=C][&ch0=I][&nch=N]
-                           binary: decimated window (layout in dpshm.viewer.data)
+                           binary: decimated window (layout in dpshm.viewer.columns)
     /api/markers?key=K[&n=N]  JSON: newest markers of a string stream
     /api/logs?since=SEQ    JSON: log records after SEQ
     /api/workers           JSON: LIST_WORKERS of the supervisor (or why not)

@@ -2,7 +2,7 @@
 
 A :class:`TraceCursor` follows one window request on one ring. Its first
 frame is the whole window (a ``reset`` frame, the layout of an
-``/api/window`` reply, see :mod:`dpshm.viewer.data`); every later frame only
+``/api/window`` reply, see :mod:`dpshm.viewer.columns`); every later frame only
 the columns completed since the previous one, which the page appends. A frame
 whose header has no ``reset`` carries just ``first_col``, ``end_col``,
 ``n_cols``, ``head`` and ``stale``, plus ``markers`` (those from the window's
@@ -11,7 +11,7 @@ marker, no change of ``stale``): no frame.
 
 The per-frame path is what a page costs the viewer at every frame, so it is
 short: the ring's head (nothing new: no frame), a header formatted from five
-numbers, :func:`~dpshm.viewer.data.decimated_frame` of the new columns (computed
+numbers, :func:`~dpshm.viewer.columns.decimated_frame` of the new columns (computed
 on the ring's buffer, written straight into the frame's bytes).
 The ring is re-checked against the registry every :data:`RECHECK_EVERY`
 frames (a supervisor restart gives a new ring: a reset frame follows).
@@ -22,11 +22,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dpshm.viewer.data import (
-    StreamBook,
-    WindowRequest,
-    decimated_frame,
-)
+from dpshm.viewer.columns import decimated_frame
+from dpshm.viewer.data import StreamBook, WindowRequest
 
 #: Frames between looks at the registry (a new ring after a supervisor restart).
 RECHECK_EVERY = 5

@@ -9,7 +9,7 @@ import pytest
 from cdp import CHROMIUM, INSTALL_HINT, Chromium
 from viewer_util import get, start, supervise, url_of
 
-from dpshm.viewer.data import unpack_window
+from dpshm.viewer.columns import unpack_window
 
 pytestmark = [
     pytest.mark.lsl,

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from dpshm.shm.ring import SharedRing
-from dpshm.viewer.data import ViewerError, WindowRequest, decimate
+from dpshm.viewer.columns import decimate
+from dpshm.viewer.data import ViewerError, WindowRequest
 
 
 @pytest.fixture

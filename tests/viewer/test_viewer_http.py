@@ -22,7 +22,8 @@ from dpshm.errors import ConfigError
 from dpshm.shm import registry
 from dpshm.shm.ring import SharedRing
 from dpshm.viewer import ViewerServer, check_view_bind
-from dpshm.viewer.data import StreamBook, WindowRequest, unpack_window
+from dpshm.viewer.columns import unpack_window
+from dpshm.viewer.data import StreamBook, WindowRequest
 from dpshm.viewer.server import TRACE_EVERY_S
 from dpshm.viewer.trace import TraceCursor
 

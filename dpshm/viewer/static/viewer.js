@@ -1,7 +1,7 @@
 // dpshm view: the page's script. No framework, no build step.
 // Status, logs and workers arrive as server-sent events (/api/events); so does the
 // trace of the selected stream (/api/trace): every frame_s (0.1 s), the min/max columns
-// completed since the last frame (layout: dpshm/viewer/data.py and trace.py); the display
+// completed since the last frame (layout: dpshm/viewer/columns.py and trace.py); the display
 // scrolls smoothly in between.
 "use strict";
 
@@ -249,6 +249,7 @@ function merge(buf, width) {
       ring: h.ring, W: h.window_cols, S, lag, cps, m: h.n_channels, spc: h.spc, width,
       srate: h.srate, names: h.channel_names || [], ch0: h.first_channel,
       total: h.total_channels, end: h.first_col, seconds: h.seconds, markers: [],
+      arrived: performance.now(),
       times: new Float64Array(S).fill(NaN),
       mm: new Float32Array(S * h.n_channels * 2).fill(NaN),
     };
@@ -262,7 +263,7 @@ function merge(buf, width) {
     t.mm.set(mm.subarray(i * m * 2, (i + 1) * m * 2), idx * m * 2);
   }
   t.end = h.end_col;
-  t.arrived = performance.now();
+  if (k > 0) t.arrived = performance.now(); // (a frame of markers or STALE only: no jump)
   if (h.markers) t.markers = h.markers; // sent when they change
   t.stale = h.stale;
   $("ch-range").textContent = `${t.ch0 + 1}–${t.ch0 + m} of ${t.total}`;
