@@ -65,7 +65,6 @@ logger = library_logger(__name__)
 
 __all__ = [
     "CHANNEL_FORMATS",
-    "ContinuousResolver",
     "Inlet",
     "Outlet",
     "StreamSpec",
@@ -279,33 +278,6 @@ def resolve_streams(timeout: float = 1.0) -> list[StreamSpec]:
         How long to listen for outlets; this call always takes that long.
     """
     return [StreamSpec.from_info(i) for i in pylsl.resolve_streams(wait_time=timeout)]
-
-
-class ContinuousResolver:
-    """The LSL streams visible now, kept up to date by liblsl in the background.
-
-    :meth:`results` returns at once (no network wait), so a loop polling it can
-    stop at any moment; a stream drops out of the results ``forget_after``
-    seconds after its outlet last answered.
-
-    Parameters
-    ----------
-    forget_after : float
-        Seconds after which an outlet that no longer answers is not listed.
-    """
-
-    def __init__(self, forget_after: float) -> None:
-        self._resolver: Any = pylsl.ContinuousResolver(forget_after=forget_after)
-
-    def results(self) -> list[StreamSpec]:
-        """The streams seen within ``forget_after`` seconds (header info only)."""
-        if self._resolver is None:
-            raise ValueError("ContinuousResolver is closed")
-        return [StreamSpec.from_info(i) for i in self._resolver.results()]
-
-    def close(self) -> None:
-        """Stop resolving (idempotent)."""
-        self._resolver = None  # pylsl destroys the liblsl resolver with its last reference
 
 
 def _literal(value: str) -> str | None:

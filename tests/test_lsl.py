@@ -21,7 +21,6 @@ from dpshm.errors import (
 )
 from dpshm.lsl import (
     CHANNEL_FORMATS,
-    ContinuousResolver,
     Inlet,
     Outlet,
     find_stream,
@@ -59,27 +58,6 @@ def test_find_by_each_field_and_spec(outlets):
         assert (spec.n_channels, spec.srate, spec.channel_format) == (3, 250.0, "float32")
         assert spec.dtype == np.float32 and spec.uid == out.spec.uid and spec.hostname
     assert any(s.uid == out.spec.uid for s in resolve_streams(0.3))
-
-
-def test_continuous_resolver_lists_outlets_that_come_and_forgets_those_that_go(outlets):
-    resolver = ContinuousResolver(forget_after=1.0)
-    try:
-        out = outlets.make(type="EEGc", n_channels=3, srate=250.0)
-
-        def listed():
-            return [s for s in resolver.results() if s.uid == out.spec.uid]
-
-        (spec,) = wait_until(listed, 10)
-        assert (spec.name, spec.source_id, spec.type, spec.n_channels) == (
-            out.spec.name, out.spec.source_id, "EEGc", 3,
-        )  # fmt: skip
-        out.close()
-        wait_until(lambda: not listed(), 10)  # forgotten once it stops answering
-    finally:
-        resolver.close()
-        resolver.close()  # idempotent
-    with pytest.raises(ValueError, match="closed"):
-        resolver.results()
 
 
 def test_not_found_lists_visible_streams(outlets, unique_name):

@@ -58,8 +58,10 @@ from dpshm.shm.segment import owned_by_me
 log = library_logger(__name__)
 
 STATUS_EVERY_S = 1.0
-FIRST_LOOK_S = 0.2  # the resolver's first look after start-up
-FORGET_AFTER_INTERVALS = 1.5  # an outlet unanswered this many resolve intervals is not listed
+RESOLVE_WAIT_S = 0.5  # one LSL resolve round: outlets answer in milliseconds, even on a LAN;
+# shorter than the 1 s interval so that stopping waits at most this long for the resolver.
+# (liblsl's continuous resolver would not block at all, but it lists a live outlet only
+# within ~1.3 s of its last answer, which would turn quiet marker streams stale.)
 
 
 def sweep_dead(namespace: str) -> tuple[dict[str, Any] | None, list[tuple[str, int]]]:
@@ -364,25 +366,19 @@ class Supervisor:
 
     # -- resolution ---------------------------------------------------------------------
     def _resolve_loop(self) -> None:
-        """Look at what LSL sees every ``resolve_interval_s`` (liblsl resolves meanwhile)."""
+        """Resolve LSL streams every ``resolve_interval_s``."""
         interval = self.config.resolve_interval_s
-        try:
-            resolver = lsl.ContinuousResolver(forget_after=interval * FORGET_AFTER_INTERVALS)
-        except Exception:
-            log.exception("cannot start the LSL resolver: no stream will be found")
-            return
-        try:
-            wait = FIRST_LOOK_S  # outlets answer the first query within milliseconds
-            while not self.stop_event.wait(wait):
-                wait = interval
-                try:
-                    specs = resolver.results()
-                except Exception:
-                    log.exception("LSL resolution failed; retrying")
-                    specs = []
-                self._resolved(specs)
-        finally:
-            resolver.close()
+        while not self.stop_event.is_set():
+            t0 = time.monotonic()
+            try:
+                specs = lsl.resolve_streams(timeout=min(interval, RESOLVE_WAIT_S))
+            except Exception:
+                log.exception("LSL resolution failed; retrying")
+                specs = []
+            if self.stop_event.is_set():
+                return
+            self._resolved(specs)
+            self.stop_event.wait(max(0.0, interval - (time.monotonic() - t0)))
 
     def _resolved(self, specs: list[Any]) -> None:
         """One look at the visible outlets: new feeds, feeds offered or missed."""

@@ -190,6 +190,21 @@ def _read(view: SharedStreamView, n: int, timeout: float = 10.0) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def test_quiet_marker_stream_stays_live(procs, unique_name, outlets):
+    """A marker outlet that sends nothing for a while is still there: never stale."""
+    ns, started = procs
+    name = f"{unique_name}-quiet"
+    outlets.make(name=name, type="Markers", n_channels=1, srate=0.0, channel_format="string")
+    sup = Sup(ns, name)  # resolve interval 0.3 s: ten resolve rounds in the window below
+    started.append(sup)
+    sup.entry(name)
+    deadline = time.monotonic() + 3.0  # observed, not waited for: it must not happen
+    while time.monotonic() < deadline:
+        assert not sup.entry(name).stale, sup.output
+        time.sleep(0.1)  # the observation's sampling period
+    assert "is stale" not in sup.output
+
+
 def test_supervisor_killed_and_restarted(procs, unique_name, caplog):
     ns, started = procs
     caplog.set_level(logging.WARNING, logger="dpshm")
