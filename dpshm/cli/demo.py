@@ -87,6 +87,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from dpshm.shm.supervisor import Supervisor
     from dpshm.shm.view import SharedStreamView
 
+    if args.filter:  # before anything starts: MissingDependencyError names the extra
+        from dpshm.dareplane import filterbank  # noqa: F401
     setup_logging("WARNING")
     spec = _mock_spec(args)
     selectors = [C.StreamSelector(name=spec.name)]

@@ -68,6 +68,21 @@ def test_demo_refuses_a_zero_rate_before_starting_anything(unique_name):
     assert segments(unique_name) == []
 
 
+def test_demo_filter_without_scipy_says_so_before_starting_anything(unique_name):
+    code = (  # scipy hidden, as on a machine that installed dpshm without [filters]
+        "import sys; sys.modules['scipy'] = None\n"
+        "from dpshm.cli.main import main\n"
+        "sys.exit(main(['demo', '--filter', '--duration', '3']))\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], env=child_env(unique_name), capture_output=True,
+        text=True, timeout=60, cwd=str(ROOT),
+    )  # fmt: skip
+    err = _one_line_error(res, "demo")
+    assert "need scipy" in err and "pip install 'dpshm[filters]'" in err
+    assert res.stdout == "" and segments(unique_name) == []  # nothing started
+
+
 def test_ls_json_into_a_closed_pipe_exits_quietly(procs):
     ns, started = procs
     sup = Sup(ns, f"{ns}-none")
