@@ -47,6 +47,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -240,15 +241,14 @@ class BankFilter:
         return out
 
 
+@dataclass(frozen=True)
 class _Stage:
     """What :func:`filter_stream` runs: ``(x, ts) -> float32 rows``, and how to describe it."""
 
-    def __init__(self, filt: Callable[..., np.ndarray], channel_names: list[str], what: str,
-                 meta: dict[str, Any]):  # fmt: skip
-        self.filt = filt
-        self.channel_names = channel_names
-        self.what = what
-        self.meta = meta
+    filt: Callable[..., np.ndarray]
+    channel_names: list[str]
+    what: str
+    meta: dict[str, Any]
 
 
 def _stage(

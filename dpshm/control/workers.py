@@ -41,14 +41,12 @@ its backoff), ``stuck`` (a thread that ignored its stop event).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import multiprocessing
 import multiprocessing.connection as mpc
 import os
 import signal
-import socket
 import threading
 import time
 import traceback
@@ -57,6 +55,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dpshm._logging import library_logger
+from dpshm._wake import Waker
 from dpshm.config import namespace_from_env, worker_source_id
 from dpshm.control.context import (
     WorkerContext,
@@ -208,9 +207,7 @@ class WorkerManager:
         self._counter = 0
         self._closed = False
         self._mp = multiprocessing.get_context("spawn")
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._waker = Waker()
         self._monitor = threading.Thread(
             target=self._monitor_loop, name="dpshm-workers-monitor", daemon=True
         )
@@ -381,8 +378,7 @@ class WorkerManager:
             self._closed = True
         self._wake()
         self._monitor.join(timeout=2 * _MONITOR_TICK_S)
-        self._wake_r.close()
-        self._wake_w.close()
+        self._waker.close()
 
     def __enter__(self) -> WorkerManager:
         return self
@@ -499,8 +495,7 @@ class WorkerManager:
     # -- monitoring -----------------------------------------------------------
 
     def _wake(self) -> None:
-        with contextlib.suppress(OSError):  # already pending, or closed
-            self._wake_w.send(b"x")
+        self._waker.wake()
 
     def _monitor_loop(self) -> None:
         while True:
@@ -508,7 +503,7 @@ class WorkerManager:
                 if self._closed:
                     return
                 procs = [w for w in self._workers.values() if w.handle is not None]
-                objs: list[Any] = [self._wake_r]
+                objs: list[Any] = [self._waker]
                 for w in procs:
                     objs.extend(w.handle.waitables())  # type: ignore[union-attr]
                 due = [w.next_restart_at for w in self._workers.values() if w.next_restart_at]
@@ -519,8 +514,8 @@ class WorkerManager:
                 ready = set(mpc.wait(objs, timeout))
             except OSError:  # a pipe closed under us; rebuild the set
                 ready = set()
-            if self._wake_r in ready:
-                self._drain_wake()
+            if self._waker in ready:
+                self._waker.drain()
             for w in procs:
                 h = w.handle
                 if h is None:
@@ -532,13 +527,6 @@ class WorkerManager:
                 if h.conn_open and h.conn in ready:
                     h.drain(emit, functools.partial(self._running, w))
             self._restart_due()
-
-    def _drain_wake(self) -> None:
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except OSError:  # BlockingIOError: drained
-            pass
 
     def _running(self, w: _Worker) -> None:
         """A process worker attached its streams and called its target."""

@@ -23,6 +23,7 @@ import time
 from collections import deque
 from typing import Any
 
+from dpshm._wake import Waker
 from dpshm.dareplane._conn import BUILTINS_ONLY, SILENT, Connection
 from dpshm.dareplane._dispatcher import Dispatcher
 from dpshm.dareplane._ratelog import RateLimitedLog
@@ -70,10 +71,8 @@ class IOLoop:
 
     def _io_setup(self) -> None:
         self._sel = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._sel.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        self._waker = Waker()
+        self._sel.register(self._waker, selectors.EVENT_READ, _WAKE)
         assert self.server_socket is not None
         self.server_socket.setblocking(False)
         self._sel.register(self.server_socket, selectors.EVENT_READ, None)
@@ -96,8 +95,7 @@ class IOLoop:
                 dispatcher_timeout,
             )
         self._sel.close()
-        self._wake_r.close()
-        self._wake_w.close()
+        self._waker.close()
 
     def _close_listening_socket(self) -> None:
         sock, self.server_socket = self.server_socket, None
@@ -108,8 +106,8 @@ class IOLoop:
                 sock.close()
 
     def _wake(self) -> None:
-        with contextlib.suppress(OSError, AttributeError):
-            self._wake_w.send(b"\0")
+        with contextlib.suppress(AttributeError):  # before _io_setup
+            self._waker.wake()
 
     def _request(self, conn: Connection) -> None:
         """A connection wants writing, closing or reading again (any thread)."""
@@ -149,8 +147,7 @@ class IOLoop:
         if what is None:
             self._accept_ready()
         elif what is _WAKE:
-            with contextlib.suppress(OSError):
-                self._wake_r.recv(4096)
+            self._waker.drain()
         else:
             if mask & selectors.EVENT_WRITE:
                 what.flush()

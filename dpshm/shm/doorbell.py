@@ -75,7 +75,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dpshm._logging import library_logger
-from dpshm.shm._wake import Waker
+from dpshm._wake import Waker
 
 log = library_logger(__name__)
 

@@ -108,7 +108,7 @@ class StreamLink:
         self._reg_stamp: tuple[int, int] | None = None
         self._sub_endpoint: str | None = None
         self._heads: str | None = None  # ZeroMQ head updates (fallback of the doorbell)
-        self._reg_path = registry.namespace_dir(self.namespace, create=False) / "registry.json"
+        self._reg_path = registry.registry_path(self.namespace)
         self.next_check = 0.0  # monotonic time of the next registry check (see moved())
         self.gone_at: float | None = None  # time.time() the supervisor was seen gone
         self._sup_proc: tuple[int, float | None] | None = None  # its (pid, create time)
@@ -193,11 +193,7 @@ class StreamLink:
         return HeadSubscriber(endpoint, [key])
 
     def _stamp(self) -> tuple[int, int] | None:
-        try:
-            st = os.stat(self._reg_path)
-        except OSError:
-            return None
-        return (st.st_ino, st.st_mtime_ns)
+        return registry.file_stamp(self._reg_path)
 
     @property
     def supervised(self) -> bool:

@@ -217,17 +217,39 @@ def _write_atomic(path: Path, data: Mapping[str, Any]) -> Path:
     return path
 
 
+def registry_path(namespace: str | None = None) -> Path:
+    """Where ``namespace``'s ``registry.json`` is (the directory is not created)."""
+    return namespace_dir(namespace, create=False) / REGISTRY_FILE
+
+
+def file_stamp(path: Path) -> tuple[int, int] | None:
+    """``(inode, mtime_ns)`` of ``path``, None when it is missing: one ``stat()``.
+
+    The registry is replaced atomically on every write, so a changed stamp means
+    a new registry; readers compare stamps instead of reading the file.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns)
+
+
+def registry_stamp(namespace: str | None = None) -> tuple[int, int] | None:
+    """:func:`file_stamp` of ``namespace``'s registry."""
+    return file_stamp(registry_path(namespace))
+
+
 def remove_registry(namespace: str) -> None:
     """Delete ``registry.json`` of ``namespace`` if present."""
     with contextlib.suppress(FileNotFoundError):
-        (namespace_dir(namespace, create=False) / REGISTRY_FILE).unlink()
+        registry_path(namespace).unlink()
 
 
 def read_registry_raw(namespace: str | None = None) -> dict[str, Any] | None:
     """The registry as written, or None when there is none (or it is unreadable)."""
-    path = namespace_dir(namespace, create=False) / REGISTRY_FILE
     try:
-        return json.loads(read_private(path))
+        return json.loads(read_private(registry_path(namespace)))
     except UnsafeOwnershipError:
         raise
     except (OSError, ValueError):

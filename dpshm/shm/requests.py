@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from dpshm._logging import library_logger
+from dpshm._wake import Waker
 from dpshm.errors import DpshmTimeoutError, ProtocolError, SupervisorNotRunningError
-from dpshm.shm._wake import Waker
 
 log = library_logger(__name__)
 

@@ -131,7 +131,7 @@ class StreamBook:
     def __init__(self, namespace: str):
         self.namespace = namespace
         self._lock = threading.RLock()
-        self._stamp: float | None = -1.0  # registry mtime last read (-1: never)
+        self._stamp: tuple[int, int] | bool | None = False  # registry stamp read (False: never)
         self._next_refresh = self._next_alive = 0.0
         self._reg: registry.Registry | None = None
         self._problem = ""
@@ -150,7 +150,7 @@ class StreamBook:
         if now < self._next_refresh:  # pages ask often: look 4 times a second
             return
         self._next_refresh = now + REFRESH_EVERY_S
-        stamp = self._mtime()
+        stamp = registry.registry_stamp(self.namespace)
         if stamp == self._stamp:
             if self._reg is None or now < self._next_alive:
                 return
@@ -180,9 +180,6 @@ class StreamBook:
                 self._close_ring(key, ring)
             self._rings[key] = new
         self._drop(set(reg.streams))
-
-    def _mtime(self) -> float | None:
-        return registry_mtime(self.namespace)
 
     def _drop(self, keep: set[str]) -> None:
         for key in [k for k in self._rings if k not in keep]:
@@ -385,7 +382,7 @@ class StreamBook:
         with self._lock:
             self._drop(set())
             self._reg = None
-            self._stamp = -1.0
+            self._stamp = False
             self._next_refresh = 0.0
 
     def __enter__(self) -> StreamBook:
@@ -393,15 +390,6 @@ class StreamBook:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def registry_mtime(namespace: str) -> float | None:
-    """Modification time of a namespace's ``registry.json`` (None: there is none)."""
-    path = registry.namespace_dir(namespace, create=False) / registry.REGISTRY_FILE
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return None
 
 
 def _finite(v: Any) -> float | None:

@@ -30,7 +30,6 @@ from dpshm.dareplane.logs import record_message
 from dpshm.errors import SupervisorNotRunningError
 from dpshm.shm import registry
 from dpshm.shm.bus import LogSubscriber
-from dpshm.viewer.data import registry_mtime
 
 log = library_logger(__name__)
 
@@ -90,13 +89,13 @@ class LogTail:
 
     def _run(self) -> None:
         sub: LogSubscriber | None = None
-        next_check, stamp = 0.0, -1.0
+        next_check, stamp = 0.0, False  # False: never looked
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
                 if now >= next_check:
                     next_check = now + 1.0
-                    seen, stamp = stamp, registry_mtime(self.namespace)
+                    seen, stamp = stamp, registry.registry_stamp(self.namespace)
                     # a new supervisor rewrites the registry: read it only then
                     new = _logs_endpoint(self.namespace) if stamp != seen else self.endpoint
                     if new != self.endpoint:

@@ -21,6 +21,7 @@ import pytest
 from helpers import wait_until
 from server_client import RawClient, RunningServer
 
+from dpshm._wake import Waker
 from dpshm.dareplane.server import DefaultServer
 
 PROBE_S = 2.0  # loose: a probe's UP must be answered well within this
@@ -327,17 +328,17 @@ def test_eviction_order_idlest_first_work_never(served) -> None:
 
 
 class _Stall:
-    """The server's wake-up socket, made to hold its I/O thread until released."""
+    """The server's waker, made to hold its I/O thread (in ``drain``) until released."""
 
-    def __init__(self, sock: socket.socket, release: threading.Event) -> None:
-        self.sock, self.release = sock, release
+    def __init__(self, waker: Waker, release: threading.Event) -> None:
+        self.waker, self.release = waker, release
 
-    def recv(self, n: int) -> bytes:
+    def drain(self) -> None:
         self.release.wait(5)
-        return self.sock.recv(n)
+        self.waker.drain()
 
     def __getattr__(self, name: str) -> object:
-        return getattr(self.sock, name)
+        return getattr(self.waker, name)
 
 
 def test_probe_that_connected_before_a_burst_of_idle_connections_is_answered(served) -> None:
@@ -349,8 +350,8 @@ def test_probe_that_connected_before_a_burst_of_idle_connections_is_answered(ser
     try:
         probe = RawClient(rs.port)
         wait_until(lambda: len(rs.server._conns) == 5, 5)
-        rs.server._wake_r = _Stall(rs.server._wake_r, release)
-        rs.server._wake()  # the I/O thread now waits in the stalled recv
+        rs.server._waker = _Stall(rs.server._waker, release)
+        rs.server._wake()  # the I/O thread now waits in the stalled drain
         idle += [socket.create_connection(("127.0.0.1", rs.port), timeout=5) for _ in range(20)]
         probe.send(b"UP;")  # after the burst: the listening socket is ready first
         release.set()

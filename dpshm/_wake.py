@@ -9,9 +9,11 @@ import socket
 class Waker:
     """A socket pair whose read end a polling thread also watches.
 
-    :meth:`wake` makes it readable, so ``close()`` of a server returns at once
-    instead of after the thread's poll timeout. It is never drained: once woken,
-    the thread is expected to see its stop flag and leave.
+    :meth:`wake` (from any thread) makes it readable, so the polling thread
+    looks at its queue or stop flag at once instead of after its poll timeout;
+    it calls :meth:`drain` when it should block again. Used by every loop of
+    dpshm that waits on descriptors (the Dareplane server's I/O thread, the
+    worker monitor, the request and doorbell servers).
     """
 
     def __init__(self) -> None:
@@ -27,6 +29,14 @@ class Waker:
         """Make :meth:`fileno` readable (never blocks; a no-op after :meth:`close`)."""
         with contextlib.suppress(OSError):
             self._w.send(b"\0")
+
+    def drain(self) -> None:
+        """Read every pending wake-up (never blocks)."""
+        try:
+            while self._r.recv(4096):
+                pass
+        except OSError:  # BlockingIOError: drained (or closed)
+            pass
 
     def close(self) -> None:
         """Close both ends."""
