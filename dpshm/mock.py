@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dpshm._logging import library_logger
+from dpshm._threads import join_thread
 from dpshm.errors import ConfigError
 
 log = library_logger(__name__)
@@ -157,8 +158,7 @@ class MockOutlets:
     def stop(self) -> None:
         """Stop pushing (bounded join); the outlets stay open, ``pushed`` is final."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(2.0)
+        join_thread(self._thread, 2.0)
 
     def close(self) -> None:
         """Stop pushing and close the outlets (idempotent)."""

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dpshm import config as C
+from dpshm._threads import join_thread
 from dpshm.cli._common import FMT, ns_arg, setup_logging, stop_on_signals
 from dpshm.cli.live import LiveStatus
 
@@ -159,13 +160,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _settled(lambda: got["samples"] + got["lost"])
         if filt is not None:
             filt_stop.set()
-            filt.join(FILTER_JOIN_S)
+            join_thread(filt, FILTER_JOIN_S)
             if filt.is_alive():
                 logging.getLogger("dpshm.demo").warning(
                     "the filter thread did not end within %.0f s", FILTER_JOIN_S
                 )
         sup.stop()
-        reader.join(2.0)
+        join_thread(reader, 2.0)
     print(_summary(mock.pushed, shared, got["samples"], got["lost"]))
     return 0
 

@@ -29,6 +29,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from dpshm._threads import join_thread
 from dpshm.cli.screen import format_table, state_text
 
 PLAIN_EVERY_S = 5.0  # a summary line this often when the output is not a terminal
@@ -154,7 +155,7 @@ class LiveStatus:
             os.close(saved)
         self._saved.clear()
         if self._reader is not None:  # EOF once no process holds the write end any more
-            self._reader.join(READER_JOIN_S)
+            join_thread(self._reader, READER_JOIN_S)
         with self._lock:
             term, self._term = self._term, None
             self._drawn = 0  # what follows is written below the final block

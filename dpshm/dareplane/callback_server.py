@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
+from dpshm._threads import join_thread
 from dpshm.dareplane.server import _POLL_S, DefaultServer
 
 __all__ = ["DefaultCallbackServer"]
@@ -64,7 +65,7 @@ class DefaultCallbackServer(DefaultServer):
         self._cb_stop.set()
         self._cb_event.set()
         if self._cb_thread is not None:
-            self._cb_thread.join(2.0)
+            join_thread(self._cb_thread, 2.0)
             self._cb_thread = None
 
     def _send_callbacks(self) -> None:

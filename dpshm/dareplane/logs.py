@@ -21,6 +21,7 @@ import time
 from collections import deque
 
 from dpshm._logging import WIRE_SAFE, called_from_logging_config, sturdy
+from dpshm._threads import join_thread
 from dpshm.dareplane.logrecord import (
     FORMAT,
     MAX_RECORD_BYTES,
@@ -253,7 +254,7 @@ class JsonSocketHandler(logging.Handler):
         if self._thread is not None:
             self.flush()
             self._stop.set()
-            self._thread.join(self.connect_timeout_s + 1.0)
+            join_thread(self._thread, self.connect_timeout_s + 1.0)
             self.dropped += self.pending
             self._buf.clear()
             self._in_hand = 0

@@ -75,6 +75,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dpshm._logging import library_logger
+from dpshm._threads import join_thread
 from dpshm._wake import Waker
 
 log = library_logger(__name__)
@@ -328,7 +329,7 @@ class DoorbellServer:
         self._waker.wake()
         t, self._thread = self._thread, None
         if t is not None and t is not threading.current_thread():
-            t.join(JOIN_TIMEOUT_S)
+            join_thread(t, JOIN_TIMEOUT_S)
         self._waker.close()
         sock, self._sock = self._sock, None
         if sock is not None:

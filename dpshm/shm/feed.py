@@ -33,6 +33,7 @@ import numpy as np
 
 from dpshm import lsl
 from dpshm._logging import library_logger
+from dpshm._threads import join_thread
 from dpshm.config import StreamSelector
 from dpshm.errors import StreamLostError
 from dpshm.shm.registry import StreamEntry
@@ -413,10 +414,9 @@ class Feed:
     def close(self) -> None:
         """Join the thread (bounded) and unlink the ring."""
         self._wake.set()
+        join_thread(self.thread, JOIN_TIMEOUT_S)
         if self.thread.is_alive():
-            self.thread.join(JOIN_TIMEOUT_S)
-            if self.thread.is_alive():
-                log.warning("feed thread of %r did not stop within %s s", self.key, JOIN_TIMEOUT_S)
+            log.warning("feed thread of %r did not stop within %s s", self.key, JOIN_TIMEOUT_S)
         ring, self.ring = self.ring, None
         if ring is not None:
             ring.unlink()

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from dpshm._logging import library_logger
+from dpshm._threads import join_thread
 from dpshm.config import (
     DEFAULT_BUFFER_S,
     DEFAULT_IRREGULAR_SAMPLES,
@@ -486,7 +487,7 @@ class StreamPublisher:
         if client is not None:
             client.close()
         if watcher is not None and watcher is not threading.current_thread():
-            watcher.join(JOIN_TIMEOUT_S)
+            join_thread(watcher, JOIN_TIMEOUT_S)
         for attr in ("_outlet", "_heads", "_bell"):
             obj = getattr(self, attr)
             setattr(self, attr, None)

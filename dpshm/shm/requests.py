@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from dpshm._logging import library_logger
+from dpshm._threads import join_thread
 from dpshm._wake import Waker
 from dpshm.errors import DpshmTimeoutError, ProtocolError, SupervisorNotRunningError
 
@@ -224,7 +225,7 @@ class RequestServer:
         self._waker.wake()
         t, self._thread = self._thread, None
         if t is not None and t is not threading.current_thread():
-            t.join(JOIN_TIMEOUT_S)
+            join_thread(t, JOIN_TIMEOUT_S)
         self._waker.close()
         for conn in list(self._conns.values()):
             conn.sock.close()

@@ -38,6 +38,7 @@ from typing import Any
 
 from dpshm import lsl
 from dpshm._logging import library_logger
+from dpshm._threads import join_thread
 from dpshm.config import (
     MAX_INLET_BUFLEN_S,
     WORKER_SOURCE_PREFIX,
@@ -485,8 +486,7 @@ class Supervisor:
         self.stop_event.set()
         self._registry_dirty.set()  # wakes the housekeeping thread
         for t in (self._resolver, self._keeper):
-            if t is not None:
-                t.join(JOIN_TIMEOUT_S + 1.0)
+            join_thread(t, JOIN_TIMEOUT_S + 1.0)
         if self.requests is not None:
             self.requests.close()
         if self.published is not None:

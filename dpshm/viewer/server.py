@@ -56,6 +56,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from dpshm._logging import library_logger
+from dpshm._threads import join_thread
 from dpshm.config import DEFAULT_VIEW_HOST, DEFAULT_VIEW_PORT
 from dpshm.control.commands import to_json_line
 from dpshm.dareplane.server import is_loopback
@@ -311,7 +312,7 @@ class ViewerServer:
             thread, self._thread = self._thread, None
             if thread is not None:
                 httpd.shutdown()  # returns once serve_forever has stopped (<= 0.25 s)
-                thread.join(5.0)
+                join_thread(thread, 5.0)
             httpd.cut_all()  # idle keep-alive reads and event streams end now
             httpd.server_close()  # joins the handler threads
         self.logs.close()

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from dpshm._logging import library_logger
+from dpshm._threads import join_thread
 from dpshm.dareplane.logs import record_message
 from dpshm.errors import SupervisorNotRunningError
 from dpshm.shm import registry
@@ -121,8 +122,7 @@ class LogTail:
         """Stop the thread (idempotent)."""
         self._stop.set()
         t, self._thread = self._thread, None
-        if t is not None:
-            t.join(5.0)
+        join_thread(t, 5.0)
 
 
 def parse_tcp(endpoint: str) -> tuple[str, int] | None:

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 
 import psutil
 import pytest
@@ -146,3 +147,49 @@ def test_windows_refuse_odd_lengths(view, kwargs, kind, text):
     with pytest.raises(kind, match=re.escape(text)):
         view.next_window(timeout=0, **kwargs)
     assert view.get_window(n_samples=3.0)[0].shape == (0, 1)  # an integral float is fine
+
+
+@pytest.mark.parametrize("thread_name", ["dpshm-resolver", "dpshm-status"])
+@pytest.mark.parametrize("launched", [False, True])
+def test_ctrl_c_inside_a_thread_start_leaves_nothing(unique_name, monkeypatch, thread_name,
+                                                      launched):  # fmt: skip
+    """A Ctrl-C that lands inside ``Thread.start()`` of one of the supervisor's
+    threads: before the thread is launched, or while ``start()`` waits for it to
+    report (seen in CI as "cannot join thread before it is started" from
+    ``dpshm demo``). ``start()`` must re-raise the KeyboardInterrupt itself and
+    leave no registry, lock or ring behind."""
+    real_start = threading.Thread.start
+
+    class SlowToReport(threading.Event):
+        """The thread reports late; the Ctrl-C lands while ``start()`` waits for it."""
+
+        def set(self):
+            time.sleep(0.3)
+            super().set()
+
+        def wait(self, timeout=None):
+            raise KeyboardInterrupt
+
+    def interrupted_start(self):
+        if self.name != thread_name:
+            return real_start(self)
+        if not launched:
+            raise KeyboardInterrupt
+        self._started = SlowToReport()
+        return real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", interrupted_start)
+    sup = Supervisor(SupervisorConfig(namespace=unique_name, streams=(StreamSelector(name="x"),)))
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        sup.start()
+    monkeypatch.undo()
+    assert time.monotonic() - t0 < 10
+    assert registry.read_registry_raw(unique_name) is None
+    nsdir = registry.namespace_dir(unique_name)
+    assert os.listdir(nsdir) == []
+    os.rmdir(nsdir)
+    for t in threading.enumerate():  # a launched thread saw the stop and ended
+        if t.name == thread_name:
+            t.join(5)
+            assert not t.is_alive()
