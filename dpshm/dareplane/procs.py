@@ -10,6 +10,7 @@ by the supervisor's workers.
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import time
 
@@ -19,12 +20,44 @@ from dpshm._logging import library_logger
 
 logger = library_logger(__name__)
 
-__all__ = ["pid_alive", "stop_process_tree"]
+__all__ = ["pid_alive", "start_time", "stop_process_tree"]
 
-CREATE_TIME_SLACK_S = 1.0  # create times recorded elsewhere (a registry) are rounded
+#: How far two readings of one process's start may differ (psutil's wall-clock
+#: create time, where /proc is missing, moves with the system clock's boot time).
+START_SLACK_S = 1.0
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def pid_alive(proc: int | psutil.Process, create_time: float | None = None) -> bool:
+def start_time(pid: int) -> float | None:
+    """When process ``pid`` started, as a value that identifies it; None if it does not exist.
+
+    On Linux: seconds since boot, from ``/proc/PID/stat`` (the kernel's tick
+    count, which no clock change moves). Elsewhere: psutil's create time.
+    psutil's create time on Linux is *not* used: it adds the boot time of
+    ``/proc/stat``, which the kernel derives from the wall clock, so it moves
+    by a second (or by any clock step NTP makes) while the process runs, and a
+    live supervisor looked dead to its consumers.
+    """
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except FileNotFoundError:
+        if os.path.isdir("/proc/self"):
+            return None  # Linux: no such process
+    except OSError:
+        return None
+    else:  # the name (field 2) may hold spaces and ')': fields resume after the last ')'
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        return int(fields[19]) / _CLK_TCK  # field 22: starttime, in clock ticks
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.Error, ValueError):
+        return None
+
+
+def pid_alive(proc: int | psutil.Process, started: float | None = None) -> bool:
     """Whether a process is alive: it exists, is not a zombie, and is the same process.
 
     Parameters
@@ -32,10 +65,10 @@ def pid_alive(proc: int | psutil.Process, create_time: float | None = None) -> b
     proc : int or psutil.Process
         A pid, or a :class:`psutil.Process` (then "the same process" is
         psutil's own check: the pid was not reused since it was created).
-    create_time : float, optional
-        With a pid: the process's start time as recorded (e.g. in a registry);
-        a process with that pid but another start time is a reused pid, not
-        alive.
+    started : float, optional
+        With a pid: the process's :func:`start_time` as recorded (e.g. in a
+        registry); a process with that pid but another start time is a reused
+        pid, not alive.
 
     Notes
     -----
@@ -48,10 +81,11 @@ def pid_alive(proc: int | psutil.Process, create_time: float | None = None) -> b
             return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
         if isinstance(proc, bool) or not isinstance(proc, int) or proc <= 0:
             return False
-        p = psutil.Process(proc)
-        if create_time is not None and abs(p.create_time() - create_time) >= CREATE_TIME_SLACK_S:
-            return False
-        return p.status() != psutil.STATUS_ZOMBIE
+        if started is not None:
+            now = start_time(proc)
+            if now is None or abs(now - started) >= START_SLACK_S:
+                return False
+        return psutil.Process(proc).status() != psutil.STATUS_ZOMBIE
     except (psutil.Error, ValueError):
         return False
 

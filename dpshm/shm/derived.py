@@ -43,9 +43,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from dpshm._logging import library_logger
-from dpshm.dareplane.procs import pid_alive
+from dpshm.dareplane.procs import pid_alive, start_time
 from dpshm.formats import FORMATS
-from dpshm.shm import registry
 from dpshm.shm.feed import stream_key
 from dpshm.shm.registry import StreamEntry
 from dpshm.shm.ring import SharedRing, mark_stale, segment_name
@@ -63,7 +62,7 @@ class _Published:
     entry: StreamEntry
     conn: int | None  # request connection of its live producer (None: ended)
     pid: int
-    create_time: float | None
+    started: float | None
     ring: SharedRing | None = None  # attached read-only while live (status figures)
     last_head: int = 0
     rate: float = 0.0
@@ -208,14 +207,14 @@ class PublishedStreams:
             if old is not None and old.entry.ring:  # keep listing the old ring until ready
                 self._forget_ring(old)
                 old.conn, old.pid = conn, pid
-                old.create_time = registry.pid_create_time(pid)
+                old.started = start_time(pid)
                 old.pending = (entry, ring_name)
             else:
                 self._streams[key] = _Published(
                     replace(entry, ring=""),
                     conn,
                     pid,
-                    registry.pid_create_time(pid),
+                    start_time(pid),
                     pending=(entry, ring_name),
                 )
         return {
@@ -276,7 +275,7 @@ class PublishedStreams:
                     continue
                 p.conn = None
                 if p.pending is not None:  # claimed, never ready: a ring it may have made
-                    self._orphans[p.pending[1]] = (p.pid, p.create_time)
+                    self._orphans[p.pending[1]] = (p.pid, p.started)
                     p.pending = None
                 if not p.entry.ring:  # nothing was listed
                     del self._streams[key]
@@ -296,7 +295,7 @@ class PublishedStreams:
         p.reason = f"producer pid {p.pid} {'closed it' if graceful else 'is gone'}"
         if not graceful:  # it cannot flag its ring itself any more
             mark_stale(p.entry.ring)
-            self._orphans[p.entry.ring] = (p.pid, p.create_time)
+            self._orphans[p.entry.ring] = (p.pid, p.started)
         self._forget_ring(p)
         log.warning(
             "stream %r: its producer (pid %d) %s; stale until it publishes again",
@@ -336,7 +335,7 @@ class PublishedStreams:
                     p.rate = (head - p.last_head) / dt if dt > 0 else 0.0
                     p.last_head = head
                 live = p.conn is not None and p.entry.ring and not p.entry.stale
-                if live and not pid_alive(p.pid, p.create_time):
+                if live and not pid_alive(p.pid, p.started):
                     p.conn = None
                     self._go_stale(p, graceful=False)
                     changed = True
@@ -349,8 +348,8 @@ class PublishedStreams:
         with self._lock:
             for p in self._streams.values():
                 self._forget_ring(p)
-                if p.entry.ring and not pid_alive(p.pid, p.create_time):
-                    self._orphans[p.entry.ring] = (p.pid, p.create_time)  # end not seen yet
+                if p.entry.ring and not pid_alive(p.pid, p.started):
+                    self._orphans[p.entry.ring] = (p.pid, p.started)  # end not seen yet
         self.sweep_orphans()
 
 

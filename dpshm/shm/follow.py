@@ -154,7 +154,7 @@ class StreamLink:
                 raise
             self.key = entry.key
         who = (reg.pid, reg.started)  # another: it was restarted
-        self._sup_proc = (reg.pid, reg.pid_create_time)
+        self._sup_proc = (reg.pid, reg.pid_started)
         return self._set(Target(entry.ring, entry, self._endpoint(reg, entry), who))
 
     @property

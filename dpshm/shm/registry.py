@@ -21,7 +21,7 @@ and :class:`StreamEntry` (``to_json``/``from_json``)::
     {
       "version": 1,
       "namespace": "default",
-      "pid": 1234, "pid_create_time": 1700000000.12,   # supervisor process
+      "pid": 1234, "pid_started": 1234.56,   # supervisor process, started s after boot
       "started": 1700000000.5,                         # time.time()
       "endpoints": {"heads": "ipc://...", "logs": "ipc://...",
                     "doorbell": "dpshm-1000-default-4242-1a2b3c",  # Linux: abstract
@@ -64,11 +64,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from dpshm._logging import library_logger
 from dpshm.config import namespace_from_env, validate_namespace
-from dpshm.dareplane.procs import pid_alive
+from dpshm.dareplane.procs import pid_alive, start_time
 from dpshm.errors import (
     AmbiguousStreamError,
     StreamNotFoundError,
@@ -90,14 +88,6 @@ REGISTRY_VERSION = 1
 LOCK_FILE = "supervisor.lock"
 REGISTRY_FILE = "registry.json"
 STATUS_FILE = "status.json"
-
-
-def pid_create_time(pid: int) -> float | None:
-    """Start time of process ``pid`` (psutil), or None when it does not run."""
-    try:
-        return psutil.Process(pid).create_time()
-    except (psutil.Error, ValueError):
-        return None
 
 
 class SupervisorLock:
@@ -359,7 +349,7 @@ class Registry:
 
     namespace: str
     pid: int
-    pid_create_time: float | None = None
+    pid_started: float | None = None
     endpoints: Mapping[str, str] = field(default_factory=dict)
     streams: Mapping[str, StreamEntry] = field(default_factory=dict)
     started: float = 0.0
@@ -370,7 +360,7 @@ class Registry:
             "version": REGISTRY_VERSION,
             "namespace": self.namespace,
             "pid": self.pid,
-            "pid_create_time": self.pid_create_time,
+            "pid_started": self.pid_started,
             "started": self.started,
             "endpoints": dict(self.endpoints),
             "streams": {k: e.to_json() for k, e in self.streams.items()},
@@ -379,11 +369,11 @@ class Registry:
     @classmethod
     def from_json(cls, namespace: str, raw: Mapping[str, Any]) -> Registry:
         """Read ``registry.json`` as loaded by :func:`json.loads`."""
-        ct = raw.get("pid_create_time")
+        ct = raw.get("pid_started")
         return cls(
             namespace=namespace,
             pid=int(raw.get("pid", 0)),
-            pid_create_time=None if ct is None else float(ct),
+            pid_started=None if ct is None else float(ct),
             endpoints={str(k): str(v) for k, v in dict(raw.get("endpoints", {})).items()},
             streams={
                 k: StreamEntry.from_json(k, s) for k, s in dict(raw.get("streams", {})).items()
@@ -395,11 +385,11 @@ class Registry:
     def for_this_process(cls, namespace: str, **fields: Any) -> Registry:
         """A registry written by the calling process (its pid and start time)."""
         me = os.getpid()
-        return cls(namespace=namespace, pid=me, pid_create_time=pid_create_time(me), **fields)
+        return cls(namespace=namespace, pid=me, pid_started=start_time(me), **fields)
 
     def alive(self) -> bool:
         """True while the supervisor process that wrote this snapshot runs."""
-        return pid_alive(self.pid, self.pid_create_time)
+        return pid_alive(self.pid, self.pid_started)
 
     def find(
         self, name: str | None = None, source_id: str | None = None, type: str | None = None

@@ -17,7 +17,7 @@ from helpers import wait_until
 
 from dpshm.config import StreamSelector, SupervisorConfig
 from dpshm.dareplane.eventloop import EventLoop
-from dpshm.dareplane.procs import pid_alive
+from dpshm.dareplane.procs import pid_alive, start_time
 from dpshm.dareplane.timing import sleep_until
 from dpshm.shm import registry
 from dpshm.shm.ring import SharedRing
@@ -93,10 +93,38 @@ def test_pid_alive_is_the_one_answer():
     finally:
         child.wait(10)
     me = os.getpid()
-    created = psutil.Process(me).create_time()
-    assert pid_alive(me) and pid_alive(me, created) and pid_alive(psutil.Process(me))
-    assert not pid_alive(me, created - 100.0)  # same pid, another process: a reused pid
+    started = start_time(me)
+    assert pid_alive(me) and pid_alive(me, started) and pid_alive(psutil.Process(me))
+    assert not pid_alive(me, started - 100.0)  # same pid, another process: a reused pid
     assert not pid_alive(0) and not pid_alive(-5) and not pid_alive(True)
+    assert start_time(child.pid) is None and not pid_alive(child.pid, started)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux: CLOCK_BOOTTIME")
+def test_a_process_start_is_counted_from_boot_not_from_the_wall_clock(unique_name):
+    """The start recorded to recognise a pid is the kernel's tick count since boot.
+
+    psutil's create time adds /proc/stat's boot time, which the kernel derives
+    from the wall clock: it moved by a second under load (and moves by any NTP
+    step) while the supervisor ran, and consumers declared a live supervisor
+    dead. A value counted from boot cannot move, whatever the clock does.
+    """
+    before = time.clock_gettime(time.CLOCK_BOOTTIME)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        after = time.clock_gettime(time.CLOCK_BOOTTIME)
+        started = start_time(child.pid)
+        assert before - 0.05 <= started <= after + 0.05  # kernel ticks: 10 ms steps
+        assert pid_alive(child.pid, started)
+    finally:
+        child.kill()
+        child.wait(10)
+    # the registry records the supervisor's start the same way
+    sup = Supervisor(SupervisorConfig(namespace=unique_name, streams=(StreamSelector(name="x"),)))
+    with sup:
+        reg = registry.read_registry(unique_name)
+        assert reg.pid == os.getpid() and reg.pid_started == start_time(os.getpid())
+        assert reg.alive()
 
 
 def test_clean_stop_leaves_no_lock_or_socket_file(unique_name):

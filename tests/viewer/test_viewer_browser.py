@@ -69,9 +69,10 @@ def test_page_lists_streams_scrolls_traces_and_shows_stale(procs, tmp_path):
         end1 = int(
             browser.wait_for(f"Number({TRACE}.dataset.frames) > 0 && {TRACE}.dataset.endCol")
         )
-        img1 = browser.eval(f"{TRACE}.toDataURL()")
+        browser.eval(f"window.img1 = {TRACE}.toDataURL(); true")
         browser.wait_for(f"Number({TRACE}.dataset.endCol) > {end1 + 50}", timeout=15)
-        assert browser.eval(f"{TRACE}.toDataURL()") != img1
+        # the drawing follows the data (polled: a frame may land between two paints)
+        browser.wait_for(f"{TRACE}.toDataURL() !== window.img1", timeout=10)
         # between two frames of data the display keeps scrolling (two drawings of the
         # same newest column at different positions)
         browser.wait_for(SCROLLS_BETWEEN_FRAMES, timeout=15)
