@@ -33,7 +33,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from dpshm import lsl
@@ -139,6 +139,7 @@ class Supervisor:
         self._feeds_lock = threading.Lock()
         self._registry_dirty = threading.Event()
         self._registry_lock = threading.Lock()  # one snapshot-and-write at a time
+        self._registered: frozenset[str] = frozenset()  # the keys the registry lists
         self._resolver: threading.Thread | None = None
         self._keeper: threading.Thread | None = None
         # in every ring name; random, so that nobody can create our segments ahead of us
@@ -325,6 +326,10 @@ class Supervisor:
                 streams[key] = {**f.entry().to_json(), **f.status()}
         if self.published is not None:
             streams.update(self.published.status())
+        if not streams.keys() <= self._registered:
+            # the housekeeping thread has not listed it yet: whoever is told of a stream
+            # (LIST_STREAMS, a worker's start) must find it in the registry at once
+            self._write_registry(unless_listed=streams.keys())
         return {
             "namespace": self.config.namespace,
             "pid": os.getpid(),
@@ -333,8 +338,17 @@ class Supervisor:
             "streams": streams,
         }
 
-    def _write_registry(self) -> None:
+    def _write_registry(self, unless_listed: Collection[str] | None = None) -> None:
+        """Write ``registry.json`` from the current streams.
+
+        With ``unless_listed``: only if the registry lacks one of these keys, and
+        never once :meth:`close` began (it removes the registry).
+        """
         with self._registry_lock:
+            if unless_listed is not None and (
+                self._closed or set(unless_listed) <= self._registered
+            ):
+                return
             with self._feeds_lock:
                 streams = {k: f.entry() for k, f in self.feeds.items() if f.ring is not None}
             if self.published is not None:
@@ -356,6 +370,7 @@ class Supervisor:
                     streams=streams,
                 )
             )
+            self._registered = frozenset(streams)
 
     def _lsl_holder(self, name: str) -> str | None:
         """Who holds ``name`` among the streams fed from LSL (None: nobody)."""
@@ -497,7 +512,8 @@ class Supervisor:
             f.close()
         ns = self.config.namespace
         if self._lock is not None:
-            registry.remove_registry(ns)
+            with self._registry_lock:  # after any write status() began
+                registry.remove_registry(ns)
             registry.remove_status(ns)
         if self._handler is not None:
             logging.getLogger("dpshm").removeHandler(self._handler)
