@@ -28,7 +28,8 @@ def run_dpshm(ns: str, *args: str, timeout: float = 60.0) -> subprocess.Complete
 def spawn_dpshm(ns: str, *args: str, python_flags: Sequence[str] = ()) -> subprocess.Popen:
     """Start ``python -m dpshm ARGS`` in its own session (a terminal's process group)."""
     return subprocess.Popen(
-        [sys.executable, *python_flags, "-m", "dpshm", *args], env=child_env(ns),
+        [sys.executable, *python_flags, "-m", "dpshm", *args],
+        env={**child_env(ns), "PYTHONFAULTHANDLER": "1"},  # SIGABRT dumps every stack
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(ROOT),
         start_new_session=True,
     )  # fmt: skip
@@ -40,7 +41,9 @@ def ctrl_c(
     """Once ``when()`` holds, send Ctrl-C (SIGINT to the group); (stdout, stderr) at exit.
 
     ``collect=False`` when the caller reads the pipes itself (then ``("", "")``).
-    The process is killed if it does not end within ``timeout`` after the Ctrl-C.
+    The process is killed if it does not end within ``timeout`` after the Ctrl-C:
+    first with SIGABRT, so that faulthandler (``PYTHONFAULTHANDLER``, set by tox and
+    here) writes every thread's stack to its stderr, then with SIGKILL.
     """
     try:
         wait_until(lambda: when() or proc.poll() is not None, timeout, 0.001)
@@ -51,8 +54,16 @@ def ctrl_c(
         return proc.communicate(timeout=timeout)
     finally:
         if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+        if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate(timeout=10)
+        if collect:
+            with contextlib.suppress(ValueError):  # pipes already read by communicate()
+                proc.communicate(timeout=10)
+        else:
+            proc.wait(10)
 
 
 @contextlib.contextmanager

@@ -56,8 +56,19 @@ def until(duration: float | None) -> Callable[[], bool]:
     return lambda: end is not None and time.monotonic() >= end
 
 
-def stop_on_signals() -> threading.Event:
-    stop = threading.Event()
+def stop_on_signals(stop: threading.Event | None = None) -> threading.Event:
+    """From now on SIGINT (Ctrl-C) and SIGTERM set ``stop`` (a new event by default).
+
+    Call it before the command starts anything. A ``KeyboardInterrupt`` raised
+    in the middle of a start-up can land between a lock's acquire and its
+    ``try`` (logging's handler lock, for one), leaving the lock held: the
+    threads already running then block on their next log line, and the clean-up
+    waits on them for ever (``dpshm demo`` hung, its rings left behind). With
+    the handler in place first, a Ctrl-C lets the start-up finish and the
+    command then stops the ordinary way.
+    """
+    if stop is None:
+        stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     return stop

@@ -92,6 +92,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from dpshm.dareplane import filterbank  # noqa: F401
     setup_logging("WARNING")
     spec = _mock_spec(args)
+    stop = stop_on_signals()  # before anything starts; Ctrl-C ends the loop below
     selectors = [C.StreamSelector(name=spec.name)]
     if spec.markers:
         selectors.append(C.StreamSelector(name=spec.marker_name))
@@ -140,7 +141,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
             msg = f"consumer: {got['samples']} samples read, {got['lost']} lost; "
             live(status, extra=[msg + f"outlet pushed {mock.pushed}"])
 
-        stop = stop_on_signals()  # Ctrl-C ends the loop, not the supervisor: it drains first
         end = None if args.duration is None else time.monotonic() + args.duration
         try:
             while not stop.is_set():

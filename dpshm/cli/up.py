@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from dpshm import config as C
-from dpshm.cli._common import FMT, namespace, ns_arg, setup_logging
+from dpshm.cli._common import FMT, namespace, ns_arg, setup_logging, stop_on_signals
 from dpshm.cli.live import LiveStatus
 
 
@@ -130,6 +130,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     cfg = _load(args)  # every flag and key checked here: nothing exists yet
     check_bind(cfg.server.host, cfg.server.token)  # refuse before sharing anything
     sup = Supervisor(cfg)
+    stop_on_signals(sup.stop_event)  # before anything starts (a Ctrl-C then stops run())
     live = None if args.quiet else LiveStatus()
     with contextlib.ExitStack() as stack:
         if live is not None:  # on a terminal, log lines scroll above the live table from here on

@@ -138,12 +138,17 @@ def _interrupt_start(ns: str, args: list[str], delay_s: float) -> tuple[int, str
             return True
         return False
 
+    hung = False
     try:
         ctrl_c(proc, in_our_code, collect=False)
+    except subprocess.TimeoutExpired:
+        hung = True
     finally:
         for r in readers:
             r.join(10)
-    return proc.returncode, "".join(out + [e for e in err if not e.startswith("import time:")])
+    said = "".join(out + [e for e in err if not e.startswith("import time:")])
+    assert not hung, f"no exit within 30 s of the Ctrl-C; its threads (faulthandler):\n{said}"
+    return proc.returncode, said
 
 
 @pytest.mark.lsl
