@@ -6,11 +6,12 @@ The help formatter, the namespace flag, console logging and stopping on signals.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from dpshm import config as C
 
@@ -56,6 +57,36 @@ def until(duration: float | None) -> Callable[[], bool]:
     return lambda: end is not None and time.monotonic() >= end
 
 
+_ctrl_c = {"seen": False}  # a Ctrl-C came while noting_ctrl_c() was in force
+
+
+def _note_and_interrupt(signum: int, frame: object) -> None:
+    _ctrl_c["seen"] = True
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def noting_ctrl_c() -> Iterator[None]:
+    """Within: Ctrl-C raises ``KeyboardInterrupt`` as ever, and is also noted.
+
+    CPython can lose that exception: raised while an import runs inside some C
+    extension's initialisation (``xml.etree``'s ``_elementtree`` importing
+    ``pyexpat``, which ``dpshm.lsl`` imports), it is swallowed and the command
+    runs on as if no Ctrl-C came (``dpshm demo`` then never stopped). A noted
+    Ctrl-C is honoured by :func:`stop_on_signals`. Main thread only; the
+    previous SIGINT handler is restored on exit.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _ctrl_c["seen"] = False
+    previous = signal.signal(signal.SIGINT, _note_and_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def stop_on_signals(stop: threading.Event | None = None) -> threading.Event:
     """From now on SIGINT (Ctrl-C) and SIGTERM set ``stop`` (a new event by default).
 
@@ -71,4 +102,6 @@ def stop_on_signals(stop: threading.Event | None = None) -> threading.Event:
         stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    if _ctrl_c["seen"]:  # one came earlier, and its KeyboardInterrupt was lost
+        stop.set()
     return stop

@@ -116,6 +116,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     exit 1); Ctrl-C exits 130 and a reader that closed the pipe (``dpshm ls --json
     | head -1``) exits 141 quietly, both without a traceback.
     """
+    from dpshm.cli._common import noting_ctrl_c
+
+    with noting_ctrl_c():  # a Ctrl-C is kept even where CPython loses its exception
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     command = None
     try:
         parser = build_parser()
