@@ -2,7 +2,8 @@
 
 try:
     from dpshm.cli.main import main
-except KeyboardInterrupt:  # Ctrl-C while Python loads the command line: quietly, as later
-    raise SystemExit(130) from None
 
-raise SystemExit(main())
+    code = main()
+except KeyboardInterrupt:  # Ctrl-C while Python loads the command line: quietly, as later
+    code = 130
+raise SystemExit(code)

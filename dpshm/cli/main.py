@@ -116,10 +116,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     exit 1); Ctrl-C exits 130 and a reader that closed the pipe (``dpshm ls --json
     | head -1``) exits 141 quietly, both without a traceback.
     """
-    from dpshm.cli._common import noting_ctrl_c
+    try:  # a Ctrl-C before the handler is in place (this import takes milliseconds)
+        from dpshm.cli._common import noting_ctrl_c
 
-    with noting_ctrl_c():  # a Ctrl-C is kept even where CPython loses its exception
-        return _main(argv)
+        with noting_ctrl_c():  # a Ctrl-C is kept even where CPython loses its exception
+            return _main(argv)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
 
 
 def _main(argv: Sequence[str] | None) -> int:

@@ -203,6 +203,38 @@ def test_ctrl_c_that_python_loses_in_an_import_still_stops_the_command(unique_na
     assert registry.read_registry_raw(unique_name) is None
 
 
+# A Ctrl-C while main() imports what installs its Ctrl-C handler: the import of
+# dpshm.cli._common takes milliseconds, and a Ctrl-C there printed a traceback.
+_CTRL_C_BEFORE_THE_HANDLER = """
+import os, signal, sys
+class Trip:
+    def find_spec(self, name, path=None, target=None):
+        if name == "dpshm.cli._common":
+            sys.meta_path.remove(self)
+            print("tripped", file=sys.stderr, flush=True)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+from dpshm.cli.main import main
+sys.meta_path.insert(0, Trip())
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("how", ["main", "python -m dpshm"])
+def test_ctrl_c_before_main_installed_its_handler_exits_130_quietly(unique_name, how):
+    code = _CTRL_C_BEFORE_THE_HANDLER
+    if how != "main":
+        run_m = "import runpy; runpy.run_module('dpshm', run_name='__main__')"
+        code = code.replace("sys.exit(main(sys.argv[1:]))", run_m)
+    res = subprocess.run(
+        [sys.executable, "-c", code, "up", "--stream", f"{unique_name}-none", "--quiet"],
+        env=child_env(unique_name), capture_output=True, text=True, timeout=60, cwd=str(ROOT),
+    )  # fmt: skip
+    assert res.stderr.startswith("tripped"), res.stderr  # the Ctrl-C came at that moment
+    assert res.returncode == 130 and "Traceback" not in res.stderr, (res.returncode, res.stderr)
+    assert registry.read_registry_raw(unique_name) is None
+
+
 @pytest.mark.lsl
 def test_ctrl_c_before_the_demo_consumer_attached(unique_name):
     """Ctrl-C right after the demo's first line: its consumer has not found the stream."""
