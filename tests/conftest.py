@@ -1,5 +1,6 @@
 """Session-wide guards: no test may leave a dpshm shared-memory segment in
-/dev/shm or a child process running. Both make the session fail.
+/dev/shm, a namespace directory in the runtime directory, or a child process
+running. Each makes the session fail.
 
 Logging: importing dareplane-utils reconfigures logging for the whole process
 (``dictConfig``: existing loggers disabled, root handlers incl. a socket handler
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import shutil
 import signal
 import struct
 import uuid
@@ -60,6 +62,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     leaked = sorted(seg for seg in _dpshm_segments() - before if not _foreign(seg))
     if leaked:
         problems.append(f"shared-memory segments left in /dev/shm: {leaked}")
+    left = _namespace_dirs_left()
+    if left:
+        problems.append(f"namespace directories left in the runtime directory: {left}")
+        from dpshm.shm.rundir import runtime_dir
+
+        for name in left:  # reported, then removed: the next session starts clean
+            shutil.rmtree(runtime_dir(create=False) / name, ignore_errors=True)
     children = psutil.Process(os.getpid()).children(recursive=True)
     # resource trackers / forkservers of multiprocessing are infrastructure, not strays
     stray = [
@@ -115,10 +124,32 @@ def _cmdline(proc: psutil.Process) -> list[str]:
         return []
 
 
+_NAMES: set[str] = set()  # every unique_name of this session (namespaces among them)
+
+
+def _namespace_dirs_left() -> list[str]:
+    """The namespaces named by this session's tests whose directory is still there.
+
+    A supervisor removes its namespace directory when it stops (if empty), and a
+    test that makes one by hand removes it; only this session's names are looked
+    at, so other sessions on the machine do not count.
+    """
+    from dpshm.errors import DpshmError
+    from dpshm.shm.rundir import runtime_dir
+
+    try:
+        root = runtime_dir(create=False)
+    except (OSError, DpshmError):  # unsafe or unusable: nothing of ours can be there
+        return []
+    return sorted(n for n in _NAMES if os.path.lexists(root / n))
+
+
 @pytest.fixture
 def unique_name(request: pytest.FixtureRequest) -> str:
-    """A name unique to this test, usable for rings and LSL streams."""
-    return f"t{uuid.uuid4().hex[:10]}"
+    """A name unique to this test, usable for rings, LSL streams and namespaces."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    _NAMES.add(name)
+    return name
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ a symlink, not writable by others; files opened with ``O_NOFOLLOW``).
 
 The lock is an ``flock`` on ``supervisor.lock``: the kernel drops it when the
 holder dies, even by SIGKILL, so a crashed supervisor never blocks the next one.
+Releasing it removes the file, then the namespace directory if it is empty.
 
 ``registry.json`` (version 1), written and read only through :class:`Registry`
 and :class:`StreamEntry` (``to_json``/``from_json``)::
@@ -100,9 +101,12 @@ class SupervisorLock:
 
     def __init__(self, namespace: str):
         self.namespace = validate_namespace(namespace)
-        self.path = namespace_dir(namespace) / LOCK_FILE
         for _attempt in range(_LOCK_ATTEMPTS):
-            fd = open_private(self.path, os.O_RDWR | os.O_CREAT)
+            try:
+                self.path = namespace_dir(namespace) / LOCK_FILE
+                fd = open_private(self.path, os.O_RDWR | os.O_CREAT)
+            except FileNotFoundError:  # a stopping holder removed the empty directory
+                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
@@ -121,22 +125,27 @@ class SupervisorLock:
             os.close(fd)  # its holder removed it as we opened it (close()): lock the new one
         else:  # pragma: no cover - needs a supervisor starting and stopping in a loop
             raise SupervisorRunningError(
-                f"the lock {self.path} of namespace {namespace!r} kept changing; retry"
+                f"the lock file of namespace {namespace!r} kept changing; retry"
             )
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
 
     def close(self) -> None:
-        """Release the lock and remove its file (idempotent).
+        """Release the lock, remove its file and the namespace directory if empty (idempotent).
 
         The file is unlinked while the lock is still held: a supervisor starting
         meanwhile creates and locks a new file, never one that is being removed.
+        The directory goes only when nothing else is in it (``rmdir``); a
+        supervisor that created its lock file there first keeps it, and one that
+        finds the directory gone creates it again (see ``__init__``).
         """
         fd, self._fd = self._fd, None
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
+            with contextlib.suppress(OSError):  # ENOTEMPTY: another file lives there
+                os.rmdir(self.path.parent)
             os.close(fd)  # closing the descriptor releases the flock
 
     def __enter__(self) -> SupervisorLock:

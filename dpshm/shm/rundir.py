@@ -64,14 +64,26 @@ def check_private(path: Path, *, what: str = "directory", fix: str | None = None
 
 
 def _private_dir(path: Path, create: bool) -> Path:
-    """``path`` as a directory of ours, mode 0700 when we create it (see :func:`check_private`)."""
-    if create:
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(path, 0o700)
-    elif not os.path.lexists(path):
+    """``path`` as a directory of ours, mode 0700 when we create it (see :func:`check_private`).
+
+    A namespace directory is removed when its last supervisor stops (if empty),
+    so it can vanish between the ``mkdir`` and the check: then it is created
+    again; without ``create``, a directory that vanished is simply absent.
+    """
+    for _attempt in range(5):
+        if create:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(path, 0o700)
+        try:
+            check_private(path)
+        except FileNotFoundError:
+            if not create:
+                return path
+            continue
         return path
-    check_private(path)
-    return path
+    raise FileNotFoundError(
+        errno.ENOENT, "the directory kept vanishing as it was created; retry", str(path)
+    )
 
 
 def runtime_dir(create: bool = True) -> Path:

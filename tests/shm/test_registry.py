@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -66,6 +67,45 @@ def test_lock_of_sigkilled_holder_is_released(ns):
         proc.kill()
         proc.wait(10)
         proc.stdout.close()
+
+
+def test_the_last_holder_removes_the_empty_namespace_directory(ns):
+    d = registry.namespace_dir(ns)
+    registry.SupervisorLock(ns).close()
+    assert not os.path.lexists(d)  # nothing left behind in the runtime directory
+    lock = registry.SupervisorLock(ns)  # and the next one creates it again
+    (d / "keep").write_text("not the lock's")
+    lock.close()
+    assert sorted(p.name for p in d.iterdir()) == ["keep"]  # only an empty one goes
+
+
+def test_locking_while_a_holder_removes_the_directory_never_fails_otherwise(ns):
+    """Two takers and releasers race on one namespace: every attempt either holds
+    the lock or is refused as taken, never an OSError from a directory that the
+    other one removed between the taker's mkdir and its open."""
+    errors: list[BaseException] = []
+    held = [0, 0]
+
+    def race(i: int) -> None:
+        for _ in range(400):
+            try:
+                lock = registry.SupervisorLock(ns)
+            except SupervisorRunningError:
+                continue
+            except BaseException as exc:  # anything else fails the test
+                errors.append(exc)
+                return
+            held[i] += 1
+            lock.close()
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == [] and min(held) > 0, (errors, held)
+    assert not os.path.lexists(registry.namespace_dir(ns, create=False))
 
 
 def _entry(name, sid, key):
