@@ -64,11 +64,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         problems.append(f"shared-memory segments left in /dev/shm: {leaked}")
     left = _namespace_dirs_left()
     if left:
-        problems.append(f"namespace directories left in the runtime directory: {left}")
-        from dpshm.shm.rundir import runtime_dir
-
-        for name in left:  # reported, then removed: the next session starts clean
-            shutil.rmtree(runtime_dir(create=False) / name, ignore_errors=True)
+        names = [d.name for d in left]
+        problems.append(f"namespace directories left in the runtime directory: {names}")
+        for d in left:  # reported, then removed: the next session starts clean
+            shutil.rmtree(d, ignore_errors=True)
     children = psutil.Process(os.getpid()).children(recursive=True)
     # resource trackers / forkservers of multiprocessing are infrastructure, not strays
     stray = [
@@ -127,7 +126,7 @@ def _cmdline(proc: psutil.Process) -> list[str]:
 _NAMES: set[str] = set()  # every unique_name of this session (namespaces among them)
 
 
-def _namespace_dirs_left() -> list[str]:
+def _namespace_dirs_left() -> list[Path]:
     """The namespaces named by this session's tests whose directory is still there.
 
     A supervisor removes its namespace directory when it stops (if empty), and a
@@ -141,7 +140,7 @@ def _namespace_dirs_left() -> list[str]:
         root = runtime_dir(create=False)
     except (OSError, DpshmError):  # unsafe or unusable: nothing of ours can be there
         return []
-    return sorted(n for n in _NAMES if os.path.lexists(root / n))
+    return sorted(root / n for n in _NAMES if os.path.lexists(root / n))
 
 
 @pytest.fixture

@@ -66,24 +66,20 @@ def check_private(path: Path, *, what: str = "directory", fix: str | None = None
 def _private_dir(path: Path, create: bool) -> Path:
     """``path`` as a directory of ours, mode 0700 when we create it (see :func:`check_private`).
 
-    A namespace directory is removed when its last supervisor stops (if empty),
-    so it can vanish between the ``mkdir`` and the check: then it is created
-    again; without ``create``, a directory that vanished is simply absent.
+    A namespace directory is removed when its last supervisor stops (if empty):
+    without ``create``, one that vanishes meanwhile is simply absent; with it,
+    one removed right after the ``mkdir`` raises ``FileNotFoundError``, which the
+    supervisor lock (the one place that race can happen) retries.
     """
-    for _attempt in range(5):
+    if create:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+    try:
+        check_private(path)
+    except FileNotFoundError:
         if create:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(path, 0o700)
-        try:
-            check_private(path)
-        except FileNotFoundError:
-            if not create:
-                return path
-            continue
-        return path
-    raise FileNotFoundError(
-        errno.ENOENT, "the directory kept vanishing as it was created; retry", str(path)
-    )
+            raise
+    return path
 
 
 def runtime_dir(create: bool = True) -> Path:

@@ -151,16 +151,18 @@ def _interrupt_start(ns: str, args: list[str], delay_s: float) -> tuple[int, str
     return proc.returncode, said
 
 
+def _start_args(ns: str, command: str) -> list[str]:
+    """The arguments of a ``dpshm up`` / ``dpshm demo`` that touches nobody else's streams."""
+    if command == "up":
+        return ["up", "--stream", f"{ns}-none", "--quiet"]
+    return ["demo", "--name", f"{ns}-m", "--marker-name", f"{ns}-k"]
+
+
 @pytest.mark.lsl
 @pytest.mark.parametrize("delay_s", [0.0, 0.05, 0.15, 0.3, 0.6])
 @pytest.mark.parametrize("command", ["up", "demo"])
 def test_ctrl_c_during_start_up(unique_name, command, delay_s):
-    args = (
-        ["up", "--stream", f"{unique_name}-none", "--quiet"]
-        if command == "up"
-        else ["demo", "--name", f"{unique_name}-m", "--marker-name", f"{unique_name}-k"]
-    )
-    rc, out = _interrupt_start(unique_name, args, delay_s)
+    rc, out = _interrupt_start(unique_name, _start_args(unique_name, command), delay_s)
     # 130: our handler ran; -2: Python re-raised SIGINT on its way out (no handler yet):
     # both are what a shell shows as Ctrl-C, and neither may print a traceback
     assert rc in (0, 130, -2) and "Traceback" not in out and "Error" not in out, (rc, out)
@@ -168,35 +170,42 @@ def test_ctrl_c_during_start_up(unique_name, command, delay_s):
     assert registry.read_registry_raw(unique_name) is None
 
 
-# A Ctrl-C inside the C initialisation of xml.etree's accelerator (its import of
-# pyexpat): CPython 3.10-3.12 lose the KeyboardInterrupt there, and `dpshm demo` ran
-# on for ever (CI saw it hang; 3.13 raises it). The hook makes that moment certain.
-_CTRL_C_IN_A_C_IMPORT = """
+# Runs the command line with a Ctrl-C sent at the moment MODULE is imported (an import
+# hook; it says "tripped" on stderr first), then RUN: main() or `python -m dpshm`.
+_CTRL_C_ON_IMPORT = """
 import os, signal, sys
 class Trip:
     def find_spec(self, name, path=None, target=None):
-        if name == "pyexpat":
+        if name == {module!r}:
             sys.meta_path.remove(self)
+            print("tripped", file=sys.stderr, flush=True)
             os.kill(os.getpid(), signal.SIGINT)
         return None
-sys.meta_path.insert(0, Trip())
 from dpshm.cli.main import main
-sys.exit(main(sys.argv[1:]))
+sys.meta_path.insert(0, Trip())
+{run}
 """
+_RUN_MAIN = "sys.exit(main(sys.argv[1:]))"
+_RUN_MODULE = "import runpy; runpy.run_module('dpshm', run_name='__main__')"
 
 
+def _ctrl_c_on_import(
+    ns: str, module: str, args: list[str], run: str = _RUN_MAIN
+) -> subprocess.CompletedProcess:
+    code = _CTRL_C_ON_IMPORT.format(module=module, run=run)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], env=child_env(ns),
+        capture_output=True, text=True, timeout=60, cwd=str(ROOT),
+    )  # fmt: skip
+
+
+# A Ctrl-C inside the C initialisation of xml.etree's accelerator (its import of
+# pyexpat): CPython 3.10-3.12 lose the KeyboardInterrupt there, and `dpshm demo` ran
+# on for ever (CI saw it hang; 3.13 raises it). The hook makes that moment certain.
 @pytest.mark.lsl
 @pytest.mark.parametrize("command", ["up", "demo"])
 def test_ctrl_c_that_python_loses_in_an_import_still_stops_the_command(unique_name, command):
-    args = (
-        ["up", "--stream", f"{unique_name}-none", "--quiet"]
-        if command == "up"
-        else ["demo", "--name", f"{unique_name}-m", "--marker-name", f"{unique_name}-k"]
-    )
-    res = subprocess.run(
-        [sys.executable, "-c", _CTRL_C_IN_A_C_IMPORT, *args], env=child_env(unique_name),
-        capture_output=True, text=True, timeout=60, cwd=str(ROOT),
-    )  # fmt: skip
+    res = _ctrl_c_on_import(unique_name, "pyexpat", _start_args(unique_name, command))
     out = res.stdout + res.stderr
     assert res.returncode in (0, 130) and "Traceback" not in out, (res.returncode, out)
     assert segments(unique_name) == []
@@ -205,31 +214,9 @@ def test_ctrl_c_that_python_loses_in_an_import_still_stops_the_command(unique_na
 
 # A Ctrl-C while main() imports what installs its Ctrl-C handler: the import of
 # dpshm.cli._common takes milliseconds, and a Ctrl-C there printed a traceback.
-_CTRL_C_BEFORE_THE_HANDLER = """
-import os, signal, sys
-class Trip:
-    def find_spec(self, name, path=None, target=None):
-        if name == "dpshm.cli._common":
-            sys.meta_path.remove(self)
-            print("tripped", file=sys.stderr, flush=True)
-            os.kill(os.getpid(), signal.SIGINT)
-        return None
-from dpshm.cli.main import main
-sys.meta_path.insert(0, Trip())
-sys.exit(main(sys.argv[1:]))
-"""
-
-
-@pytest.mark.parametrize("how", ["main", "python -m dpshm"])
-def test_ctrl_c_before_main_installed_its_handler_exits_130_quietly(unique_name, how):
-    code = _CTRL_C_BEFORE_THE_HANDLER
-    if how != "main":
-        run_m = "import runpy; runpy.run_module('dpshm', run_name='__main__')"
-        code = code.replace("sys.exit(main(sys.argv[1:]))", run_m)
-    res = subprocess.run(
-        [sys.executable, "-c", code, "up", "--stream", f"{unique_name}-none", "--quiet"],
-        env=child_env(unique_name), capture_output=True, text=True, timeout=60, cwd=str(ROOT),
-    )  # fmt: skip
+@pytest.mark.parametrize("run", [_RUN_MAIN, _RUN_MODULE], ids=["main", "python -m dpshm"])
+def test_ctrl_c_before_main_installed_its_handler_exits_130_quietly(unique_name, run):
+    res = _ctrl_c_on_import(unique_name, "dpshm.cli._common", _start_args(unique_name, "up"), run)
     assert res.stderr.startswith("tripped"), res.stderr  # the Ctrl-C came at that moment
     assert res.returncode == 130 and "Traceback" not in res.stderr, (res.returncode, res.stderr)
     assert registry.read_registry_raw(unique_name) is None
